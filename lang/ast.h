@@ -192,6 +192,9 @@ dtl_expr *dtl_ast_expr(dtl_ctx *ctx, dtl_expr_kind kind, dtl_span span);
 dtl_expr *dtl_ast_binary(dtl_ctx *ctx, dtl_binop op, dtl_expr *lhs, dtl_expr *rhs,
                          dtl_span op_span);
 dtl_expr *dtl_ast_unary(dtl_ctx *ctx, dtl_unop op, dtl_expr *operand, dtl_span op_span);
+/* Sets e->depth from its children's depths (for nodes filled in after dtl_ast_expr) and
+ * returns it. */
+uint32_t dtl_ast_expr_depth(dtl_expr *e);
 dtl_texpr *dtl_ast_texpr(dtl_ctx *ctx, dtl_texpr_kind kind, dtl_span span);
 dtl_decl *dtl_ast_decl(dtl_ctx *ctx, dtl_decl_kind kind, dtl_span span);
 

@@ -1,0 +1,656 @@
+/* compiler/dtlc.c — the dtlc program: option parsing and command dispatch.
+ *
+ * All the work is done by libdtl; this file only turns a command line into calls. Two
+ * tables describe the interface: `options` (every option, its argument and help line) and
+ * `commands` (name, synopsis, description, examples, the options it accepts, its handler).
+ * Help text, "unknown option" suggestions and dispatch all read those tables, so a new
+ * command (run, graph, repl) is one row in `commands` plus its handler.
+ *
+ * Each input file is compiled in a dtl_ctx of its own; diagnostics go to stderr after each
+ * file, emitted output to stdout or to -o FILE (written to a temporary file in FILE's
+ * directory and renamed, so a failure never leaves half a file behind).
+ *
+ * Exit status: 0 clean (warnings allowed), 1 diagnostics, 2 usage or I/O errors. With
+ * several files the worst status wins.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../lang/check.h"
+#include "../lang/ctx.h"
+#include "../lang/parse.h"
+#include "../lang/print.h"
+
+#if defined(DTL_VERSION)
+#define DTLC_VERSION DTL_VERSION
+#elif defined(PACKAGE_VERSION)
+#define DTLC_VERSION PACKAGE_VERSION
+#else
+#define DTLC_VERSION "(unknown version)"
+#endif
+
+enum { EXIT_CLEAN = 0, EXIT_DIAG = 1, EXIT_USAGE = 2 };
+
+/* ---- Options ---- */
+
+typedef enum dtlc_opt_id {
+    OPT_INCLUDE, OPT_WERROR, OPT_NO_WARN_UNUSED, OPT_MAX_ERRORS, OPT_COLOR, OPT_EMIT,
+    OPT_OUTPUT, OPT_HELP, OPT_COUNT
+} dtlc_opt_id;
+
+#define OPT_BIT(id) (1u << (id))
+
+typedef struct dtlc_option {
+    dtlc_opt_id id;
+    const char *name;   /* "-I", "--werror": short names take "-IDIR" too, long "--x=V" */
+    const char *arg;    /* metavariable when it takes a value, else NULL */
+    const char *help;
+} dtlc_option;
+
+static const dtlc_option options[] = {
+    {OPT_INCLUDE, "-I", "DIR", "search DIR for `use` modules, before $DTL_PATH and the stdlib"},
+    {OPT_WERROR, "--werror", NULL, "treat warnings as errors (exit status 1)"},
+    {OPT_NO_WARN_UNUSED, "--no-warn-unused", NULL, "no warnings for unused names"},
+    {OPT_MAX_ERRORS, "--max-errors", "N", "show at most N errors (default 50; 0: all)"},
+    {OPT_COLOR, "--color", "WHEN", "color diagnostics: auto (default), always, never"},
+    {OPT_EMIT, "--emit", "STAGE", "what to emit: ast (canonical source), types"},
+    {OPT_OUTPUT, "-o", "FILE", "write the output to FILE (default: standard output)"},
+    {OPT_HELP, "--help", NULL, "show this help (also -h)"},
+};
+_Static_assert(sizeof options / sizeof options[0] == OPT_COUNT, "one row per option");
+
+typedef enum dtlc_color { COLOR_AUTO, COLOR_ALWAYS, COLOR_NEVER } dtlc_color;
+
+/* What the command line said. */
+typedef struct dtlc_opts {
+    const char **includes;
+    size_t nincludes;
+    bool werror, no_warn_unused;
+    bool max_errors_set;
+    unsigned max_errors;
+    bool color;             /* resolved: color the diagnostics */
+    const char *emit;       /* compile: NULL when not given */
+    const char *output;     /* compile: NULL or "-" for stdout */
+    const char **files;
+    size_t nfiles;
+} dtlc_opts;
+
+/* ---- Commands ---- */
+
+typedef struct dtlc_command dtlc_command;
+struct dtlc_command {
+    const char *name;
+    const char *synopsis;     /* after "dtlc NAME " */
+    const char *summary;      /* one line for `dtlc --help` */
+    const char *description;  /* paragraph(s) for `dtlc help NAME` */
+    const char *examples;     /* lines, each "dtlc …" */
+    unsigned opts;            /* OPT_BIT()s accepted */
+    int (*run)(const dtlc_command *cmd, dtlc_opts *o);
+};
+
+static int cmd_check(const dtlc_command *cmd, dtlc_opts *o);
+static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o);
+
+#define DIAG_OPTS                                                                         \
+    (OPT_BIT(OPT_INCLUDE) | OPT_BIT(OPT_WERROR) | OPT_BIT(OPT_NO_WARN_UNUSED) |           \
+     OPT_BIT(OPT_MAX_ERRORS) | OPT_BIT(OPT_COLOR) | OPT_BIT(OPT_HELP))
+
+static const dtlc_command commands[] = {
+    {"check", "[options] FILE...", "parse and check files, report diagnostics",
+     "Parses and checks each FILE (names, types, shapes) and the modules it uses, and\n"
+     "prints diagnostics to standard error. Each FILE is checked on its own; '-' reads\n"
+     "standard input.\n",
+     "dtlc check examples/mnist_mlp.dtl\n"
+     "dtlc check --werror -I mylib model.dtl other.dtl\n",
+     DIAG_OPTS, cmd_check},
+    {"compile", "[options] FILE --emit=STAGE [-o OUT]", "compile a file and emit a stage",
+     "Compiles FILE up to STAGE and writes that stage to standard output or OUT:\n"
+     "  ast    the parsed file printed back as canonical source (parsing only)\n"
+     "  types  every binding with its inferred type (parsing and checking)\n"
+     "Diagnostics go to standard error; nothing is written when there are errors.\n"
+     "Code generation arrives in later versions.\n",
+     "dtlc compile model.dtl --emit=ast\n"
+     "dtlc compile model.dtl --emit=types -o model.types\n",
+     DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_OUTPUT), cmd_compile},
+    {"help", "[COMMAND]", "show help for dtlc or for one command", NULL, NULL,
+     OPT_BIT(OPT_HELP), NULL},
+};
+enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
+
+static const char *const emit_stages[] = {"ast", "types"};
+
+/* ---- Messages ---- */
+
+static void say(bool color, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* "dtlc: error: …" (or note) on stderr, like a diagnostic with no place. */
+static void say(bool color, const char *level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (color)
+        fprintf(stderr, "\033[1mdtlc: %s%s:\033[0m\033[1m ",
+                strcmp(level, "error") == 0 ? "\033[1;31m" : "\033[1;36m", level);
+    else
+        fprintf(stderr, "dtlc: %s: ", level);
+    vfprintf(stderr, fmt, ap);
+    fputs(color ? "\033[0m\n" : "\n", stderr);
+    va_end(ap);
+}
+
+static bool color_auto(void)
+{
+    const char *no = getenv("NO_COLOR"), *term = getenv("TERM");
+    return isatty(STDERR_FILENO) && !(no && *no) && !(term && strcmp(term, "dumb") == 0);
+}
+
+static const dtlc_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int unknown_command(bool color, const char *name)
+{
+    const char *names[NCOMMANDS];
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[i] = commands[i].name;
+    const char *near = dtl_diag_suggest(name, names, NCOMMANDS);
+    if (near)
+        say(color, "error", "unknown command '%s'; did you mean '%s'?", name, near);
+    else
+        say(color, "error", "unknown command '%s'", name);
+    say(color, "note", "'dtlc --help' lists the commands");
+    return EXIT_USAGE;
+}
+
+/* ---- Help ---- */
+
+static void print_usage(FILE *out)
+{
+    fputs("usage: dtlc COMMAND [options] [FILE...]\n"
+          "       dtlc --version | --help | help COMMAND\n", out);
+}
+
+static void print_main_help(void)
+{
+    print_usage(stdout);
+    fputs("\ndtl compiles and trains deep-learning models written in .dtl files.\n"
+          "\ncommands:\n", stdout);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+    fputs("\nRun 'dtlc help COMMAND' or 'dtlc COMMAND --help' for a command's options.\n"
+          "\nexit status: 0 success (warnings allowed), 1 errors in the input,\n"
+          "             2 usage or I/O error\n"
+          "\nenvironment:\n"
+          "  DTL_PATH   colon-separated directories searched for `use` modules\n"
+          "  NO_COLOR   when set and not empty, diagnostics are never colored\n", stdout);
+}
+
+static void print_command_help(const dtlc_command *c)
+{
+    printf("usage: dtlc %s %s\n", c->name, c->synopsis);
+    if (c->description)
+        printf("\n%s", c->description);
+    if (c->opts & ~OPT_BIT(OPT_HELP)) {
+        fputs("\noptions:\n", stdout);
+        for (size_t i = 0; i < OPT_COUNT; i++) {
+            const dtlc_option *op = &options[i];
+            if (!(c->opts & OPT_BIT(op->id)))
+                continue;
+            char lhs[40];
+            if (!op->arg)
+                snprintf(lhs, sizeof lhs, "%s", op->name);
+            else if (op->name[1] == '-')
+                snprintf(lhs, sizeof lhs, "%s=%s", op->name, op->arg);
+            else
+                snprintf(lhs, sizeof lhs, "%s %s", op->name, op->arg);
+            printf("  %-20s %s\n", lhs, op->help);
+        }
+    }
+    if (c->examples) {
+        fputs("\nexamples:\n", stdout);
+        for (const char *s = c->examples; *s;) {
+            const char *nl = strchr(s, '\n');
+            size_t n = nl ? (size_t)(nl - s) : strlen(s);
+            printf("  %.*s\n", (int)n, s);
+            s += n + (nl != NULL);
+        }
+    }
+}
+
+/* ---- Option parsing ---- */
+
+/* Parses a non-negative decimal number into *v. */
+static bool parse_count(const char *s, unsigned *v)
+{
+    if (!*s)
+        return false;
+    unsigned long n = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        n = n * 10 + (unsigned)(*s - '0');
+        if (n > 1000000000ul)
+            return false;
+    }
+    *v = (unsigned)n;
+    return true;
+}
+
+/* Applies one option with its value (NULL for flags). Returns false after a usage error. */
+static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_color *color)
+{
+    switch (id) {
+    case OPT_INCLUDE:
+        o->includes[o->nincludes++] = val;
+        return true;
+    case OPT_WERROR:
+        o->werror = true;
+        return true;
+    case OPT_NO_WARN_UNUSED:
+        o->no_warn_unused = true;
+        return true;
+    case OPT_MAX_ERRORS:
+        if (!parse_count(val, &o->max_errors)) {
+            say(o->color, "error", "--max-errors expects a number (0 for no limit), found '%s'",
+                val);
+            return false;
+        }
+        o->max_errors_set = true;
+        return true;
+    case OPT_COLOR:
+        if (strcmp(val, "auto") == 0)
+            *color = COLOR_AUTO;
+        else if (strcmp(val, "always") == 0)
+            *color = COLOR_ALWAYS;
+        else if (strcmp(val, "never") == 0)
+            *color = COLOR_NEVER;
+        else {
+            say(o->color, "error", "--color expects auto, always or never, found '%s'", val);
+            return false;
+        }
+        o->color = *color == COLOR_ALWAYS || (*color == COLOR_AUTO && color_auto());
+        return true;
+    case OPT_EMIT:
+        o->emit = val;
+        return true;
+    case OPT_OUTPUT:
+        o->output = val;
+        return true;
+    case OPT_HELP:
+    case OPT_COUNT:
+        break;
+    }
+    return true;
+}
+
+static void unknown_option(const dtlc_command *c, bool color, const char *arg)
+{
+    const char *names[OPT_COUNT];
+    size_t n = 0;
+    for (size_t i = 0; i < OPT_COUNT; i++)
+        if (c->opts & OPT_BIT(options[i].id))
+            names[n++] = options[i].name;
+    size_t len = strcspn(arg, "=");
+    char spelled[64];
+    snprintf(spelled, sizeof spelled, "%.*s", (int)(len < 63 ? len : 63), arg);
+    const char *near = dtl_diag_suggest(spelled, names, n);
+    if (near)
+        say(color, "error", "unknown option '%s' for '%s'; did you mean '%s'?", spelled,
+            c->name, near);
+    else
+        say(color, "error", "unknown option '%s' for '%s'", spelled, c->name);
+}
+
+/* Parses argv (the words after the command). Returns -1 to go on, or an exit status (help
+ * was printed, or a usage error was reported). */
+static int parse_args(const dtlc_command *c, int argc, char **argv, dtlc_opts *o)
+{
+    dtlc_color color = COLOR_AUTO;
+    o->color = color_auto();
+    /* --help anywhere before "--" wins over everything else on the line. */
+    for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_command_help(c);
+            return EXIT_CLEAN;
+        }
+    o->includes = calloc((size_t)argc + 1, sizeof *o->includes);
+    o->files = calloc((size_t)argc + 1, sizeof *o->files);
+    if (!o->includes || !o->files) {
+        say(o->color, "error", "out of memory");
+        return EXIT_USAGE;
+    }
+    bool only_files = false;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_files || arg[0] != '-' || arg[1] == '\0') {
+            o->files[o->nfiles++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            only_files = true;
+            continue;
+        }
+        const dtlc_option *op = NULL;
+        const char *val = NULL;
+        for (size_t k = 0; k < OPT_COUNT && !op; k++) {
+            const dtlc_option *cand = &options[k];
+            size_t n = strlen(cand->name);
+            if (!(c->opts & OPT_BIT(cand->id)) || strncmp(arg, cand->name, n) != 0)
+                continue;
+            if (arg[n] == '\0')
+                op = cand;
+            else if (cand->name[1] == '-' && arg[n] == '=')
+                op = cand, val = arg + n + 1;   /* --name=value */
+            else if (cand->arg && cand->name[1] != '-')
+                op = cand, val = arg + n;       /* -Ivalue */
+        }
+        if (!op) {
+            unknown_option(c, o->color, arg);
+            say(o->color, "note", "'dtlc %s --help' lists its options", c->name);
+            return EXIT_USAGE;
+        }
+        if (op->arg && !val) {
+            if (i + 1 >= argc) {
+                say(o->color, "error", "option '%s' needs a value (%s)", op->name, op->arg);
+                return EXIT_USAGE;
+            }
+            val = argv[++i];
+        } else if (!op->arg && val) {
+            say(o->color, "error", "option '%s' takes no value", op->name);
+            return EXIT_USAGE;
+        }
+        if (!apply_option(o, op->id, val, &color))
+            return EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* ---- Running the front end ---- */
+
+/* Reads all of standard input into ctx's sources under the name "<stdin>". */
+static dtl_source *load_stdin(dtl_ctx *ctx, char *why, size_t whylen)
+{
+    size_t cap = 64 * 1024, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (len == cap) {
+            if (cap >= DTL_SOURCE_MAX_BYTES) {
+                snprintf(why, whylen, "file is larger than %zu MiB", DTL_SOURCE_MAX_BYTES >> 20);
+                free(buf);
+                return NULL;
+            }
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger)
+                break;
+            buf = bigger;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - len, stdin);
+        len += n;
+        if (n == 0) {
+            if (ferror(stdin)) {
+                snprintf(why, whylen, "%s", strerror(errno ? errno : EIO));
+                free(buf);
+                return NULL;
+            }
+            dtl_source *src = dtl_src_add(&ctx->sources, "<stdin>", buf, len);
+            free(buf);
+            return src;
+        }
+    }
+    free(buf);
+    snprintf(why, whylen, "%s", strerror(ENOMEM));
+    return NULL;
+}
+
+/* A fresh context set up from the options. */
+static void ctx_open(dtl_ctx *ctx, const dtlc_opts *o)
+{
+    dtl_ctx_init(ctx);
+    for (size_t i = 0; i < o->nincludes; i++)
+        dtl_ctx_add_path(ctx, o->includes[i]);
+    dtl_ctx_add_default_paths(ctx);
+    ctx->warn_unused = !o->no_warn_unused;
+    ctx->diags.werror = o->werror;
+    if (o->max_errors_set)
+        ctx->diags.max_errors = o->max_errors;
+}
+
+/* Loads FILE ('-': standard input) or reports why not. */
+static const dtl_source *load(dtl_ctx *ctx, const dtlc_opts *o, const char *file)
+{
+    char why[256] = "";
+    dtl_source *src = strcmp(file, "-") == 0 ? load_stdin(ctx, why, sizeof why)
+                                             : dtl_src_load(&ctx->sources, file, why, sizeof why);
+    if (!src)
+        say(o->color, "error", "cannot read '%s': %s", file, why);
+    return src;
+}
+
+/* Prints ctx's diagnostics; returns the exit status they call for. */
+static int report(dtl_ctx *ctx, const dtlc_opts *o)
+{
+    dtl_diag_print(&ctx->diags, stderr, o->color);
+    /* Stages stop at the limit, so often nothing past it is even counted: say so. (Past
+     * it, dtl_diag_print has said "too many errors" itself.) */
+    if (ctx->diags.max_errors && ctx->diags.nerrors == ctx->diags.max_errors)
+        say(o->color, "note", "stopped at the limit of %u error%s; there may be more "
+            "(--max-errors)", ctx->diags.max_errors, ctx->diags.max_errors == 1 ? "" : "s");
+    if (ctx->diags.werror && ctx->diags.nerrors == 0 && ctx->diags.nwarnings > 0)
+        say(o->color, "error", "%u warning%s treated as error%s (--werror)",
+            ctx->diags.nwarnings, ctx->diags.nwarnings == 1 ? "" : "s",
+            ctx->diags.nwarnings == 1 ? "" : "s");
+    return dtl_diag_failed(&ctx->diags) ? EXIT_DIAG : EXIT_CLEAN;
+}
+
+static int cmd_check(const dtlc_command *cmd, dtlc_opts *o)
+{
+    if (o->nfiles == 0) {
+        say(o->color, "error", "'%s' needs at least one FILE", cmd->name);
+        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+        return EXIT_USAGE;
+    }
+    int status = EXIT_CLEAN;
+    bool stdin_used = false;
+    for (size_t i = 0; i < o->nfiles; i++) {
+        if (strcmp(o->files[i], "-") == 0) {
+            if (stdin_used) {
+                say(o->color, "error", "'-' (standard input) can be given only once");
+                status = EXIT_USAGE;
+                continue;
+            }
+            stdin_used = true;
+        }
+        dtl_ctx ctx;
+        ctx_open(&ctx, o);
+        const dtl_source *src = load(&ctx, o, o->files[i]);
+        int st = EXIT_USAGE;
+        if (src) {
+            dtl_check_source(&ctx, src);
+            st = report(&ctx, o);
+        }
+        if (st > status)
+            status = st;
+        dtl_ctx_free(&ctx);
+    }
+    return status;
+}
+
+/* The stage's output, to out. */
+typedef struct dtlc_emit {
+    const char *stage;
+    const dtl_file *file;      /* ast */
+    const dtl_module *module;  /* types */
+} dtlc_emit;
+
+static void emit_to(FILE *out, const dtlc_emit *e)
+{
+    if (e->file)
+        dtl_print_file(out, e->file);
+    else
+        dtl_check_print_types(out, e->module);
+}
+
+/* Writes the output to o->output through a temporary file and a rename, or to stdout. */
+static int write_output(const dtlc_opts *o, const dtlc_emit *e)
+{
+    if (!o->output || strcmp(o->output, "-") == 0) {
+        emit_to(stdout, e);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            say(o->color, "error", "cannot write to standard output: %s", strerror(errno));
+            return EXIT_USAGE;
+        }
+        return EXIT_CLEAN;
+    }
+    size_t n = strlen(o->output);
+    char *tmp = malloc(n + sizeof ".tmpXXXXXX");
+    if (!tmp) {
+        say(o->color, "error", "out of memory");
+        return EXIT_USAGE;
+    }
+    memcpy(tmp, o->output, n);
+    memcpy(tmp + n, ".tmpXXXXXX", sizeof ".tmpXXXXXX");
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f) {
+        say(o->color, "error", "cannot write '%s': %s", o->output, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
+        free(tmp);
+        return EXIT_USAGE;
+    }
+    mode_t mask = umask(0);   /* mkstemp makes 0600; give the file the usual mode */
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    emit_to(f, e);
+    int err = ferror(f) ? (errno ? errno : EIO) : 0;
+    if (fclose(f) != 0 && !err)
+        err = errno;
+    if (!err && rename(tmp, o->output) != 0)
+        err = errno;
+    if (err) {
+        say(o->color, "error", "cannot write '%s': %s", o->output, strerror(err));
+        unlink(tmp);
+    }
+    free(tmp);
+    return err ? EXIT_USAGE : EXIT_CLEAN;
+}
+
+static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
+{
+    if (o->nfiles != 1) {
+        if (o->nfiles == 0)
+            say(o->color, "error", "'%s' needs a FILE", cmd->name);
+        else
+            say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
+        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+        return EXIT_USAGE;
+    }
+    if (!o->emit) {
+        say(o->color, "error", "--emit is required: this build can emit 'ast' and 'types'");
+        return EXIT_USAGE;
+    }
+    dtlc_emit e = {NULL, NULL, NULL};
+    for (size_t i = 0; i < sizeof emit_stages / sizeof emit_stages[0]; i++)
+        if (strcmp(o->emit, emit_stages[i]) == 0)
+            e.stage = emit_stages[i];
+    if (!e.stage) {
+        const char *near =
+            dtl_diag_suggest(o->emit, emit_stages, sizeof emit_stages / sizeof emit_stages[0]);
+        say(o->color, "error", "unknown stage '%s' for --emit; expected 'ast' or 'types'%s%s%s",
+            o->emit, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+        return EXIT_USAGE;
+    }
+
+    dtl_ctx ctx;
+    ctx_open(&ctx, o);
+    int status = EXIT_USAGE;
+    const dtl_source *src = load(&ctx, o, o->files[0]);
+    if (src) {
+        if (strcmp(e.stage, "ast") == 0)
+            e.file = dtl_parse(&ctx, src);
+        else
+            e.module = dtl_check_source(&ctx, src);
+        status = report(&ctx, o);
+        if (status == EXIT_CLEAN && (e.file || e.module))
+            status = write_output(o, &e);
+    }
+    dtl_ctx_free(&ctx);
+    return status;
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+    bool color = color_auto();
+    if (argc < 2) {
+        print_usage(stderr);
+        say(color, "note", "'dtlc --help' lists the commands");
+        return EXIT_USAGE;
+    }
+    const char *first = argv[1];
+    if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0) {
+        print_main_help();
+        return fflush(stdout) == 0 ? EXIT_CLEAN : EXIT_USAGE;
+    }
+    if (strcmp(first, "--version") == 0) {
+        printf("dtlc %s\n", DTLC_VERSION);
+        return fflush(stdout) == 0 ? EXIT_CLEAN : EXIT_USAGE;
+    }
+    if (first[0] == '-') {
+        say(color, "error", "expected a command before '%s'", first);
+        say(color, "note", "usage: dtlc COMMAND [options] [FILE...]; 'dtlc --help' lists "
+                           "the commands");
+        return EXIT_USAGE;
+    }
+    const dtlc_command *cmd = find_command(first);
+    if (!cmd)
+        return unknown_command(color, first);
+
+    if (!cmd->run) {   /* help [COMMAND] */
+        if (argc == 2 || strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+            print_main_help();
+        } else if (argc > 3) {
+            say(color, "error", "'help' takes one COMMAND, found %d", argc - 2);
+            return EXIT_USAGE;
+        } else {
+            const dtlc_command *c = find_command(argv[2]);
+            if (!c)
+                return unknown_command(color, argv[2]);
+            if (c->run)
+                print_command_help(c);
+            else
+                print_main_help();
+        }
+        return fflush(stdout) == 0 ? EXIT_CLEAN : EXIT_USAGE;
+    }
+
+    dtlc_opts o;
+    memset(&o, 0, sizeof o);
+    int status = parse_args(cmd, argc - 2, argv + 2, &o);
+    if (status < 0)
+        status = cmd->run(cmd, &o);
+    free(o.includes);
+    free(o.files);
+    if (fflush(stdout) != 0 && status == EXIT_CLEAN)
+        status = EXIT_USAGE;
+    return status;
+}
