@@ -100,6 +100,7 @@ struct dtlc_command {
 
 static int cmd_check(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o);
+static int cmd_help(const dtlc_command *cmd, dtlc_opts *o);
 
 #define DIAG_OPTS                                                                         \
     (OPT_BIT(OPT_INCLUDE) | OPT_BIT(OPT_WERROR) | OPT_BIT(OPT_NO_WARN_UNUSED) |           \
@@ -122,8 +123,9 @@ static const dtlc_command commands[] = {
      "dtlc compile model.dtl --emit=ast\n"
      "dtlc compile model.dtl --emit=types -o model.types\n",
      DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_OUTPUT), cmd_compile},
-    {"help", "[COMMAND]", "show help for dtlc or for one command", NULL, NULL,
-     OPT_BIT(OPT_HELP), NULL},
+    {"help", "[COMMAND]", "show help for dtlc or for one command",
+     "Without COMMAND, lists the commands; with one, shows its options and examples.\n",
+     "dtlc help check\n", OPT_BIT(OPT_HELP), cmd_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -596,7 +598,34 @@ static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
     return status;
 }
 
+static int cmd_help(const dtlc_command *cmd, dtlc_opts *o)
+{
+    if (o->nfiles > 1) {
+        say(o->color, "error", "'%s' takes one COMMAND, found %zu", cmd->name, o->nfiles);
+        return EXIT_USAGE;
+    }
+    if (o->nfiles == 0) {
+        print_main_help();
+        return EXIT_CLEAN;
+    }
+    const dtlc_command *c = find_command(o->files[0]);
+    if (!c)
+        return unknown_command(o->color, o->files[0]);
+    print_command_help(c);
+    return EXIT_CLEAN;
+}
+
 /* ---- main ---- */
+
+/* Flushes stdout, turning a failed write (a full disk, a closed pipe) into exit status 2. */
+static int finish(bool color, int status)
+{
+    if ((fflush(stdout) != 0 || ferror(stdout)) && status == EXIT_CLEAN) {
+        say(color, "error", "cannot write to standard output: %s", strerror(errno));
+        status = EXIT_USAGE;
+    }
+    return status;
+}
 
 int main(int argc, char **argv)
 {
@@ -609,11 +638,11 @@ int main(int argc, char **argv)
     const char *first = argv[1];
     if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0) {
         print_main_help();
-        return fflush(stdout) == 0 ? EXIT_CLEAN : EXIT_USAGE;
+        return finish(color, EXIT_CLEAN);
     }
     if (strcmp(first, "--version") == 0) {
         printf("dtlc %s\n", DTLC_VERSION);
-        return fflush(stdout) == 0 ? EXIT_CLEAN : EXIT_USAGE;
+        return finish(color, EXIT_CLEAN);
     }
     if (first[0] == '-') {
         say(color, "error", "expected a command before '%s'", first);
@@ -625,24 +654,6 @@ int main(int argc, char **argv)
     if (!cmd)
         return unknown_command(color, first);
 
-    if (!cmd->run) {   /* help [COMMAND] */
-        if (argc == 2 || strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
-            print_main_help();
-        } else if (argc > 3) {
-            say(color, "error", "'help' takes one COMMAND, found %d", argc - 2);
-            return EXIT_USAGE;
-        } else {
-            const dtlc_command *c = find_command(argv[2]);
-            if (!c)
-                return unknown_command(color, argv[2]);
-            if (c->run)
-                print_command_help(c);
-            else
-                print_main_help();
-        }
-        return fflush(stdout) == 0 ? EXIT_CLEAN : EXIT_USAGE;
-    }
-
     dtlc_opts o;
     memset(&o, 0, sizeof o);
     int status = parse_args(cmd, argc - 2, argv + 2, &o);
@@ -650,7 +661,5 @@ int main(int argc, char **argv)
         status = cmd->run(cmd, &o);
     free(o.includes);
     free(o.files);
-    if (fflush(stdout) != 0 && status == EXIT_CLEAN)
-        status = EXIT_USAGE;
-    return status;
+    return finish(o.color, status);
 }

@@ -430,12 +430,19 @@ dtl_type *dtl_builtin_matmul(dtl_arena *a, dtl_diags *d, const dtl_module *from,
     dtl_type *err = dtl_type_new(a, DTL_TYPE_ERROR);
     if (tx->kind == DTL_TYPE_ERROR || ty->kind == DTL_TYPE_ERROR)
         return err;
-    const char *xn = mm_name(a, x, true), *yn = mm_name(a, y, false);
-    const char *xs = dtl_type_print(a, tx, from), *ys = dtl_type_print(a, ty, from);
+    /* Names for messages, made only when one is reported. */
+    const char *xn = NULL, *yn = NULL, *xs = NULL, *ys = NULL;
+#define MM_NAMES()                                                                        \
+    (xn = mm_name(a, x, true), yn = mm_name(a, y, false), xs = dtl_type_print(a, tx, from), \
+     ys = dtl_type_print(a, ty, from))
     for (int side = 0; side < 2; side++) {
         const dtl_type *t = side ? ty : tx;
-        const char *n = side ? yn : xn, *s = side ? ys : xs;
         dtl_span at = side ? (y ? y->span : whole) : (x ? x->span : whole);
+        bool bad = t->kind != DTL_TYPE_TENSOR || t->u.t.dtype == DTL_DTYPE_BOOL ||
+                   t->u.t.rank == 0;
+        if (bad)
+            MM_NAMES();
+        const char *n = side ? yn : xn, *s = side ? ys : xs;
         if (t->kind != DTL_TYPE_TENSOR) {
             dtl_diag_error(d, at, "matmul: %s must be a tensor, found %s", n, s);
             return err;
@@ -450,6 +457,7 @@ dtl_type *dtl_builtin_matmul(dtl_arena *a, dtl_diags *d, const dtl_module *from,
         }
     }
     if (tx->u.t.dtype != ty->u.t.dtype) {
+        MM_NAMES();
         dtl_diag_error(d, whole, "dtype mismatch: %s is %s, %s is %s", xn, xs, yn, ys);
         dtl_diag_note(d, y ? y->span : whole, "use cast(%s, %s)", yn,
                       dtl_dtype_name(tx->u.t.dtype));
@@ -459,6 +467,7 @@ dtl_type *dtl_builtin_matmul(dtl_arena *a, dtl_diags *d, const dtl_module *from,
     const dtl_dim *kx = tx->u.t.dims[xr - 1];
     const dtl_dim *ky = ty->u.t.dims[yr == 1 ? 0 : yr - 2];
     if (!dtl_dim_eq(kx, ky)) {
+        MM_NAMES();
         dtl_diag_error(d, whole, "matmul: inner dimensions differ: %s is %s, %s is %s", xn, xs,
                        yn, ys);
         dtl_diag_note(d, whole, "%s's last dimension is %s, %s's %s is %s", xn,
@@ -470,6 +479,7 @@ dtl_type *dtl_builtin_matmul(dtl_arena *a, dtl_diags *d, const dtl_module *from,
     uint32_t xb = xr >= 2 ? xr - 2 : 0, yb = yr >= 2 ? yr - 2 : 0;
     const dtl_dim **batch;
     if (dtl_broadcast(a, tx->u.t.dims, xb, ty->u.t.dims, yb, &batch) >= 0) {
+        MM_NAMES();
         dtl_diag_error(d, whole, "matmul: batch dimensions do not broadcast: %s is %s, %s is %s",
                        xn, xs, yn, ys);
         return err;
@@ -477,6 +487,7 @@ dtl_type *dtl_builtin_matmul(dtl_arena *a, dtl_diags *d, const dtl_module *from,
     uint32_t br = xb > yb ? xb : yb;
     uint32_t r = br + (xr >= 2) + (yr >= 2);
     const dtl_dim **dims = dtl_arena_array(a, r ? r : 1, sizeof *dims);
+#undef MM_NAMES
     memcpy(dims, batch, br * sizeof *dims);
     uint32_t k = br;
     if (xr >= 2)

@@ -36,8 +36,8 @@
  * `/` is true division (ints give a float); an int expression over constructor parameters
  * stays symbolic (`hidden * 2`). Tensor arithmetic broadcasts like numpy (align right;
  * equal dims, or one is the constant 1); tensor dtypes must match exactly; a host int or
- * float mixes with a float tensor (a host int also with an int tensor). `@` follows numpy's
- * matmul. `**` needs a scalar exponent. Comparisons give bool tensors (host bools for host
+ * float mixes with a float tensor (a host int also with an int tensor); `/` needs float
+ * tensors (cast first). `@` follows numpy's matmul. `**` needs a scalar exponent. Comparisons give bool tensors (host bools for host
  * values); and/or/not take bools. An int index drops a dim, a slice keeps it (its length
  * computed numpy's way when known); a constant index out of range is an error. Tensor
  * literals are rectangular; ints give i64, any float f32, bools bool.
@@ -53,10 +53,14 @@
  * constructor argument must have a value. In settings, names resolve to x and y (the
  * batch), the model's members, params, fns and constructor parameters, the module's top
  * level, then builtins. x's type is inferred from its first use as an argument whose
- * parameter type fixes it (forward(x)), with the batch dim B; y is i64[B]. data, loss and
- * optimizer are required; loss must be a float scalar. shard needs parallel with a
- * tensor(n) factor and names a param; stage needs pipeline(stages = s), and every submodel
- * with params must be in exactly one of the stages 0..s-1, each given once.
+ * parameter type fixes it (forward(x)), with the batch dim B; y is i64[B]; B itself is a
+ * name there too (unless the model has a member B). Unknown settings, duplicates and
+ * settings of the wrong kind are errors. batch (default 32) and epochs (default 1) are
+ * positive ints, seed a non-negative int. data, loss and optimizer are required; loss must
+ * be a float scalar. shard needs parallel with a tensor(n) factor and names a param, along
+ * an axis within its rank that n divides (when known); stage needs pipeline(stages = s),
+ * and every submodel with params must be in exactly one of the stages 0..s-1, each given
+ * once.
  *
  * Warnings: unused fn parameters, constructor parameters and fn-local lets, params no fn of
  * their model uses, unused `use`; names starting with '_' are exempt.
@@ -108,7 +112,9 @@ enum {
 };
 
 /* Bounds on nesting that C recursion follows. */
-enum { MAX_LAZY_DEPTH = 96, MAX_MODULE_DEPTH = 48, MAX_SUGGEST = 2000 };
+/* MAX_EXPR_DEPTH bounds the expressions being checked at once, across lazily checked
+ * definitions (each expression alone is at most DTL_AST_MAX_DEPTH deep). */
+enum { MAX_LAZY_DEPTH = 200, MAX_EXPR_DEPTH = 2000, MAX_MODULE_DEPTH = 48, MAX_SUGGEST = 2000 };
 
 struct dtl_scope {
     dtl_scope *parent;
@@ -125,6 +131,8 @@ typedef struct chk {
     dtl_type *err;
     uint32_t seq;
     unsigned lazy_depth;
+    unsigned expr_depth;
+    bool expr_depth_reported;
     dtl_ptrvec loading;      /* modules being loaded, outermost first */
     /* The context of the code being checked (saved and restored around lazy checks). */
     dtl_module *mod;
@@ -384,22 +392,35 @@ static dtl_subst *inst_subst(chk *c, const dtl_type *inst)
     return s;
 }
 
-/* Collects candidate names for did-you-mean: the scope chain, then builtins. */
-static void collect_names(chk *c, const dtl_scope *s, dtl_ptrvec *out)
+/* Can a symbol be a dimension (an int constructor or fn parameter, a dim, a let)? */
+static bool dim_like(const dtl_sym *s)
 {
-    for (; s && out->len < MAX_SUGGEST; s = s->parent) {
-        for (size_t i = 0; i < s->order.len && out->len < MAX_SUGGEST; i++)
-            dtl_ptrvec_push(c->a, out, (void *)((dtl_sym *)s->order.items[i])->name);
-        if (s->also)
-            for (size_t i = 0; i < s->also->order.len && out->len < MAX_SUGGEST; i++)
-                dtl_ptrvec_push(c->a, out, (void *)((dtl_sym *)s->also->order.items[i])->name);
-    }
+    return s->dimvar ? s->kind != DTL_SYM_CTOR_PARAM || (s->type && s->type->kind == DTL_TYPE_INT)
+                     : s->kind == DTL_SYM_LET;
+}
+
+/* Collects candidate names for did-you-mean from the scope chain (only those that can be
+ * dims when dims is set). Inner scopes first, and in each the latest definitions first, so
+ * that among equally close names the nearest wins (fc3 → fc2 rather than fc1). */
+static void collect_names(chk *c, const dtl_scope *s, bool dims, dtl_ptrvec *out)
+{
+    for (; s && out->len < MAX_SUGGEST; s = s->parent)
+        for (int k = 0; k < 2; k++) {
+            const dtl_scope *t = k ? s->also : s;
+            for (size_t i = t ? t->order.len : 0; i-- > 0 && out->len < MAX_SUGGEST;) {
+                const dtl_sym *sym = t->order.items[i];
+                if (!dims || dim_like(sym))
+                    dtl_ptrvec_push(c->a, out, (void *)sym->name);
+            }
+        }
 }
 
 static const char *suggest_in(chk *c, const char *name, const dtl_scope *s, bool builtins)
 {
+    if (strlen(name) < 2)
+        return NULL;   /* any one-letter name is one edit from any other: no help */
     dtl_ptrvec v = {0};
-    collect_names(c, s, &v);
+    collect_names(c, s, false, &v);
     if (builtins) {
         size_t n;
         const dtl_builtin *t = dtl_builtin_table(&n);
@@ -679,8 +700,12 @@ static const dtl_dim *dim_expr(chk *c, dtl_expr *e, dim_mode mode, const char *w
                 dtl_diag_note(c->d, e->span, "use it in a parameter's type, e.g. x: f32[%s]",
                               name);
             } else {
+                dtl_ptrvec v = {0};
+                collect_names(c, c->scope, true, &v);
+                const char *near = strlen(name) < 2 ? NULL :
+                    dtl_diag_suggest(name, (const char *const *)v.items, v.len);
                 dtl_diag_error(c->d, e->span, "unknown dimension '%s' in %s%s", name, what,
-                               mean_suffix(c, suggest_in(c, name, c->scope, false)));
+                               mean_suffix(c, near));
             }
             return NULL;
         }
@@ -690,9 +715,14 @@ static const dtl_dim *dim_expr(chk *c, dtl_expr *e, dim_mode mode, const char *w
         dtl_type *t = sym_base_type(c, s, e->span);
         if (is_err(t))
             return NULL;
-        if (t->kind != DTL_TYPE_INT || !t->u.ival) {
+        if (t->kind != DTL_TYPE_INT) {
             dtl_diag_error(c->d, e->span, "'%s' is %s, not an int: it cannot be a dimension",
                            name, tystr(c, t));
+            return NULL;
+        }
+        if (!t->u.ival) {
+            dtl_diag_error(c->d, e->span, "the value of '%s' is not known here: it cannot be a "
+                           "dimension", name);
             return NULL;
         }
         r = t->u.ival;
@@ -829,7 +859,7 @@ static dtl_type *check_default(chk *c, dtl_fparam *p, const dtl_type *want)
     if (!assignable(want, t) || !is_constant(t)) {
         dtl_diag_error(c->d, p->deflt->span, "the default of '%s' must be a constant %s, found %s",
                        p->name.text, tystr(c, want),
-                       is_constant(t) ? valstr(c, t) : tystr(c, t));
+                       dtl_type_is_host(t) ? valstr(c, t) : tystr(c, t));
         return NULL;
     }
     return coerce(c, want, t);
@@ -900,7 +930,12 @@ static dtl_type *sym_base_type(chk *c, dtl_sym *s, dtl_span at)
     default:
         break;
     }
-    return s->type ? s->type : c->err;
+    if (!s->type) {
+        dtl_diag_error(c->d, at, "'%s' is used before its definition", s->name);
+        dtl_diag_note(c->d, s->span, "'%s' is defined here", s->name);
+        s->type = c->err;
+    }
+    return s->type;
 }
 
 /* A symbol's type as seen from here: members of the train block's instance are
@@ -2296,7 +2331,17 @@ static dtl_type *check_expr(chk *c, dtl_expr *e)
     if (e->kind != DTL_EXPR_CALL && e->kind != DTL_EXPR_PAREN && e->kind != DTL_EXPR_BINARY &&
         e->kind != DTL_EXPR_NAME && e->kind != DTL_EXPR_MEMBER)
         c->allow = 0;
+    if (c->expr_depth >= MAX_EXPR_DEPTH) {
+        if (!c->expr_depth_reported)
+            dtl_diag_error(c->d, e->span, "expressions nest too deeply here, counting the "
+                           "definitions they use");
+        c->expr_depth_reported = true;
+        e->type = c->err;
+        return e->type;
+    }
+    c->expr_depth++;
     dtl_type *t = check_expr_inner(c, e);
+    c->expr_depth--;
     e->type = t ? t : c->err;
     return e->type;
 }
@@ -2310,10 +2355,10 @@ static bool is_result(const dtl_type *t)
 
 static bool too_deep(chk *c, dtl_span at, const char *name)
 {
-    if (c->lazy_depth < MAX_LAZY_DEPTH)
+    if (c->lazy_depth < MAX_LAZY_DEPTH && c->expr_depth < MAX_EXPR_DEPTH - DTL_AST_MAX_DEPTH)
         return false;
-    dtl_diag_error(c->d, at, "definitions nest too deeply: checking '%s' needs more than %d "
-                   "others checked first", name, MAX_LAZY_DEPTH);
+    dtl_diag_error(c->d, at, "definitions nest too deeply: checking '%s' needs too many "
+                   "others checked first (at most %d, in a chain)", name, MAX_LAZY_DEPTH);
     return true;
 }
 
@@ -2438,8 +2483,11 @@ static void check_fn(chk *c, dtl_fn *f)
         s->fparam = fp;
         s->index = (unsigned)i;
         s->state = ST_DONE;
-        if (fp->type && fp->type->kind == DTL_TEXPR_INT)
+        if (fp->type && fp->type->kind == DTL_TEXPR_INT) {
+            /* Typed now: other parameters' dims may name it. */
             s->dimvar = dimvar_new(c, s->name, DTL_DIMVAR_FN_INT, s->span, s);
+            s->type = dtl_type_int(c->a, dtl_dim_var(c->a, s->dimvar));
+        }
         declare(c, f->scope, s, "parameter");
         f->params[i] = s;
     }
@@ -2453,13 +2501,16 @@ static void check_fn(chk *c, dtl_fn *f)
             s->type = c->err;
             continue;
         }
-        dtl_type *t = texpr_type(c, fp->type, DIMS_SIG,
-                                 dtl_arena_printf(c->a, "the type of '%s'", s->name));
-        if (t && t->kind == DTL_TYPE_INT)
-            t->u.ival = dtl_dim_var(c->a, s->dimvar);
+        dtl_type *t = s->type;
+        if (!t)
+            t = texpr_type(c, fp->type, DIMS_SIG,
+                           dtl_arena_printf(c->a, "the type of '%s'", s->name));
         s->type = t ? t : c->err;
-        if (fp->deflt && t)
-            f->defaults[i] = check_default(c, fp, t);
+    }
+    for (size_t i = 0; i < np; i++) {
+        dtl_fparam *fp = &d->u.fn.params[i];
+        if (fp->deflt && !is_err(f->params[i]->type))
+            f->defaults[i] = check_default(c, fp, f->params[i]->type);
     }
     dtl_type *declared = NULL;
     bool ret_ok = true;
@@ -2586,14 +2637,12 @@ static bool ensure_model(chk *c, dtl_model *m)
                           fp->name.text, dtl_print_texpr(c->a, fp->type));
         }
     }
-    /* Defaults are evaluated at the module's top level. */
-    c->scope = m->module->scope;
+    c->scope = m->scope;
     for (size_t i = 0; i < m->nctor; i++) {
         dtl_fparam *fp = m->ctor[i]->fparam;
         if (fp->deflt && !is_err(m->ctor[i]->type))
             m->defaults[i] = check_default(c, fp, m->ctor[i]->type);
     }
-    c->scope = m->scope;
     for (size_t i = 0; i < m->nparams; i++) {
         dtl_sym *p = m->params[i];
         dtl_decl *d = p->decl;
@@ -3183,6 +3232,15 @@ static void check_train(chk *c, dtl_decl *d)
     t->y->state = ST_DONE;
     scope_add(c, t->scope, t->x);
     scope_add(c, t->scope, t->y);
+    /* The batch dim is a name too (reshape(y, [B, 1])), unless the model has a B. */
+    if (!dtl_model_lookup(inst->u.m.model, "B")) {
+        dtl_sym *b = sym_new(c, DTL_SYM_DIM, "B", d->span);
+        b->dimvar = t->batch_var;
+        b->type = dtl_type_int(c->a, dtl_dim_var(c->a, t->batch_var));
+        b->state = ST_DONE;
+        t->batch_var->sym = b;
+        scope_add(c, t->scope, b);
+    }
     c->scope = t->scope;
     c->train = t;
     c->inst = inst;
@@ -3553,10 +3611,11 @@ static const char *p_cfg(printer *p, const dtl_type *t)
     return t && t->kind != DTL_TYPE_INSTANCE && sp ? sp + 1 : s;
 }
 
-/* "int = 784" for a known host value, else the type. */
+/* "int = 784", "int = n*2 + 1" for a host value known (or symbolic), else the type. */
 static const char *p_typed_value(printer *p, const dtl_type *t)
 {
-    if (t && is_constant(t))
+    if (t && (is_constant(t) || (t->kind == DTL_TYPE_INT && t->u.ival) ||
+              (dtl_type_is_host(t) && t->var)))
         return dtl_arena_printf(p->a, "%s = %s", p_type(p, t), dtl_value_print(p->a, t, p->m));
     return p_type(p, t);
 }

@@ -146,7 +146,7 @@ struct dtl_train {
     dtl_sym *sym;
     dtl_type *inst;            /* the model instance (all constructor args known) */
     dtl_sym *x, *y;            /* the batch: x's type is inferred, y is i64[B] */
-    dtl_dimvar *batch_var;     /* B of x and y */
+    dtl_dimvar *batch_var;     /* B of x and y (also a name in the settings: reshape(y, [B, 1])) */
     dtl_scope *scope;
     /* Settings, as checked (NULL when absent or wrong). */
     dtl_type *data;            /* SPLIT */

@@ -7,8 +7,9 @@
  * the file, returned again on every later call. Token text lives in the compilation's arena.
  *
  * Lexical errors are reported into ctx->diags when the token they belong to is handed out
- * (so diagnostics stay in source order even though the lexer looks one token ahead); such a
- * token has `bad` set and the parser drops the statement holding it. A character that
+ * (so diagnostics stay in source order even though the lexer looks one token ahead), unless
+ * `quiet` is set then; such a token has `bad` set and the parser drops the statement
+ * holding it. A character that
  * starts no token becomes DTL_TK_ILLEGAL, which no grammar rule accepts. The lexer keeps the
  * stack of open brackets and reports mismatched and unclosed ones. More than
  * DTL_AST_MAX_DEPTH open brackets is an error after which `abandoned` is set and only the
@@ -69,6 +70,8 @@ typedef struct dtl_lexer {
     dtl_lex_bracket stack[DTL_AST_MAX_DEPTH];
     unsigned depth;
     bool abandoned;                 /* brackets nested too deeply: only EOF from now on */
+    bool quiet;                     /* drop diagnostics: the parser is skipping the rest of
+                                       a statement that already has an error */
     bool eof_reported;
     /* The first '}' that began a line and was indented unlike its '{' line: when a '{' is
      * left open at the end, it is the likely place of the missing '}'. */

@@ -12,11 +12,11 @@
  *   (a) the innermost open bracket is not '(' or '[' (newlines inside those are spaces),
  *   (b) the token before it can end a statement: an identifier, a literal, true/false, a
  *       type or dtype keyword, ')', ']' or '}', and
- *   (c) the next token does not continue the expression: it is not '{', '.', '->', or a
+ *   (c) the next token does not continue the statement: it is not '{', '.', '->', '=', or a
  *       binary operator other than '-' (+ * / @ ** < <= > >= == != and or).
  * So a line that begins with `+ b` or `@ w` continues the line before, a line that begins
- * with '-', '(' or '[' starts a new statement, and the '{' of a block may stand on the line
- * after its header. Several newlines (with blank and comment lines) make one SEP. ';' is a
+ * with '-', '(' or '[' starts a new statement, and the '{' of a block, or the `= expr` of a
+ * fn, may stand on the line after its header. Several newlines (with blank and comment lines) make one SEP. ';' is a
  * SEP too (dropped at the start of the file, after a SEP and after '{'). A SEP is implied
  * before every '}' that does not follow a SEP or '{' (`model M { param w: f32 }`), and at
  * the end of the file after a token that can end a statement.
@@ -676,7 +676,7 @@ static bool can_end(int k)
 static bool continues(int k)
 {
     switch (k) {
-    case DTL_TK_LBRACE: case DTL_TK_DOT: case DTL_TK_ARROW: case DTL_TK_PLUS:
+    case DTL_TK_LBRACE: case DTL_TK_DOT: case DTL_TK_ARROW: case DTL_TK_EQ: case DTL_TK_PLUS:
     case DTL_TK_STAR: case DTL_TK_SLASH: case DTL_TK_AT: case DTL_TK_POW: case DTL_TK_LT:
     case DTL_TK_LE: case DTL_TK_GT: case DTL_TK_GE: case DTL_TK_EQEQ: case DTL_TK_NE:
     case DTL_TK_AND: case DTL_TK_OR:
@@ -763,19 +763,19 @@ close:;
         j--;
     if (j >= 0 && j == (int)lx->depth - 1) {
         /* the innermost opener: the normal case */
-        const dtl_lex_bracket *b = &lx->stack[j];
+        const dtl_lex_bracket *open_b = &lx->stack[j];
         if (want == '{' && !lx->has_suspect && first_on_line(lx, r->span) &&
-            r->span.col - 1 != b->indent) {
+            r->span.col - 1 != open_b->indent) {
             lx->has_suspect = true;
             lx->suspect_close = r->span;
-            lx->suspect_open = b->span;
+            lx->suspect_open = open_b->span;
         }
         lx->depth--;
         r->depth = (uint16_t)lx->depth;
         return false;
     }
     const dtl_lex_bracket *top = lx->depth ? &lx->stack[lx->depth - 1] : NULL;
-    if (j < 0 && (want == '{' || !top || top->ch == '{')) {
+    if (j < 0 && (!top || top->ch == '{')) {
         lex_error(lx, r->span, "unexpected '%c': there is no open '%c' to close", shut, want);
         r->kind = DTL_TK_ILLEGAL;
         r->bad = true;
@@ -787,7 +787,7 @@ close:;
     lex_note(lx, top->span, "'%c' opened here", top->ch);
     /* close through the matching opener, or (none) take the closer for a mistyped one */
     lx->depth = j >= 0 ? (unsigned)j : lx->depth - 1;
-    if (want == '{') {
+    if (want == '{' && j >= 0) {
         /* keep the '}': it closes its block; the SEP before it carries the error */
         r->depth = (uint16_t)lx->depth;
         return true;
@@ -814,7 +814,8 @@ void dtl_lex_init(dtl_lexer *lx, dtl_ctx *ctx, const dtl_source *src)
 
 static int lex_hand_out(dtl_lexer *lx, dtl_token *t, dtl_lex_pending *diags)
 {
-    lex_flush(lx, diags);
+    if (!lx->quiet)
+        lex_flush(lx, diags);
     lx->prev = t->kind;
     if (t->kind != DTL_TK_SEP && t->kind != 0)
         lx->last_span = t->span;
@@ -867,7 +868,9 @@ int dtl_lex_next(dtl_lexer *lx, dtl_token *t)
         if (r.kind == DTL_TK_SEP) {   /* ';' */
             r.depth = (uint16_t)depth_before;
             if (lx->prev == 0 || lx->prev == DTL_TK_SEP || lx->prev == DTL_TK_LBRACE) {
-                lex_flush(lx, lex_take_pending(lx));
+                dtl_lex_pending *d = lex_take_pending(lx);
+                if (!lx->quiet)
+                    lex_flush(lx, d);
                 continue;
             }
             *t = r;

@@ -1,4 +1,4 @@
-/* lang/parser.y — the grammar of .dtl (Lemon; `lemon -q -l -T<lempar.c> -d<dir> parser.y`).
+/* lang/parser.y — the grammar of .dtl (Lemon: `lemon -T<lempar.c> -d<dir> parser.y`).
  *
  * GRAMMAR SUMMARY (docs/language.md has the full description; SEP is a newline that ends a
  * statement or a ';', see the newline rule in lexer.re):
@@ -48,7 +48,10 @@
  * Errors and recovery. The lexer feeds the parser through the driver at the end of this
  * file (dtl_parse). %syntax_error reports "expected X, found Y", where X is computed by
  * running the LALR automaton on a copy of the state stack for every terminal (see
- * parser_accepts), then summarized ("an expression", "an operator", "a type"…). Each
+ * parser_accepts), then summarized ("an expression", "an operator", "a type"…). The driver
+ * asks that question for each token before handing it to Lemon, because Lemon's default
+ * reductions would otherwise narrow the stack before the error shows (after `fn f(a`, both
+ * ')' and ',' are possible, not only ')'); it costs about as much as the parsing itself. Each
  * statement list has an `error` alternative, so Lemon pops to the innermost statement
  * list; the driver then skips tokens up to the SEP that ends the broken statement (at its
  * bracket level) or the '}' that closes its block. "One error per broken statement": a
@@ -111,6 +114,10 @@ typedef struct dtl_parser {
     pstack ptrs, slots;           /* lists under construction */
     bool broken[PARSER_LEVELS];   /* the current statement at this level had an error */
     bool had_error;               /* a syntax error in the current token */
+    bool reported;                /* and the driver has already dealt with it */
+    bool at_start;                /* the next token starts a statement */
+    uint32_t stmt_indent;         /* indentation of the current statement's first line */
+    uint32_t indent_line, indent; /* parser_indent's cache */
     bool abandon;                 /* the parser stack overflowed: give up the file */
     dtl_token tok;                /* the token being fed */
 } dtl_parser;
@@ -263,6 +270,18 @@ static dtl_expr *expr_bool(dtl_parser *ps, const dtl_token *t, bool v)
 static dtl_expr *expr_bin(dtl_parser *ps, dtl_binop op, dtl_expr *l, dtl_expr *r,
                           const dtl_token *o)
 {
+    return dtl_ast_binary(CTX, op, l, r, o->span);
+}
+
+static dtl_expr *expr_cmp(dtl_parser *ps, struct yyParser *p, dtl_binop op, dtl_expr *l,
+                          dtl_expr *r, const dtl_token *o)
+{
+    if (l->kind == DTL_EXPR_BINARY && l->u.binary.op >= DTL_BINOP_LT &&
+        l->u.binary.op <= DTL_BINOP_NE)
+        parser_error(ps, p, o->span,
+                     "comparisons cannot be chained: found '%s' after '%s' (combine "
+                     "comparisons with 'and', or add parentheses)",
+                     dtl_binop_text(op), dtl_binop_text(l->u.binary.op));
     return dtl_ast_binary(CTX, op, l, r, o->span);
 }
 
@@ -478,12 +497,12 @@ static dtl_decl *decl_expr(dtl_parser *ps, dtl_decl_kind kind, dtl_span start, d
     return d;
 }
 
-static void parser_syntax_error(dtl_parser *ps, struct yyParser *p, int major,
-                                const dtl_token *tok);
+static void parser_lemon_error(dtl_parser *ps, struct yyParser *p, int major,
+                               const dtl_token *tok);
 static void parser_stack_overflow(dtl_parser *ps);
 }
 
-%syntax_error { parser_syntax_error(ps, yypParser, yymajor, &TOKEN); }
+%syntax_error { parser_lemon_error(ps, yypParser, yymajor, &TOKEN); }
 %stack_overflow { parser_stack_overflow(ps); }
 /* Nothing to undo: finished declarations are already in ps->items. */
 %parse_failure { (void)ps; }
@@ -498,7 +517,9 @@ static void parser_stack_overflow(dtl_parser *ps);
 %left OR.
 %left AND.
 %right NOT.
-%nonassoc LT LE GT GE EQEQ NE.
+/* Comparisons do not chain; the grammar takes them as left-associative and expr_cmp reports
+ * `a < b < c`, with a better message than %nonassoc's syntax error would get. */
+%left LT LE GT GE EQEQ NE.
 %left PLUS MINUS.
 %left STAR SLASH AT.
 %right UMINUS.
@@ -617,12 +638,12 @@ expr(A) ::= postfix(E).                                { A = E; }
 expr(A) ::= expr(L) OR(O) expr(R).                     { A = CHK(expr_bin(ps, DTL_BINOP_OR, L, R, &O)); }
 expr(A) ::= expr(L) AND(O) expr(R).                    { A = CHK(expr_bin(ps, DTL_BINOP_AND, L, R, &O)); }
 expr(A) ::= NOT(O) expr(E).                            { A = CHK(dtl_ast_unary(CTX, DTL_UNOP_NOT, E, O.span)); }
-expr(A) ::= expr(L) LT(O) expr(R).                     { A = CHK(expr_bin(ps, DTL_BINOP_LT, L, R, &O)); }
-expr(A) ::= expr(L) LE(O) expr(R).                     { A = CHK(expr_bin(ps, DTL_BINOP_LE, L, R, &O)); }
-expr(A) ::= expr(L) GT(O) expr(R).                     { A = CHK(expr_bin(ps, DTL_BINOP_GT, L, R, &O)); }
-expr(A) ::= expr(L) GE(O) expr(R).                     { A = CHK(expr_bin(ps, DTL_BINOP_GE, L, R, &O)); }
-expr(A) ::= expr(L) EQEQ(O) expr(R).                   { A = CHK(expr_bin(ps, DTL_BINOP_EQ, L, R, &O)); }
-expr(A) ::= expr(L) NE(O) expr(R).                     { A = CHK(expr_bin(ps, DTL_BINOP_NE, L, R, &O)); }
+expr(A) ::= expr(L) LT(O) expr(R).                     { A = CHK(expr_cmp(ps, yypParser, DTL_BINOP_LT, L, R, &O)); }
+expr(A) ::= expr(L) LE(O) expr(R).                     { A = CHK(expr_cmp(ps, yypParser, DTL_BINOP_LE, L, R, &O)); }
+expr(A) ::= expr(L) GT(O) expr(R).                     { A = CHK(expr_cmp(ps, yypParser, DTL_BINOP_GT, L, R, &O)); }
+expr(A) ::= expr(L) GE(O) expr(R).                     { A = CHK(expr_cmp(ps, yypParser, DTL_BINOP_GE, L, R, &O)); }
+expr(A) ::= expr(L) EQEQ(O) expr(R).                   { A = CHK(expr_cmp(ps, yypParser, DTL_BINOP_EQ, L, R, &O)); }
+expr(A) ::= expr(L) NE(O) expr(R).                     { A = CHK(expr_cmp(ps, yypParser, DTL_BINOP_NE, L, R, &O)); }
 expr(A) ::= expr(L) PLUS(O) expr(R).                   { A = CHK(expr_bin(ps, DTL_BINOP_ADD, L, R, &O)); }
 expr(A) ::= expr(L) MINUS(O) expr(R).                  { A = CHK(expr_bin(ps, DTL_BINOP_SUB, L, R, &O)); }
 expr(A) ::= expr(L) STAR(O) expr(R).                   { A = CHK(expr_bin(ps, DTL_BINOP_MUL, L, R, &O)); }
@@ -737,24 +758,6 @@ static bool parser_accepts(const yyParser *p, YYCODETYPE tok)
     return false;
 }
 
-static bool is_operator(int k)
-{
-    switch (k) {
-    case DTL_TK_OR: case DTL_TK_AND: case DTL_TK_NOT: case DTL_TK_LT: case DTL_TK_LE:
-    case DTL_TK_GT: case DTL_TK_GE: case DTL_TK_EQEQ: case DTL_TK_NE: case DTL_TK_PLUS:
-    case DTL_TK_MINUS: case DTL_TK_STAR: case DTL_TK_SLASH: case DTL_TK_AT: case DTL_TK_POW:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static bool is_cmp(int k)
-{
-    return k == DTL_TK_LT || k == DTL_TK_LE || k == DTL_TK_GT || k == DTL_TK_GE ||
-           k == DTL_TK_EQEQ || k == DTL_TK_NE;
-}
-
 /* "X", "X or Y", "X, Y or Z". */
 static const char *join_or(dtl_parser *ps, const char *const *parts, int n)
 {
@@ -844,9 +847,19 @@ static const char *parser_expected(dtl_parser *ps, const yyParser *p)
     return join_or(ps, parts, n);
 }
 
+/* Only blanks stand before span on its line. */
+static bool starts_line(const dtl_lexer *lx, dtl_span span)
+{
+    const char *text = lx->src->text;
+    for (uint32_t o = span.off; o > 0 && text[o - 1] != '\n'; o--)
+        if (text[o - 1] != ' ' && text[o - 1] != '\t' && text[o - 1] != '\r')
+            return false;
+    return true;
+}
+
+/* Reports a syntax error at tok, the stack being as it was before tok arrived. */
 static void parser_syntax_error(dtl_parser *ps, yyParser *p, int major, const dtl_token *tok)
 {
-    ps->had_error = true;
     int level = parser_level(p);
     if (ps->broken[level])
         return;
@@ -854,22 +867,28 @@ static void parser_syntax_error(dtl_parser *ps, yyParser *p, int major, const dt
     if (major == DTL_TK_ILLEGAL || tok->bad)
         return;   /* the lexer has said why */
     const char *found = dtl_lex_describe(ARENA, tok);
-    if (is_cmp(major)) {
-        /* `a < b < c`: another comparison in the operand chain on the stack */
-        for (const yyStackEntry *e = p->yytos; e > p->yystack; e--) {
-            if (is_cmp(e->major)) {
-                dtl_diag_error(&CTX->diags, tok->span,
-                               "comparisons cannot be chained: found %s after a comparison "
-                               "(combine comparisons with 'and', or add parentheses)",
-                               found);
-                return;
-            }
-            if (e->major < YYNTOKEN && !is_operator(e->major))
-                break;
-        }
+    /* A declaration keyword (or anything) starting a line inside an unclosed '(' or '['
+     * of an earlier line: most likely that bracket was never closed. */
+    const dtl_lexer *lx = &ps->lx;
+    const dtl_lex_bracket *b = lx->depth ? &lx->stack[lx->depth - 1] : NULL;
+    if (b && b->ch != '{' && b->span.line < tok->span.line && major != 0 &&
+        starts_line(lx, tok->span) &&
+        parser_accepts(p, b->ch == '(' ? DTL_TK_RPAREN : DTL_TK_RBRACKET)) {
+        dtl_diag_error(&CTX->diags, tok->span, "expected '%c' to close '%c' at %u:%u, found %s",
+                       b->ch == '(' ? ')' : ']', b->ch, b->span.line, b->span.col, found);
+        dtl_diag_note(&CTX->diags, b->span, "'%c' opened here", b->ch);
+        return;
     }
     dtl_diag_error(&CTX->diags, tok->span, "expected %s, found %s", parser_expected(ps, p),
                    found);
+}
+
+/* Lemon found the error (after the driver did, normally) and starts recovering. */
+static void parser_lemon_error(dtl_parser *ps, yyParser *p, int major, const dtl_token *tok)
+{
+    ps->had_error = true;
+    if (!ps->reported)
+        parser_syntax_error(ps, p, major, tok);
 }
 
 static void parser_stack_overflow(dtl_parser *ps)
@@ -879,40 +898,123 @@ static void parser_stack_overflow(dtl_parser *ps)
     ps->abandon = true;
 }
 
+/* Lemon leaves the reduction that a shift makes certain (a "shift-reduce") for its next
+ * call. Do it now, so that a finished statement is taken or dropped (and its level's flag
+ * cleared) before the next token is checked. These reductions do not look at the
+ * lookahead; Lemon would do the same first thing on its next call. */
+static void parser_settle(dtl_parser *ps, yyParser *p)
+{
+    while (p->yytos->stateno >= YY_MIN_REDUCE && p->yytos->stateno <= YY_MAX_REDUCE) {
+        unsigned rule = p->yytos->stateno - YY_MIN_REDUCE;
+        if (yyRuleInfoNRhs[rule] == 0)
+            break;   /* would push: leave it to Lemon, which checks the stack's room */
+        yy_reduce(p, rule, YYNOCODE, ps->tok, ps);
+    }
+}
+
+/* Leading blanks of the line of span (cached for the last line asked about). */
+static uint32_t parser_indent(dtl_parser *ps, dtl_span span)
+{
+    if (span.line != ps->indent_line) {
+        const char *text = ps->lx.src->text;
+        uint32_t o = span.off;
+        while (o > 0 && text[o - 1] != '\n')
+            o--;
+        uint32_t n = 0;
+        while (o + n < ps->lx.src->len && (text[o + n] == ' ' || text[o + n] == '\t'))
+            n++;
+        ps->indent_line = span.line;
+        ps->indent = n;
+    }
+    return ps->indent;
+}
+
+/* Hands one token to Lemon (the driver's checks first). False: stop parsing. */
+static bool parser_feed(dtl_parser *ps, yyParser *p, int kind, const dtl_token *t)
+{
+    if (ps->at_start)
+        ps->stmt_indent = parser_indent(ps, t->span);
+    if (t->bad)
+        ps->broken[parser_level(p)] = true;
+    ps->tok = *t;
+    ps->had_error = false;
+    ps->reported = !parser_accepts(p, (YYCODETYPE)kind);
+    if (ps->reported)
+        parser_syntax_error(ps, p, kind, t);
+    dtl_lemon(p, kind, *t);
+    p->yyerrcnt = -1;   /* our broken[] flags decide what is reported, not Lemon */
+    if (kind == 0 || ps->abandon || dtl_diag_stop(&ps->ctx->diags))
+        return false;
+    parser_settle(ps, p);
+    ps->at_start = kind == DTL_TK_SEP || kind == DTL_TK_LBRACE;
+    return true;
+}
+
+/* After a syntax error: skips the rest of the broken statement. Lemon has popped to the
+ * innermost statement list; the statement ends at the SEP at that list's level, or at the
+ * '}' that closes the list's block (left in *t for the caller). When it ended at a SEP,
+ * the lines after it that are indented deeper than the statement's first line go too, with
+ * a stray '}' at its indentation: they are the body of a header that lost its '{'
+ * (`model M(n: int)` on a line of its own). Returns false to stop parsing. */
+static bool parser_skip(dtl_parser *ps, yyParser *p, int *kind, dtl_token *t)
+{
+    uint32_t indent = ps->stmt_indent;
+    int level = parser_level(p);
+    bool ok = true;
+    ps->lx.quiet = true;   /* one error per statement: the lexer's too */
+    if (*kind != DTL_TK_SEP) {
+        for (;;) {
+            *kind = dtl_lex_next(&ps->lx, t);
+            if (*kind == 0 || (*kind == DTL_TK_RBRACE && t->depth < level))
+                goto out;
+            if (*kind == DTL_TK_SEP && t->depth <= level)
+                break;
+        }
+        if (!(ok = parser_feed(ps, p, *kind, t)))
+            goto out;
+    }
+    unsigned depth = t->depth;   /* where the SEP that ended the statement stands */
+    for (;;) {
+        *kind = dtl_lex_next(&ps->lx, t);
+        if (*kind == 0)
+            break;
+        if (*kind == DTL_TK_RBRACE) {
+            if (t->depth < depth)
+                break;
+            continue;
+        }
+        if (*kind == DTL_TK_SEP || t->depth > depth)
+            continue;
+        uint32_t ind = parser_indent(ps, t->span);
+        if (ind > indent)
+            continue;
+        if (*kind == DTL_TK_ILLEGAL && ind == indent && ps->lx.src->text[t->span.off] == '}' &&
+            starts_line(&ps->lx, t->span))
+            continue;
+        break;
+    }
+out:
+    ps->lx.quiet = false;
+    return ok;
+}
+
 static void parse_run(dtl_ctx *ctx, const dtl_source *src, dtl_file *f)
 {
     dtl_parser *ps = dtl_arena_alloc(&ctx->arena, sizeof *ps);
     ps->ctx = ctx;
     ps->ptrs.elsize = sizeof(void *);
     ps->slots.elsize = sizeof(pslot);
+    ps->at_start = true;
     dtl_lex_init(&ps->lx, ctx, src);
     yyParser *p = dtl_arena_alloc(&ctx->arena, sizeof *p);
     dtl_lemonInit(p, ps);
 
     dtl_token t;
     int kind = dtl_lex_next(&ps->lx, &t);
-    while (!dtl_diag_stop(&ctx->diags)) {
-        if (t.bad)
-            ps->broken[parser_level(p)] = true;
-        ps->tok = t;
-        ps->had_error = false;
-        dtl_lemon(p, kind, t);
-        p->yyerrcnt = -1;   /* our broken[] flags decide what is reported, not Lemon */
-        if (kind == 0 || ps->abandon)
-            break;
-        if (ps->had_error && kind != DTL_TK_SEP) {
-            /* Lemon popped to the innermost statement list: skip the rest of the broken
-             * statement, up to the SEP at that list's level or the '}' that closes it. */
-            int level = parser_level(p);
-            for (;;) {
-                kind = dtl_lex_next(&ps->lx, &t);
-                if (kind == 0 || dtl_diag_stop(&ctx->diags))
-                    break;
-                if (kind == DTL_TK_SEP && t.depth <= level)
-                    break;
-                if (kind == DTL_TK_RBRACE && t.depth < level)
-                    break;
-            }
+    while (!dtl_diag_stop(&ctx->diags) && parser_feed(ps, p, kind, &t)) {
+        if (ps->had_error) {
+            if (!parser_skip(ps, p, &kind, &t))
+                break;
         } else {
             kind = dtl_lex_next(&ps->lx, &t);
         }

@@ -4,8 +4,9 @@
  * expression never adds parentheses: the parser keeps the ones that were written
  * (DTL_EXPR_PAREN) and the printed tokens are the parsed tokens, so the layout changes but
  * the parse does not. Two token-gluing cases need care: a member of an integer literal is
- * printed `1 .x` (`1.x` would lex as the float `1.`), and a unary operator is printed right
- * before its operand, which is safe because no two-character operator starts with '-'.
+ * printed `1 .x` (`1.x` would lex as the float `1.`), and a unary minus is printed right
+ * before its operand (safe: no two-character operator starts with '-'), except that a
+ * minus before a minus gets a space (`- -x`).
  * The recursion follows the expression depth, which the parser bounds by DTL_AST_MAX_DEPTH.
  *
  * Layout: `model M(a: int, b: int = 1) {`, members one per line indented by 4 spaces, `}`;
@@ -186,6 +187,10 @@ static void print_expr(pw *w, const dtl_expr *e)
         break;
     case DTL_EXPR_UNARY:
         puts_(w, e->u.unary.op == DTL_UNOP_NOT ? "not " : "-");
+        if (e->u.unary.op == DTL_UNOP_NEG && e->u.unary.operand &&
+            e->u.unary.operand->kind == DTL_EXPR_UNARY &&
+            e->u.unary.operand->u.unary.op == DTL_UNOP_NEG)
+            put(w, " ", 1);   /* `- -x`, which reads better than `--x` */
         print_expr(w, e->u.unary.operand);
         break;
     case DTL_EXPR_BINARY:

@@ -709,6 +709,15 @@ bool dtl_type_same(const dtl_type *x, const dtl_type *y)
 
 static void type_put(strbuf *b, const dtl_type *t, const dtl_module *from);
 
+/* "fashion.train", or "lib.fashion.train" for a dataset of another module. */
+static void split_put(strbuf *b, const dtl_type *t, const dtl_module *from)
+{
+    const dtl_sym *ds = t->u.split.dataset;
+    if (from && ds->module && ds->module != from && ds->module->name)
+        sb_printf(b, "%s.", ds->module->name);
+    sb_printf(b, "%s.%s", ds->name, t->u.split.test ? "test" : "train");
+}
+
 static void value_put(strbuf *b, const dtl_type *t, const dtl_module *from)
 {
     switch (t->kind) {
@@ -769,7 +778,7 @@ static void value_put(strbuf *b, const dtl_type *t, const dtl_module *from)
         sb_puts(b, dtl_dtype_name(t->u.dtype));
         return;
     case DTL_TYPE_SPLIT:
-        sb_printf(b, "%s.%s", t->u.split.dataset->name, t->u.split.test ? "test" : "train");
+        split_put(b, t, from);
         return;
     default:
         break;
@@ -883,7 +892,8 @@ static void type_put(strbuf *b, const dtl_type *t, const dtl_module *from)
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_SPLIT:
-        sb_printf(b, "split %s.%s", t->u.split.dataset->name, t->u.split.test ? "test" : "train");
+        sb_puts(b, "split ");
+        split_put(b, t, from);
         break;
     case DTL_TYPE_INIT:
         sb_puts(b, "initializer ");
