@@ -21,7 +21,8 @@
  * before every '}' that does not follow a SEP or '{' (`model M { param w: f32 }`), and at
  * the end of the file after a token that can end a statement.
  *
- * A keyword right after '.' is an identifier (`fashion.train`, `data.test`).
+ * A keyword right after '.' is an identifier (`fashion.train`, `data.test`). A UTF-8 byte
+ * order mark at the start of the file is skipped.
  *
  * Literals. INT: decimal digits, at most 9223372036854775807. FLOAT: digits with a '.' and
  * optional digits after it, or a '.' followed by digits, each with an optional exponent, or
@@ -807,6 +808,8 @@ void dtl_lex_init(dtl_lexer *lx, dtl_ctx *ctx, const dtl_source *src)
     lx->end = lx->cur + src->len;
     lx->line_start = lx->cur;
     lx->line = 1;
+    if (src->len >= 3 && memcmp(src->text, "\xEF\xBB\xBF", 3) == 0)
+        lx->cur += 3;   /* a UTF-8 byte order mark (some editors write one) */
     lx->last_span.file = src->id;
     lx->last_span.line = 1;
     lx->last_span.col = 1;

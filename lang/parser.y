@@ -1,7 +1,8 @@
 /* lang/parser.y — the grammar of .dtl (Lemon: `lemon -T<lempar.c> -d<dir> parser.y`).
  *
  * GRAMMAR SUMMARY (docs/language.md has the full description; SEP is a newline that ends a
- * statement or a ';', see the newline rule in lexer.re):
+ * statement, or a ';': see the newline rule in lexer.re, which also implies a SEP before
+ * every '}' and at the end of the file, so the last statement of a block needs none):
  *
  *   file        := { item SEP }
  *   item        := use | model | fn | dataset | train | let
@@ -54,7 +55,8 @@
  * ')' and ',' are possible, not only ')'); it costs about as much as the parsing itself. Each
  * statement list has an `error` alternative, so Lemon pops to the innermost statement
  * list; the driver then skips tokens up to the SEP that ends the broken statement (at its
- * bracket level) or the '}' that closes its block. "One error per broken statement": a
+ * bracket level) or the '}' that closes its block, and then the lines indented deeper than
+ * the statement (the body of a header that lost its '{'). "One error per statement": a
  * flag per block level (broken[]) is set by the first error in a statement (a syntax error,
  * a token the lexer reported, an error found by an action) and silences the others; the
  * statement is then dropped when its list would take it, which clears the flag. Deep
@@ -67,6 +69,8 @@
 %token_type { dtl_token }
 %extra_context { dtl_parser *ps }
 %start_symbol file
+/* Kept expressions are at most DTL_AST_MAX_DEPTH deep, which needs well under 5000 entries
+ * (a few per level); a deeper prefix or '**' chain overflows, and is reported. */
 %stack_size 5000
 
 %include {
@@ -841,7 +845,7 @@ static const char *parser_expected(dtl_parser *ps, const yyParser *p)
 #undef OK
 #undef CLEAR
     if (n > 6) {
-        parts[5] = "…";
+        parts[5] = "something else";
         n = 6;
     }
     return join_or(ps, parts, n);

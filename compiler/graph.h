@@ -1,0 +1,212 @@
+/* compiler/graph.h — the dataflow graph IR: what lowering produces, autodiff extends, the
+ * passes rewrite, and every backend executes.
+ *
+ * Contract: a dtl_graph is a list of nodes in topological order (a node's inputs always have
+ * smaller ids), each with a primitive op, its inputs, its dtype and its CONCRETE shape: the
+ * batch dimension is bound when a graph is built, so every size is a number and memory can
+ * be planned once. All nodes, names and constant data live in the graph's arena, released by
+ * dtl_graph_free. Builders (dtl_g_*) infer the result's dtype and shape from their inputs and
+ * attributes; a builder called with operands that do not fit (wrong ranks, shapes, dtypes) is
+ * a bug in the caller — the front end has already reported every user error — and aborts
+ * with file:line (dtl_graph_verify reports the same conditions as values, for tests and for
+ * the verifier that runs between passes).
+ *
+ * Ops are few and primitive (DESIGN.md "Small primitive set"): composites such as softmax,
+ * cross-entropy, mean, Adam's update are built from them by lowering and autodiff. Each op
+ * has one row in the op table (graph.c), with its name, arity and kind; a static_assert keeps
+ * the table and this enum in step, and every per-op table elsewhere (kernels, VJP rules) must
+ * do the same with DTL_OP_COUNT.
+ */
+#ifndef DTL_GRAPH_H
+#define DTL_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../runtime/arena.h"
+#include "../runtime/dtype.h"
+
+#define DTL_MAX_RANK 8
+
+typedef uint32_t dtl_val;          /* a node id: index into graph->nodes */
+#define DTL_VAL_NONE UINT32_MAX
+
+typedef enum dtl_op {
+    /* Leaves. */
+    DTL_OP_CONST,        /* a constant: attr.cst */
+    DTL_OP_INPUT,        /* fed at every run by name (x, y, the step number, lr): name */
+    DTL_OP_PARAM,        /* a trainable parameter, persistent across runs: name, attr.init */
+    DTL_OP_STATE,        /* persistent non-trainable state (optimizer moments): name, zero at start */
+    DTL_OP_IOTA,         /* 0, 1, 2 … along attr.axis, broadcast over the other dims */
+    DTL_OP_RNG_UNIFORM,  /* uniform [0, 1) of the node's shape: in[0] = the step number (i64
+                            scalar); Philox stream attr.stream, key = the run's seed */
+    /* Elementwise, one input. */
+    DTL_OP_NEG, DTL_OP_ABS, DTL_OP_EXP, DTL_OP_LOG, DTL_OP_SQRT, DTL_OP_TANH,
+    DTL_OP_SIGMOID, DTL_OP_RELU, DTL_OP_SIN, DTL_OP_COS, DTL_OP_NOT,
+    DTL_OP_CAST,         /* to the node's dtype */
+    /* Elementwise, two inputs, numpy broadcasting. Comparisons give bool. */
+    DTL_OP_ADD, DTL_OP_SUB, DTL_OP_MUL, DTL_OP_DIV, DTL_OP_POW, DTL_OP_MAX, DTL_OP_MIN,
+    DTL_OP_LT, DTL_OP_LE, DTL_OP_GT, DTL_OP_GE, DTL_OP_EQ, DTL_OP_NE, DTL_OP_AND, DTL_OP_OR,
+    /* Elementwise, three inputs: where(cond, a, b), broadcasting. */
+    DTL_OP_WHERE,
+    /* Reductions over attr.red.axes (bit i: reduce axis i), keepdims attr.red.keepdims. */
+    DTL_OP_SUM, DTL_OP_REDUCE_MAX,
+    DTL_OP_ARGMAX,       /* over the single axis attr.axis; result i64, that axis removed */
+    /* Batched matrix product: [..., m, k] @ [..., k, n] -> [..., m, n]; both ranks >= 2,
+     * batch dims broadcast. (1-D operands are reshaped by lowering.) */
+    DTL_OP_MATMUL,
+    /* Data movement. */
+    DTL_OP_RESHAPE,      /* to the node's shape (same element count) */
+    DTL_OP_TRANSPOSE,    /* attr.perm: output axis i is input axis perm[i] */
+    DTL_OP_BROADCAST,    /* numpy-broadcast in[0] to the node's shape */
+    DTL_OP_SLICE,        /* attr.slice: per axis start, step (>0 or <0), the node's shape
+                            gives the count */
+    DTL_OP_CONCAT,       /* along attr.axis; any number of inputs */
+    DTL_OP_GATHER,       /* out[..., j, ...] = in0[..., in1[j...], ...] along attr.axis; in1
+                            integer; out shape = in0's with that axis replaced by in1's shape */
+    DTL_OP_SCATTER_ADD,  /* the adjoint of GATHER: zeros of the node's shape, then
+                            out[..., in1[j], ...] += in0[..., j, ...] along attr.axis */
+    DTL_OP_COUNT
+} dtl_op;
+
+typedef enum dtl_op_kind {
+    DTL_OPK_LEAF, DTL_OPK_UNARY, DTL_OPK_BINARY, DTL_OPK_TERNARY, DTL_OPK_REDUCE,
+    DTL_OPK_MATMUL, DTL_OPK_MOVE
+} dtl_op_kind;
+
+/* What a node is for; used to tell forward, backward and update apart (DOT colours,
+ * profiles) and by passes. */
+typedef enum dtl_role {
+    DTL_ROLE_FORWARD, DTL_ROLE_LOSS, DTL_ROLE_BACKWARD, DTL_ROLE_UPDATE, DTL_ROLE_METRIC
+} dtl_role;
+
+/* How a PARAM starts (runtime/init.c draws it from Philox). */
+typedef enum dtl_init_kind {
+    DTL_INIT_ZEROS, DTL_INIT_ONES, DTL_INIT_CONSTANT,  /* a */
+    DTL_INIT_NORMAL,                                   /* mean a, std b */
+    DTL_INIT_UNIFORM,                                  /* low a, high b */
+    DTL_INIT_GLOROT_UNIFORM, DTL_INIT_GLOROT_NORMAL,   /* fan in/out from the shape */
+    DTL_INIT_HE_UNIFORM, DTL_INIT_HE_NORMAL,
+    DTL_INIT_DATA,                                     /* attr.init.data: a literal */
+} dtl_init_kind;
+
+typedef struct dtl_init {
+    dtl_init_kind kind;
+    double a, b;
+    const void *data;     /* DATA: the node's dtype and shape, row-major */
+} dtl_init;
+
+typedef struct dtl_node {
+    dtl_op op;
+    dtl_dtype dtype;
+    dtl_role role;
+    uint32_t rank;
+    int64_t shape[DTL_MAX_RANK];
+    uint32_t nin;
+    const dtl_val *in;             /* nin inputs */
+    const char *name;              /* INPUT PARAM STATE: the binding name ("fc1.w");
+                                      others: an optional debugging label, or NULL */
+    union {
+        struct {                   /* CONST: either every element is `fill`, or `data` */
+            double fill;
+            const void *data;      /* NULL: splat of fill; else row-major, node dtype */
+        } cst;
+        dtl_init init;             /* PARAM */
+        uint32_t axis;             /* IOTA ARGMAX CONCAT GATHER SCATTER_ADD */
+        struct { uint32_t axes; bool keepdims; } red;   /* SUM REDUCE_MAX */
+        uint32_t perm[DTL_MAX_RANK];                    /* TRANSPOSE */
+        struct { int64_t start[DTL_MAX_RANK], step[DTL_MAX_RANK]; } slice;   /* SLICE */
+        uint64_t stream;           /* RNG_UNIFORM */
+    } attr;
+} dtl_node;
+
+/* What a graph computes, besides its nodes: named results. */
+typedef enum dtl_out_kind {
+    DTL_OUT_LOSS,        /* the training loss (f32/f64 scalar) */
+    DTL_OUT_VALUE,       /* any named result: inference output, a metric's count */
+    DTL_OUT_PARAM,       /* the new value of PARAM node `target` after this step */
+    DTL_OUT_STATE,       /* the new value of STATE node `target` after this step */
+} dtl_out_kind;
+
+typedef struct dtl_output {
+    dtl_out_kind kind;
+    const char *name;
+    dtl_val val;
+    dtl_val target;      /* PARAM, STATE: the leaf to overwrite; else DTL_VAL_NONE */
+} dtl_output;
+
+typedef struct dtl_graph {
+    dtl_arena arena;
+    dtl_node *nodes;
+    uint32_t nnodes, cap;
+    dtl_output *outs;
+    uint32_t nouts, capouts;
+    dtl_role role;       /* the role given to nodes built from now on */
+} dtl_graph;
+
+void dtl_graph_init(dtl_graph *g);
+void dtl_graph_free(dtl_graph *g);
+
+const char *dtl_op_name(dtl_op op);      /* "matmul", "reduce_max", … */
+dtl_op_kind dtl_op_kind_of(dtl_op op);
+uint64_t dtl_node_numel(const dtl_node *n);
+
+/* ---- Builders: each appends a node (role g->role) and returns its id. ---- */
+dtl_val dtl_g_const(dtl_graph *g, dtl_dtype dt, uint32_t rank, const int64_t *shape,
+                    double fill);
+dtl_val dtl_g_const_data(dtl_graph *g, dtl_dtype dt, uint32_t rank, const int64_t *shape,
+                         const void *data);   /* data copied */
+dtl_val dtl_g_scalar(dtl_graph *g, dtl_dtype dt, double v);   /* rank-0 constant */
+dtl_val dtl_g_input(dtl_graph *g, const char *name, dtl_dtype dt, uint32_t rank,
+                    const int64_t *shape);
+dtl_val dtl_g_param(dtl_graph *g, const char *name, dtl_dtype dt, uint32_t rank,
+                    const int64_t *shape, dtl_init init);
+dtl_val dtl_g_state(dtl_graph *g, const char *name, dtl_dtype dt, uint32_t rank,
+                    const int64_t *shape);
+dtl_val dtl_g_iota(dtl_graph *g, dtl_dtype dt, uint32_t rank, const int64_t *shape,
+                   uint32_t axis);
+dtl_val dtl_g_rng_uniform(dtl_graph *g, dtl_val step, dtl_dtype dt, uint32_t rank,
+                          const int64_t *shape, uint64_t stream);
+dtl_val dtl_g_unary(dtl_graph *g, dtl_op op, dtl_val x);
+dtl_val dtl_g_cast(dtl_graph *g, dtl_val x, dtl_dtype to);
+dtl_val dtl_g_binary(dtl_graph *g, dtl_op op, dtl_val a, dtl_val b);
+dtl_val dtl_g_where(dtl_graph *g, dtl_val cond, dtl_val a, dtl_val b);
+dtl_val dtl_g_reduce(dtl_graph *g, dtl_op op, dtl_val x, uint32_t axes, bool keepdims);
+dtl_val dtl_g_argmax(dtl_graph *g, dtl_val x, uint32_t axis);
+dtl_val dtl_g_matmul(dtl_graph *g, dtl_val a, dtl_val b);
+dtl_val dtl_g_reshape(dtl_graph *g, dtl_val x, uint32_t rank, const int64_t *shape);
+dtl_val dtl_g_transpose(dtl_graph *g, dtl_val x, const uint32_t *perm);
+dtl_val dtl_g_broadcast(dtl_graph *g, dtl_val x, uint32_t rank, const int64_t *shape);
+/* x[start:stop:step] on every axis (stop exclusive; numpy semantics, already normalized:
+ * 0 <= start, and the count per axis is computed here). */
+dtl_val dtl_g_slice(dtl_graph *g, dtl_val x, const int64_t *start, const int64_t *stop,
+                    const int64_t *step);
+dtl_val dtl_g_concat(dtl_graph *g, const dtl_val *xs, uint32_t n, uint32_t axis);
+dtl_val dtl_g_gather(dtl_graph *g, dtl_val x, dtl_val idx, uint32_t axis);
+dtl_val dtl_g_scatter_add(dtl_graph *g, dtl_val upd, dtl_val idx, uint32_t axis,
+                          uint32_t rank, const int64_t *shape);
+
+void dtl_g_output(dtl_graph *g, dtl_out_kind kind, const char *name, dtl_val val,
+                  dtl_val target);
+
+static inline const dtl_node *dtl_g_node(const dtl_graph *g, dtl_val v)
+{
+    return &g->nodes[v];
+}
+
+/* Checks every invariant (topological order, arity, dtypes and shapes as the builders
+ * would infer them, attributes in range, outputs' targets are leaves of the right kind with
+ * the same dtype and shape). Returns true if sound; else writes one line per problem
+ * (at most 20) to why (when not NULL) and returns false. */
+bool dtl_graph_verify(const dtl_graph *g, FILE *why);
+
+/* `dtlc compile --emit=graph`: one line per node, "%12 = matmul(%3, %7) : f32[32, 128]
+ * [backward]", then the outputs. */
+void dtl_graph_print(const dtl_graph *g, FILE *out);
+/* Graphviz DOT; forward, loss, backward, update and metric nodes in different colours;
+ * params and inputs as boxes. */
+void dtl_graph_dot(const dtl_graph *g, FILE *out);
+
+#endif
