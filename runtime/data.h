@@ -1,0 +1,161 @@
+/* runtime/data.h — datasets in memory: loaders for IDX, NumPy .npy and CSV; the order of an
+ * epoch; batches sharded over ranks; a background thread that prepares batches ahead.
+ *
+ * Contract:
+ * - A dtl_data owns its two arrays (malloc'd); dtl_data_free releases them. A loader fills a
+ *   dtl_data completely or not at all: on failure it returns false with err set and leaves
+ *   *d empty (dtl_data_free on it is harmless), never a half-loaded set.
+ * - Features are one contiguous row-major array of n × features elements, f32 or f64 as
+ *   asked, already multiplied by opts.scale (computed in f64, then rounded once). Labels are
+ *   int64 with 0 <= y <= INT32_MAX; classes = max label + 1. A dataset has at least one row.
+ * - Any file may be gzip-compressed: it is recognised by its contents, not its name.
+ * - Errors name the file and the problem ("x.npy: truncated: expected 4128 bytes, found
+ *   1000"). No input crashes a loader or makes it allocate much more than the bytes it has
+ *   actually read: sizes declared by headers are checked for overflow and filled as the data
+ *   arrives, so a lying header costs only the reading of the file.
+ * - Order and batching are pure functions of their arguments (see the sharding contract at
+ *   dtl_data_batch_rows); the background loader produces exactly what dtl_data_gather over
+ *   that order produces.
+ */
+#ifndef DTL_DATA_H
+#define DTL_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+#include "err.h"
+
+enum { DTL_DATA_MAX_DIMS = 8 };   /* of a row's raw shape (the row dimension not counted) */
+
+typedef struct dtl_data {
+    int64_t n;                        /* rows */
+    int ndim;                         /* dims of one row as stored: 2 for 28×28 images */
+    int64_t shape[DTL_DATA_MAX_DIMS]; /* that shape: {28, 28}; a CSV row is {features} */
+    int64_t features;                 /* elements per row: the product of shape */
+    dtl_dtype dtype;                  /* of x: DTL_DTYPE_F32 or DTL_DTYPE_F64 */
+    void *x;                          /* n × features elements of dtype */
+    int64_t *y;                       /* n labels */
+    int64_t classes;                  /* max label + 1 */
+} dtl_data;
+
+typedef struct dtl_data_opts {
+    dtl_dtype dtype;          /* of the features: DTL_DTYPE_F32 or DTL_DTYPE_F64 */
+    double scale;             /* features are multiplied by it: 1.0/255 for bytes to [0, 1] */
+    /* CSV only. */
+    bool csv_header;          /* the first non-empty line names the columns */
+    const char *csv_label;    /* the label column by its name in the header; NULL: by index */
+    int csv_label_index;      /* the label column by index from 0; -1 is the last column */
+} dtl_data_opts;
+
+/* f32, scale 1, CSV without a header and labels in the first column. */
+dtl_data_opts dtl_data_opts_default(void);
+
+void dtl_data_free(dtl_data *d);
+
+/* An IDX pair (the MNIST format): images of any IDX element type and rank >= 1, labels of an
+ * integer IDX type and rank 1, with the same count. */
+bool dtl_data_load_idx(dtl_data *d, const char *images_path, const char *labels_path,
+                       const dtl_data_opts *o, dtl_err *err);
+
+/* A split of a named IDX dataset held in directory dir (as found by dtl_data_find_dir):
+ * split "train" reads train-images-idx3-ubyte and train-labels-idx1-ubyte, "test" reads the
+ * t10k-… pair; each file name may also carry ".gz" (the plain one is taken when both exist). */
+bool dtl_data_load_idx_dir(dtl_data *d, const char *dir, const char *split,
+                           const dtl_data_opts *o, dtl_err *err);
+
+/* NumPy .npy (format versions 1, 2 and 3; C order): features from x_path, shape (n, …), of
+ * dtype f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 or b1, either byte order; labels from y_path, shape
+ * (n,), of an integer dtype. */
+bool dtl_data_load_npy(dtl_data *d, const char *x_path, const char *y_path,
+                       const dtl_data_opts *o, dtl_err *err);
+
+/* CSV: comma-separated, one row per line, every row with the same number of cells; the label
+ * column (o->csv_label or o->csv_label_index) holds integers, all others numbers (strtod, so
+ * the decimal point is the C locale's). Empty lines are skipped, \r\n is accepted, spaces
+ * around a cell are ignored, a cell may be quoted ("a ""b"", c") but not span lines. Errors
+ * say file:line:column, the cell text and the column. */
+bool dtl_data_load_csv(dtl_data *d, const char *path, const dtl_data_opts *o, dtl_err *err);
+
+/* The first of dirs[i]/name that is a directory, written to out. NULL or empty entries of
+ * dirs are skipped (an unset $DTL_DATA, say). When none is, err lists every place tried. */
+bool dtl_data_find_dir(const char *name, const char *const *dirs, size_t ndirs, char *out,
+                       size_t outlen, dtl_err *err);
+
+/* ---- order and batches ------------------------------------------------------------------- */
+
+/* perm[0..n) = the order of rows in epoch `epoch`: the identity without shuffle; with it, a
+ * Fisher-Yates shuffle of the identity (for i = n-1 down to 1: swap perm[i] and perm[j],
+ * j = dtl_rng_below(rng, i+1)) drawn from the stream dtl_rng_stream_id("shuffle", epoch) with
+ * key `seed`. Stable across versions: resumed runs and tests depend on it. */
+void dtl_data_epoch_order(int64_t n, uint64_t seed, uint64_t epoch, bool shuffle,
+                          int64_t *perm);
+
+/* Steps in an epoch of n rows on `world` ranks that take `batch` rows each per step:
+ * with drop_last (training), floor(n / (batch·world)), every batch full; without (evaluation),
+ * ceil(n / (batch·world)), the last one cut short. 0 when batch or world is not positive. */
+int64_t dtl_data_steps(int64_t n, int64_t batch, int world, bool drop_last);
+
+/* Sharding contract. Step s of an epoch is the global batch perm[s·world·batch ..
+ * (s+1)·world·batch), cut at n; rank r takes its r-th slice of `batch` rows, that is
+ * perm[(s·world + r)·batch .. + batch). Concatenated in rank order the slices are exactly
+ * step s of one rank with batch world·batch: N ranks see what one rank with N× the batch
+ * sees, the same rows in the same order. In the last evaluation step a rank's slice may be
+ * short or empty, but every rank takes the same number of steps.
+ * Returns the rows of rank r's slice (0..batch) and sets *start to its offset in perm. */
+int64_t dtl_data_batch_rows(int64_t n, int64_t batch, int world, int rank, int64_t step,
+                            int64_t *start);
+
+/* Copies rows idx[0..count) into x_out (count × features elements of d->dtype) and their
+ * labels into y_out. Every idx[i] must be in [0, d->n). */
+void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void *x_out,
+                     int64_t *y_out);
+
+/* ---- background loader -------------------------------------------------------------------
+ * One producer thread per epoch fills a ring of `slots` batches in step order while the
+ * consumer trains on earlier ones. Use from one consumer thread:
+ *
+ *     dtl_loader *l = dtl_loader_new(&data, &opts, &err);
+ *     for (epoch …) {
+ *         if (!dtl_loader_start_epoch(l, epoch, &err)) …;
+ *         for (const dtl_batch *b; (b = dtl_loader_next(l)); dtl_loader_release(l, b))
+ *             step(b->x, b->y, b->rows);
+ *     }
+ *     dtl_loader_free(l);
+ *
+ * A batch stays valid until it is released; batches are released in the order received.
+ * dtl_loader_start_epoch and dtl_loader_free may be called at any point of an epoch: they
+ * stop the producer (and invalidate batches not yet released). The loader reads the data
+ * but does not own it: the data must outlive the loader. */
+
+typedef struct dtl_loader_opts {
+    int64_t batch;       /* rows per rank per step, > 0 */
+    int world, rank;     /* number of ranks and this one's index: 1, 0 alone */
+    uint64_t seed;       /* of the shuffle */
+    bool shuffle;
+    bool drop_last;      /* true for training; false for evaluation (see dtl_data_steps) */
+    int slots;           /* batches prepared ahead, 1..8; 0 means 2 */
+} dtl_loader_opts;
+
+typedef struct dtl_batch {
+    int64_t step;        /* its index in the epoch */
+    int64_t rows;        /* rows of this rank: batch, or fewer (even 0) in a last eval step */
+    void *x;             /* rows × features elements of the data's dtype */
+    int64_t *y;          /* rows labels */
+} dtl_batch;
+
+typedef struct dtl_loader dtl_loader;
+
+/* Checks the options (and that a drop_last epoch has at least one step) and allocates the
+ * ring; starts no thread yet. */
+dtl_loader *dtl_loader_new(const dtl_data *d, const dtl_loader_opts *o, dtl_err *err);
+int64_t dtl_loader_steps(const dtl_loader *l);
+/* Computes the epoch's order and starts producing its batches. */
+bool dtl_loader_start_epoch(dtl_loader *l, uint64_t epoch, dtl_err *err);
+/* The next batch of the epoch (waiting for it if need be), or NULL after the last one. */
+const dtl_batch *dtl_loader_next(dtl_loader *l);
+void dtl_loader_release(dtl_loader *l, const dtl_batch *b);
+void dtl_loader_free(dtl_loader *l);
+
+#endif
