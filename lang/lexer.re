@@ -16,10 +16,19 @@
  *       binary operator other than '-' (+ * / @ ** < <= > >= == != and or).
  * So a line that begins with `+ b` or `@ w` continues the line before, a line that begins
  * with '-', '(' or '[' starts a new statement, and the '{' of a block, or the `= expr` of a
- * fn, may stand on the line after its header. Several newlines (with blank and comment lines) make one SEP. ';' is a
- * SEP too (dropped at the start of the file, after a SEP and after '{'). A SEP is implied
- * before every '}' that does not follow a SEP or '{' (`model M { param w: f32 }`), and at
- * the end of the file after a token that can end a statement.
+ * fn, may stand on the line after its header. Several newlines (with blank and comment
+ * lines between) make one SEP. ';' is a SEP too (dropped at the start of the file, after a
+ * SEP and after '{'). A SEP is implied before every '}' that does not follow a SEP or '{'
+ * (`model M { param w: f32 }`), and at the end of the file after a token that can end a
+ * statement when no bracket is open.
+ *
+ * Brackets. The cooked layer keeps the stack of open ( [ { (at most DTL_AST_MAX_DEPTH; one
+ * more is an error and the rest of the file is given up). A closer that does not match the
+ * innermost opener is reported against that opener ("expected ']' to close '[' at 3:5,
+ * found ')'", with a note at the opener); the brackets up to a matching one, or the
+ * innermost one when none matches, count as closed. At the end of the file the innermost
+ * unclosed bracket is reported, with a note pointing at a '}' indented unlike its '{' line
+ * when there was one: that is usually where a '}' went missing.
  *
  * A keyword right after '.' is an identifier (`fashion.train`, `data.test`). A UTF-8 byte
  * order mark at the start of the file is skipped.

@@ -1,0 +1,107 @@
+/* compiler/lower.h — lowering: from a checked train block to graphs (compiler/graph.h).
+ *
+ * Contract: lowering reads the checked module (lang/check.h) and never changes it. It binds
+ * every size: the model is instantiated with its constructor arguments, every fn is inlined
+ * with its symbolic dims bound (the train block's B to the batch size), every host value is
+ * folded. Three graphs come out of one train block:
+ *
+ *   STEP   inputs "x" (the batch's features, f32[batch, …]) and "y" (i64[batch]); the
+ *          model's params as PARAM nodes named by dotted path ("fc1.w", "enc.fc1.w"), in
+ *          declaration order, depth first, with their initializers; the loss (output
+ *          DTL_OUT_LOSS "loss"); the gradients (compiler/autodiff.h) and the optimizer's
+ *          update (compiler/optim.h: DTL_OUT_PARAM and DTL_OUT_STATE outputs). Dropout draws
+ *          its mask from the INPUT "step" (i64 scalar, 1 for the first update).
+ *   EVAL   the same inputs and params; outputs "loss" (DTL_OUT_LOSS: the loss expression's
+ *          value on the batch as written — for the builtin losses the MEAN over the batch,
+ *          so the runner weights each batch's value by its row count) and, when the train
+ *          block says evaluate = accuracy(…), "correct" (DTL_OUT_VALUE, an i64 scalar: how
+ *          many rows have argmax(forward(x), axis 1) == y). Dropout is the identity; nothing
+ *          is updated.
+ *   INFER  input "x" only; output "y" (DTL_OUT_VALUE) = the model's forward(x). Dropout is
+ *          the identity.
+ * The three graphs declare the same params, with the same names, shapes and initializers,
+ * in the same order, so one set of weights serves all three.
+ *
+ * Errors are diagnostics in ctx->diags, with places where a place is to blame: sizes the
+ * checker could only see symbolically and that do not work out at this batch size (a
+ * reshape whose count is wrong, an index out of range, a dropout p out of [0, 1)), things
+ * not lowered yet ("… is not supported by lowering yet"), a graph too large, out of memory.
+ * On error the functions return false and leave no graph allocated. They never abort on
+ * any checked input; the module must have been checked without errors.
+ *
+ * Lifetimes: graphs own their memory (dtl_graph_free, or dtl_lowered_free for all three);
+ * strings in dtl_lowered (data names and paths) point into ctx's arena and live as long as
+ * ctx. The run-time settings (data, epochs, evaluate, seed, optimizer) are decoded into
+ * dtl_lowered here, so the runner (compiler/run.c) needs nothing from the checker.
+ */
+#ifndef DTL_LOWER_H
+#define DTL_LOWER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../lang/check.h"
+#include "../lang/ctx.h"
+#include "graph.h"
+#include "optim.h"
+
+typedef enum dtl_lower_kind {
+    DTL_LOWER_STEP,      /* forward + loss + backward + update */
+    DTL_LOWER_EVAL,      /* forward + loss (+ correct count) */
+    DTL_LOWER_INFER,     /* forward only */
+} dtl_lower_kind;
+
+typedef struct dtl_lower_opts {
+    int64_t batch;       /* the batch size B is bound to; 0: the train block's `batch` */
+    /* The dtype policy: DTL_DTYPE_F32 (or 0, the default) keeps dtypes as written;
+     * DTL_DTYPE_F64 computes every f32 of the program in f64 (params, x, literals, casts,
+     * one_hot) — for gradient checks against finite differences. Others are refused. */
+    dtl_dtype compute;
+} dtl_lower_opts;
+
+/* Where the examples come from: a dataset split, decoded from idx(…) / npy(…) / csv(…). */
+typedef enum dtl_lower_data_kind { DTL_LDATA_IDX, DTL_LDATA_NPY, DTL_LDATA_CSV } dtl_lower_data_kind;
+
+typedef struct dtl_lower_data {
+    dtl_lower_data_kind kind;
+    const char *dataset;     /* the dataset's name in the source ("fashion") */
+    const char *dir;         /* directory of the file that declares it ("" for the cwd),
+                                for the relative paths of npy and csv */
+    bool test;               /* the .test split (else .train) */
+    double scale;            /* features are multiplied by it */
+    const char *name;        /* IDX: the dataset to look up under --data / $DTL_DATA */
+    const char *x, *y;       /* NPY: the split's features and labels (.npy paths) */
+    const char *path;        /* CSV: the split's file ("" when a test split has none) */
+    const char *label;       /* CSV: the label column by header name, or NULL … */
+    int64_t label_index;     /* … by index from 0 */
+    bool header;             /* CSV: the first line names the columns */
+} dtl_lower_data;
+
+/* A train block lowered: the three graphs and what the runner needs besides. */
+typedef struct dtl_lowered {
+    dtl_graph step, eval, infer;
+    bool has_infer;          /* the model has a forward taking x (else infer is empty) */
+    bool has_accuracy;       /* eval has the "correct" output */
+    int64_t batch;           /* as bound */
+    int64_t epochs;
+    int64_t seed;            /* the train block's seed, or -1 when not given */
+    dtl_lower_data data;     /* the training split */
+    dtl_lower_data eval_data;/* the split of evaluate = accuracy(split); valid if has_accuracy */
+    dtl_opt_cfg optim;       /* the optimizer, as applied in the step graph */
+    uint32_t nparams;        /* params, in the graphs' order */
+} dtl_lowered;
+
+/* The train block named name in m (NULL: the first one), or NULL if there is none. */
+const dtl_train *dtl_lower_find_train(const dtl_module *m, const char *name);
+
+/* Builds one graph of train block t into g (which this function initializes; on failure g
+ * is left freed). The module of t must have been checked without errors. */
+bool dtl_lower_graph(dtl_ctx *ctx, const dtl_train *t, dtl_lower_kind kind,
+                     const dtl_lower_opts *opts, dtl_graph *g);
+
+/* All three graphs and the settings. On failure nothing is left allocated in out. */
+bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opts,
+                     dtl_lowered *out);
+void dtl_lowered_free(dtl_lowered *l);
+
+#endif

@@ -1,0 +1,298 @@
+/* compiler/nnops.c — composites built from primitive ops.
+ *
+ * Design: each composite is a few builder calls written the way the formula in nnops.h reads.
+ * Numerically stable forms are chosen so that both the value and the gradient (which autodiff
+ * derives from the same nodes) stay finite: softmax and logsumexp subtract the max (the max's
+ * own gradient contributions cancel, as the functions are shift invariant); softplus and
+ * bce_with_logits use max(z, 0) + log(1 + exp(-|z|)), whose gradient at 0 comes out as 1/2
+ * because max splits a tie evenly. There is no erf primitive, so gelu evaluates erf with
+ * Abramowitz & Stegun 7.1.26 (within 1.5e-7, below f32 resolution near 1).
+ */
+#include "nnops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NN_BUG(...)                                                                     \
+    do {                                                                                \
+        fprintf(stderr, "%s:%d: nnops: ", __FILE__, __LINE__);                          \
+        fprintf(stderr, __VA_ARGS__);                                                   \
+        fputc('\n', stderr);                                                            \
+        abort();                                                                        \
+    } while (0)
+
+static dtl_node node_copy(const dtl_graph *g, dtl_val v)
+{
+    return g->nodes[v];
+}
+
+static dtl_val sc(dtl_graph *g, dtl_val like, double v)
+{
+    return dtl_g_scalar(g, g->nodes[like].dtype, v);
+}
+
+static dtl_val bin(dtl_graph *g, dtl_op op, dtl_val a, dtl_val b)
+{
+    return dtl_g_binary(g, op, a, b);
+}
+
+static dtl_val un(dtl_graph *g, dtl_op op, dtl_val x)
+{
+    return dtl_g_unary(g, op, x);
+}
+
+static void need_float(const dtl_graph *g, dtl_val x, const char *what)
+{
+    if (!dtl_dtype_is_float(g->nodes[x].dtype))
+        NN_BUG("%s: %%%u must be float, found %s", what, x, dtl_dtype_name(g->nodes[x].dtype));
+}
+
+static void need_axis(const dtl_graph *g, dtl_val x, uint32_t axis, const char *what)
+{
+    if (axis >= g->nodes[x].rank)
+        NN_BUG("%s: axis %u out of range for rank %u", what, axis, g->nodes[x].rank);
+}
+
+static uint32_t all_axes(uint32_t rank)
+{
+    return rank >= 32 ? UINT32_MAX : (1u << rank) - 1u;
+}
+
+/* The shape of x without the axes in mask (or with them set to 1 when keepdims). */
+static uint32_t reduced_shape(const dtl_node *x, uint32_t axes, bool keepdims, int64_t *shape)
+{
+    uint32_t r = 0;
+    for (uint32_t i = 0; i < x->rank; i++) {
+        if (!((axes >> i) & 1u))
+            shape[r++] = x->shape[i];
+        else if (keepdims)
+            shape[r++] = 1;
+    }
+    return r;
+}
+
+dtl_val dtl_nn_mean(dtl_graph *g, dtl_val x, uint32_t axes, bool keepdims)
+{
+    need_float(g, x, "mean");
+    dtl_node n = node_copy(g, x);
+    axes &= all_axes(n.rank);
+    if (axes == 0)
+        return x;
+    double count = 1;
+    for (uint32_t i = 0; i < n.rank; i++)
+        if ((axes >> i) & 1u)
+            count *= (double)n.shape[i];
+    dtl_val s = dtl_g_reduce(g, DTL_OP_SUM, x, axes, keepdims);
+    return bin(g, DTL_OP_MUL, s, sc(g, x, count > 0 ? 1.0 / count : NAN));
+}
+
+dtl_val dtl_nn_reduce_min(dtl_graph *g, dtl_val x, uint32_t axes, bool keepdims)
+{
+    return un(g, DTL_OP_NEG, dtl_g_reduce(g, DTL_OP_REDUCE_MAX, un(g, DTL_OP_NEG, x), axes, keepdims));
+}
+
+/* sum(exp(x - m)) along axis with keepdims, and m (keepdims). */
+static dtl_val sum_exp_shifted(dtl_graph *g, dtl_val x, uint32_t axis, dtl_val *shifted,
+                               dtl_val *m)
+{
+    *m = dtl_g_reduce(g, DTL_OP_REDUCE_MAX, x, 1u << axis, true);
+    *shifted = bin(g, DTL_OP_SUB, x, *m);
+    return dtl_g_reduce(g, DTL_OP_SUM, un(g, DTL_OP_EXP, *shifted), 1u << axis, true);
+}
+
+dtl_val dtl_nn_logsumexp(dtl_graph *g, dtl_val x, uint32_t axis, bool keepdims)
+{
+    need_float(g, x, "logsumexp");
+    need_axis(g, x, axis, "logsumexp");
+    dtl_val shifted, m;
+    dtl_val s = sum_exp_shifted(g, x, axis, &shifted, &m);
+    dtl_val lse = bin(g, DTL_OP_ADD, m, un(g, DTL_OP_LOG, s));
+    if (keepdims)
+        return lse;
+    dtl_node n = node_copy(g, x);
+    int64_t shape[DTL_MAX_RANK];
+    uint32_t r = reduced_shape(&n, 1u << axis, false, shape);
+    return dtl_g_reshape(g, lse, r, shape);
+}
+
+dtl_val dtl_nn_softmax(dtl_graph *g, dtl_val x, uint32_t axis)
+{
+    need_float(g, x, "softmax");
+    need_axis(g, x, axis, "softmax");
+    dtl_val m = dtl_g_reduce(g, DTL_OP_REDUCE_MAX, x, 1u << axis, true);
+    dtl_val e = un(g, DTL_OP_EXP, bin(g, DTL_OP_SUB, x, m));
+    return bin(g, DTL_OP_DIV, e, dtl_g_reduce(g, DTL_OP_SUM, e, 1u << axis, true));
+}
+
+dtl_val dtl_nn_log_softmax(dtl_graph *g, dtl_val x, uint32_t axis)
+{
+    need_float(g, x, "log_softmax");
+    need_axis(g, x, axis, "log_softmax");
+    dtl_val shifted, m;
+    dtl_val s = sum_exp_shifted(g, x, axis, &shifted, &m);
+    return bin(g, DTL_OP_SUB, shifted, un(g, DTL_OP_LOG, s));
+}
+
+dtl_val dtl_nn_one_hot(dtl_graph *g, dtl_val labels, int64_t n, dtl_dtype dt)
+{
+    dtl_node l = node_copy(g, labels);
+    if (!dtl_dtype_is_int(l.dtype))
+        NN_BUG("one_hot: labels %%%u must be integer, found %s", labels, dtl_dtype_name(l.dtype));
+    if (l.rank + 1 > DTL_MAX_RANK || n < 1)
+        NN_BUG("one_hot: rank %u, %lld classes", l.rank, (long long)n);
+    int64_t shape[DTL_MAX_RANK];
+    memcpy(shape, l.shape, l.rank * sizeof shape[0]);
+    shape[l.rank] = 1;
+    dtl_val col = dtl_g_reshape(g, labels, l.rank + 1, shape);
+    shape[l.rank] = n;
+    dtl_val classes = dtl_g_iota(g, l.dtype, l.rank + 1, shape, l.rank);
+    return dtl_g_cast(g, bin(g, DTL_OP_EQ, classes, col), dt);
+}
+
+dtl_val dtl_nn_cross_entropy(dtl_graph *g, dtl_val logits, dtl_val labels)
+{
+    need_float(g, logits, "cross_entropy");
+    dtl_node z = node_copy(g, logits), y = node_copy(g, labels);
+    if (z.rank < 1 || y.rank != z.rank - 1 || !dtl_dtype_is_int(y.dtype))
+        NN_BUG("cross_entropy: logits of rank %u need integer labels of rank %u", z.rank,
+               z.rank ? z.rank - 1 : 0);
+    for (uint32_t i = 0; i + 1 < z.rank; i++)
+        if (y.shape[i] != z.shape[i])
+            NN_BUG("cross_entropy: labels' axis %u is %lld, logits' %lld", i,
+                   (long long)y.shape[i], (long long)z.shape[i]);
+    uint32_t c = z.rank - 1;
+    dtl_val lse = dtl_nn_logsumexp(g, logits, c, false);
+    dtl_val hot = dtl_nn_one_hot(g, labels, z.shape[c], z.dtype);
+    dtl_val picked = dtl_g_reduce(g, DTL_OP_SUM, bin(g, DTL_OP_MUL, logits, hot), 1u << c, false);
+    return dtl_nn_mean(g, bin(g, DTL_OP_SUB, lse, picked), all_axes(c), false);
+}
+
+dtl_val dtl_nn_mse(dtl_graph *g, dtl_val a, dtl_val b)
+{
+    need_float(g, a, "mse");
+    dtl_val d = bin(g, DTL_OP_SUB, a, b);
+    return dtl_nn_mean(g, bin(g, DTL_OP_MUL, d, d), all_axes(g->nodes[d].rank), false);
+}
+
+/* max(z, 0) + log(1 + exp(-|z|)) */
+static dtl_val softplus_stable(dtl_graph *g, dtl_val z)
+{
+    dtl_val e = un(g, DTL_OP_EXP, un(g, DTL_OP_NEG, un(g, DTL_OP_ABS, z)));
+    dtl_val l = un(g, DTL_OP_LOG, bin(g, DTL_OP_ADD, sc(g, z, 1), e));
+    return bin(g, DTL_OP_ADD, bin(g, DTL_OP_MAX, z, sc(g, z, 0)), l);
+}
+
+dtl_val dtl_nn_bce_with_logits(dtl_graph *g, dtl_val logits, dtl_val targets)
+{
+    need_float(g, logits, "bce_with_logits");
+    dtl_val v = bin(g, DTL_OP_SUB, softplus_stable(g, logits), bin(g, DTL_OP_MUL, logits, targets));
+    return dtl_nn_mean(g, v, all_axes(g->nodes[v].rank), false);
+}
+
+dtl_val dtl_nn_accuracy_count(dtl_graph *g, dtl_val logits, dtl_val labels, dtl_dtype dt)
+{
+    dtl_node z = node_copy(g, logits), y = node_copy(g, labels);
+    if (z.rank < 1 || y.rank != z.rank - 1 || !dtl_dtype_is_int(y.dtype))
+        NN_BUG("accuracy: logits of rank %u need integer labels of rank %u", z.rank,
+               z.rank ? z.rank - 1 : 0);
+    dtl_val am = dtl_g_argmax(g, logits, z.rank - 1);   /* i64 */
+    dtl_val yl = y.dtype == DTL_DTYPE_I64 ? labels : dtl_g_cast(g, labels, DTL_DTYPE_I64);
+    dtl_val hit = dtl_g_cast(g, bin(g, DTL_OP_EQ, am, yl), dt);
+    return y.rank ? dtl_g_reduce(g, DTL_OP_SUM, hit, all_axes(y.rank), false) : hit;
+}
+
+dtl_val dtl_nn_softplus(dtl_graph *g, dtl_val x)
+{
+    need_float(g, x, "softplus");
+    return softplus_stable(g, x);
+}
+
+dtl_val dtl_nn_silu(dtl_graph *g, dtl_val x)
+{
+    need_float(g, x, "silu");
+    return bin(g, DTL_OP_MUL, x, un(g, DTL_OP_SIGMOID, x));
+}
+
+/* erf(t) for t >= 0 by Abramowitz & Stegun 7.1.26: 1 - poly(s) exp(-t^2), s = 1/(1 + p t). */
+static dtl_val erf_nonneg(dtl_graph *g, dtl_val t)
+{
+    static const double a[5] = {0.254829592, -0.284496736, 1.421413741, -1.453152027,
+                                1.061405429};
+    dtl_val s = bin(g, DTL_OP_DIV, sc(g, t, 1),
+                    bin(g, DTL_OP_ADD, sc(g, t, 1), bin(g, DTL_OP_MUL, t, sc(g, t, 0.3275911))));
+    dtl_val poly = sc(g, t, a[4]);   /* Horner: ((((a5 s + a4) s + a3) s + a2) s + a1) s */
+    for (int i = 3; i >= 0; i--)
+        poly = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, poly, s), sc(g, t, a[i]));
+    poly = bin(g, DTL_OP_MUL, poly, s);
+    dtl_val e = un(g, DTL_OP_EXP, un(g, DTL_OP_NEG, bin(g, DTL_OP_MUL, t, t)));
+    return bin(g, DTL_OP_SUB, sc(g, t, 1), bin(g, DTL_OP_MUL, poly, e));
+}
+
+dtl_val dtl_nn_gelu(dtl_graph *g, dtl_val x)
+{
+    need_float(g, x, "gelu");
+    /* erf is odd: erf(t) = E(t) for t >= 0, -E(-t) below. Each branch sees only its own
+     * half (the other half reads 0) so neither evaluates E where its formula is not meant
+     * to be used, and the gradient at 0 comes from the t >= 0 branch. */
+    dtl_val t = bin(g, DTL_OP_MUL, x, sc(g, x, 1 / sqrt(2.0)));
+    dtl_val zero = sc(g, x, 0);
+    dtl_val pos = bin(g, DTL_OP_GE, t, zero);
+    dtl_val tp = dtl_g_where(g, pos, t, zero);
+    dtl_val tn = dtl_g_where(g, pos, zero, un(g, DTL_OP_NEG, t));
+    dtl_val erf = dtl_g_where(g, pos, erf_nonneg(g, tp), un(g, DTL_OP_NEG, erf_nonneg(g, tn)));
+    dtl_val phi = bin(g, DTL_OP_MUL, sc(g, x, 0.5), bin(g, DTL_OP_ADD, sc(g, x, 1), erf));
+    return bin(g, DTL_OP_MUL, x, phi);
+}
+
+dtl_val dtl_nn_dropout(dtl_graph *g, dtl_val x, double p, dtl_val step, uint64_t stream)
+{
+    need_float(g, x, "dropout");
+    if (!(p >= 0 && p <= 1))
+        NN_BUG("dropout: p = %g is not in [0, 1]", p);
+    if (p == 0)
+        return x;
+    dtl_node n = node_copy(g, x);
+    if (p == 1)
+        return dtl_g_const(g, n.dtype, n.rank, n.shape, 0);
+    dtl_val u = dtl_g_rng_uniform(g, step, n.dtype, n.rank, n.shape, stream);
+    dtl_val keep = bin(g, DTL_OP_GE, u, sc(g, x, p));
+    return dtl_g_where(g, keep, bin(g, DTL_OP_MUL, x, sc(g, x, 1 / (1 - p))), sc(g, x, 0));
+}
+
+dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b)
+{
+    dtl_node an = node_copy(g, a), bn = node_copy(g, b);
+    if (an.rank == 0 || bn.rank == 0)
+        NN_BUG("matmul: operands must have rank >= 1");
+    int64_t s[DTL_MAX_RANK];
+    bool va = an.rank == 1, vb = bn.rank == 1;
+    if (va) {
+        s[0] = 1, s[1] = an.shape[0];
+        a = dtl_g_reshape(g, a, 2, s);
+    }
+    if (vb) {
+        s[0] = bn.shape[0], s[1] = 1;
+        b = dtl_g_reshape(g, b, 2, s);
+    }
+    dtl_val y = dtl_g_matmul(g, a, b);
+    if (!va && !vb)
+        return y;
+    dtl_node yn = node_copy(g, y);   /* drop the added axes: -2 for a, -1 for b */
+    uint32_t r = 0;
+    for (uint32_t i = 0; i < yn.rank; i++)
+        if (!(va && i == yn.rank - 2) && !(vb && i == yn.rank - 1))
+            s[r++] = yn.shape[i];
+    return dtl_g_reshape(g, y, r, s);
+}
+
+dtl_val dtl_nn_step(dtl_graph *g)
+{
+    for (uint32_t v = 0; v < g->nnodes; v++)
+        if (g->nodes[v].op == DTL_OP_INPUT && g->nodes[v].name &&
+            strcmp(g->nodes[v].name, "step") == 0)
+            return v;
+    const int64_t none[1] = {0};
+    return dtl_g_input(g, "step", DTL_DTYPE_I64, 0, none);
+}

@@ -1,0 +1,49 @@
+/* kernels/ref/ref.h — the reference backend's kernels: plain C, obviously right, the oracle
+ * every other backend is tested against.
+ *
+ * Contract: a kernel computes one node's result from its operands. It sees only the node's
+ * op, dtype, shape and attributes and its operands' pointers, dtypes and shapes — never the
+ * graph (ggml's habit) — and writes the whole result, row-major and contiguous, into out
+ * (dtl_node_numel(n) elements of n->dtype). Operands are row-major and contiguous; out never
+ * overlaps them. Dtypes: f32, f64, i32, i64 and bool (one byte, 0 or 1; any non-zero byte
+ * reads as true); f16 and bf16 are not supported (dtl_ref_supports).
+ *
+ * Numerics (any backend must agree within float tolerance, or bit for bit where said):
+ *  - f32 elementwise math is done in float (expf, logf, …); sum accumulates f32 in double
+ *    and rounds once; matmul accumulates f32 in float (i-k-j order).
+ *  - max, min, reduce_max, relu propagate NaN; argmax picks the first maximum (the first
+ *    NaN if any).
+ *  - Integers wrap on overflow (two's complement); integer division truncates, x / 0 is 0.
+ *  - cast float -> int truncates toward zero and saturates; NaN -> 0; x -> bool is x != 0.
+ *  - rng_uniform, bit for bit: with r = Philox stream attr.stream keyed by the seed, element
+ *    i of the node is built from 32-bit word number (step * numel + i) of r (mod 2^64):
+ *    f32: (word >> 8) * 2^-24; f64: word * 2^-32. Both in [0, 1).
+ *  - gather and scatter_add fail (return false, err set) on an index outside [0, dim).
+ */
+#ifndef DTL_REF_H
+#define DTL_REF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../../compiler/graph.h"
+#include "../../runtime/err.h"
+
+typedef struct dtl_ref_arg {
+    const void *data;
+    dtl_dtype dtype;
+    uint32_t rank;
+    const int64_t *shape;
+} dtl_ref_arg;
+
+/* Whether the reference kernels handle dtype t. */
+bool dtl_ref_supports(dtl_dtype t);
+
+/* Computes node n into out from its n->nin operands in[]; seed is the run's seed (for
+ * rng_uniform). INPUT, PARAM and STATE have no kernel (the executor binds them). Returns
+ * false with err set only on a data-dependent failure (an index out of range) or when asked
+ * for something it has no kernel for. */
+bool dtl_ref_kernel(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed,
+                    dtl_err *err);
+
+#endif
