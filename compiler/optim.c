@@ -232,6 +232,10 @@ static bool check_params(const dtl_graph *g, const dtl_opt_cfg *c, const dtl_val
             if (params[j] == params[i])
                 return dtl_err_set(err, DTL_ERR_USAGE, "optimizer: \"%s\" listed twice",
                                    p->name);
+        for (uint32_t k = 0; k < g->nouts; k++)
+            if (g->outs[k].target == params[i] || strcmp(g->outs[k].name, p->name) == 0)
+                return dtl_err_set(err, DTL_ERR_USAGE, "optimizer: \"%s\" has an update "
+                                   "already", p->name);
         bool has_m = c->kind != DTL_OPT_SGD || c->momentum != 0;
         bool has_v = c->kind != DTL_OPT_SGD;
         for (int k = 0; k < 2; k++) {

@@ -115,7 +115,7 @@ struct dtl_expr {
         struct { dtl_expr *callee; dtl_arg *args; size_t nargs; } call;
         struct { dtl_expr *base; dtl_subscript *subs; size_t nsubs; } index;
         struct { dtl_unop op; dtl_expr *operand; } unary;
-        struct { dtl_binop op; dtl_expr *lhs, *rhs; dtl_span op_span; } binary;
+        struct { dtl_binop op; dtl_span op_span; dtl_expr *lhs, *rhs; } binary;
         struct { dtl_expr **elems; size_t nelems; } tensor;
         dtl_expr *paren;
     } u;

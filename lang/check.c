@@ -3523,9 +3523,15 @@ static void module_run(chk *c, dtl_module *m)
 {
     m->state = ST_BUSY;
     dtl_ptrvec_push(c->a, &c->loading, m);
+    unsigned errors_before = c->d->nerrors;
     m->file = dtl_parse(c->ctx, m->src);
+    /* Statements with syntax errors were dropped: "never used" warnings would be noise. */
+    bool warn_unused = c->ctx->warn_unused;
+    if (c->d->nerrors > errors_before)
+        c->ctx->warn_unused = false;
     if (m->file)
         check_module(c, m);
+    c->ctx->warn_unused = warn_unused;
     c->loading.len--;
     m->state = ST_DONE;
 }

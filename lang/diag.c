@@ -140,29 +140,74 @@ static void diag_print_line(const dtl_diag *g, const dtl_source *src, FILE *out,
     fputc('\n', out);
 }
 
+/* A diagnostic with the notes that follow it, for sorting. */
+typedef struct diag_group {
+    const dtl_diag *first;
+    size_t seq;
+} diag_group;
+
+static int diag_group_cmp(const void *pa, const void *pb)
+{
+    const diag_group *a = pa, *b = pb;
+    const dtl_span *x = &a->first->span, *y = &b->first->span;
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    if (x->off != y->off)
+        return x->off < y->off ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static void diag_print_one(const dtl_diags *d, const dtl_diag *g, FILE *out, bool color);
+
+/* Errors and warnings are printed in source order (files in load order, places without a
+ * file first), each followed by its notes, whatever order the stages found them in. */
 void dtl_diag_print(const dtl_diags *d, FILE *out, bool color)
 {
-    static const char *const names[] = {"error", "warning", "note"};
-    static const char *const colors[] = {"\033[1;31m", "\033[1;35m", "\033[1;36m"};
-    for (const dtl_diag *g = d->first; g; g = g->next) {
-        const dtl_source *src = dtl_src_get(d->sm, g->span.file);
-        if (color)
-            fputs("\033[1m", out);
-        if (src)
-            fprintf(out, "%s:%u:%u: ", src->path, g->span.line, g->span.col);
-        else
-            fputs("dtlc: ", out);
-        if (color)
-            fprintf(out, "%s%s:\033[0m\033[1m %s\033[0m\n", colors[g->level], names[g->level],
-                    g->msg);
-        else
-            fprintf(out, "%s: %s\n", names[g->level], g->msg);
-        if (src)
-            diag_print_line(g, src, out, color);
+    size_t n = 0;
+    for (const dtl_diag *g = d->first; g; g = g->next)
+        n += g->level != DTL_DIAG_NOTE || g == d->first;
+    diag_group *groups = n ? malloc(n * sizeof *groups) : NULL;
+    if (n && !groups) {   /* no memory to sort: print in report order */
+        for (const dtl_diag *g = d->first; g; g = g->next)
+            diag_print_one(d, g, out, color);
+    } else {
+        size_t k = 0;
+        for (const dtl_diag *g = d->first; g; g = g->next)
+            if (g->level != DTL_DIAG_NOTE || g == d->first)
+                groups[k] = (diag_group){g, k}, k++;
+        if (n)
+            qsort(groups, n, sizeof *groups, diag_group_cmp);
+        for (size_t i = 0; i < n; i++) {
+            const dtl_diag *g = groups[i].first;
+            diag_print_one(d, g, out, color);
+            for (g = g->next; g && g->level == DTL_DIAG_NOTE; g = g->next)
+                diag_print_one(d, g, out, color);
+        }
+        free(groups);
     }
     if (d->max_errors && d->nerrors > d->max_errors)
         fprintf(out, "dtlc: error: too many errors (%u); only the first %u are shown\n",
                 d->nerrors, d->max_errors);
+}
+
+static void diag_print_one(const dtl_diags *d, const dtl_diag *g, FILE *out, bool color)
+{
+    static const char *const names[] = {"error", "warning", "note"};
+    static const char *const colors[] = {"\033[1;31m", "\033[1;35m", "\033[1;36m"};
+    const dtl_source *src = dtl_src_get(d->sm, g->span.file);
+    if (color)
+        fputs("\033[1m", out);
+    if (src)
+        fprintf(out, "%s:%u:%u: ", src->path, g->span.line, g->span.col);
+    else
+        fputs("dtlc: ", out);
+    if (color)
+        fprintf(out, "%s%s:\033[0m\033[1m %s\033[0m\n", colors[g->level], names[g->level],
+                g->msg);
+    else
+        fprintf(out, "%s: %s\n", names[g->level], g->msg);
+    if (src)
+        diag_print_line(g, src, out, color);
 }
 
 static size_t edit_distance(const char *a, const char *b)

@@ -51,6 +51,7 @@ typedef struct dtl_lex_bracket {
     char ch;                /* '(' '[' '{' */
     uint32_t indent;        /* leading blanks of the opener's line */
     dtl_span span;
+    bool reported;          /* an error already said it is unclosed */
 } dtl_lex_bracket;
 
 typedef struct dtl_lex_pending dtl_lex_pending;   /* a diagnostic waiting for its token */

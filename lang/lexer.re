@@ -729,7 +729,7 @@ static bool lex_bracket(dtl_lexer *lx, dtl_token *r)
     case DTL_TK_RBRACKET: want = '['; goto close;
     case DTL_TK_RBRACE: want = '{'; goto close;
     case 0:
-        if (lx->depth && !lx->eof_reported) {
+        if (lx->depth && !lx->eof_reported && !lx->stack[lx->depth - 1].reported) {
             const dtl_lex_bracket *b = &lx->stack[lx->depth - 1];
             lx->eof_reported = true;
             lex_error(lx, r->span, "expected '%c' to close '%c' at %u:%u, found end of file",
@@ -763,6 +763,7 @@ static bool lex_bracket(dtl_lexer *lx, dtl_token *r)
     b->ch = open;
     b->span = r->span;
     b->indent = indent_at(lx, lx->line_start);
+    b->reported = false;
     r->depth = (uint16_t)lx->depth;
     return false;
 
@@ -826,7 +827,9 @@ void dtl_lex_init(dtl_lexer *lx, dtl_ctx *ctx, const dtl_source *src)
 
 static int lex_hand_out(dtl_lexer *lx, dtl_token *t, dtl_lex_pending *diags)
 {
-    if (!lx->quiet)
+    /* The end of file is reported even while a broken statement is skipped: an unclosed
+     * bracket there is usually the cause of that statement's error (a missing '}'). */
+    if (!lx->quiet || t->kind == 0)
         lex_flush(lx, diags);
     lx->prev = t->kind;
     if (t->kind != DTL_TK_SEP && t->kind != 0)

@@ -881,10 +881,18 @@ static void parser_syntax_error(dtl_parser *ps, yyParser *p, int major, const dt
         dtl_diag_error(&CTX->diags, tok->span, "expected '%c' to close '%c' at %u:%u, found %s",
                        b->ch == '(' ? ')' : ']', b->ch, b->span.line, b->span.col, found);
         dtl_diag_note(&CTX->diags, b->span, "'%c' opened here", b->ch);
+        ps->lx.stack[lx->depth - 1].reported = true;
         return;
     }
     dtl_diag_error(&CTX->diags, tok->span, "expected %s, found %s", parser_expected(ps, p),
                    found);
+    /* A top-level declaration starting a line inside a block: the block's '}' is missing. */
+    bool toplevel_kw = major == DTL_TK_MODEL || major == DTL_TK_DATASET ||
+                       major == DTL_TK_TRAIN || major == DTL_TK_USE;
+    if (b && b->ch == '{' && toplevel_kw && starts_line(lx, tok->span))
+        dtl_diag_note(&CTX->diags, b->span,
+                      "the '{' here is still open; is its '}' missing before line %u?",
+                      tok->span.line);
 }
 
 /* Lemon found the error (after the driver did, normally) and starts recovering. */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void dtl_src_init(dtl_srcmgr *sm, dtl_arena *arena)
 {
@@ -39,8 +40,13 @@ dtl_source *dtl_src_load(dtl_srcmgr *sm, const char *path, char *why, size_t why
         snprintf(why, whylen, "%s", strerror(errno));
         return NULL;
     }
-    /* Read in chunks into the arena: works for pipes and files alike. */
+    /* Read in chunks into the arena: works for pipes and files alike. A regular file's size
+     * sizes the buffer up front, so no abandoned copies are left in the arena. */
     size_t cap = 64 * 1024, len = 0;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        (uint64_t)st.st_size < DTL_SOURCE_MAX_BYTES)
+        cap = (size_t)st.st_size + 2;
     char *buf = dtl_arena_alloc(sm->arena, cap);
     for (;;) {
         if (len + 1 >= cap) {

@@ -201,6 +201,8 @@ static bool rd_read(rd *r, void *buf, size_t n, size_t *got, dtl_err *err)
                                    strerror(errno));
             if (code == Z_MEM_ERROR)
                 return dtl_err_set(err, DTL_ERR_NOMEM, "%s: out of memory", r->path);
+            if (strncmp(msg, "<fd:", 4) == 0 && strstr(msg, ": "))   /* gzdopen's name */
+                msg = strstr(msg, ": ") + 2;
             return dtl_err_set(err, DTL_ERR_FORMAT, "%s: corrupt gzip data: %s", r->path, msg);
         }
         if (k == 0)
@@ -546,10 +548,17 @@ typedef struct npy_parse {
 
 static bool np_bad(npy_parse *s, const char *what)
 {
-    char t[48];
+    char t[24];
+    size_t n = 0;
+    for (const char *q = s->p; q < s->end && *q != '\n' && n < 16; q++)   /* a snippet */
+        t[n++] = *q;
+    while (n && t[n - 1] == ' ')
+        n--;
+    t[n] = '\0';
+    char shown[48];
     if (s->p < s->end)
         return dtl_err_set(s->err, DTL_ERR_FORMAT, "%s: malformed .npy header: %s at '%s'",
-                           s->path, what, show(s->p, t, sizeof t));
+                           s->path, what, show(t, shown, sizeof shown));
     return dtl_err_set(s->err, DTL_ERR_FORMAT, "%s: malformed .npy header: %s at its end",
                        s->path, what);
 }
@@ -1063,7 +1072,7 @@ bool dtl_data_load_csv(dtl_data *d, const char *path, const dtl_data_opts *o, dt
                 else if (v < 0)
                     ok = csv_cell_err(&s, lineno, cell, c, "label is negative");
                 else if (errno == ERANGE || v > INT32_MAX)
-                    ok = csv_cell_err(&s, lineno, cell, c, "label is too large (at most 2147483647)");
+                    ok = csv_cell_err(&s, lineno, cell, c, "label is larger than 2147483647");
                 else
                     y[nrows] = v;
                 continue;

@@ -611,7 +611,7 @@ static bool st_read(dtl_st_file *f, const char *path, dtl_err *err)
 
     for (size_t j = 0; j < nt; j++) {
         dtl_st_tensor *t = &f->tensors[spans[j].i];
-        unsigned char *p = f->data + spans[j].begin;
+        unsigned char *p = t->nbytes ? f->data + spans[j].begin : f->data; /* aligned */
         if (t->nbytes && spans[j].begin % st_dtypes[t->dtype].size != 0) {
             unsigned char *copy = dtl_arena_alloc(&f->arena, t->nbytes);
             memcpy(copy, p, t->nbytes);

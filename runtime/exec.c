@@ -1,0 +1,579 @@
+/* runtime/exec.c — the parameter store, the backend-neutral plan handle, and the reference
+ * backend's executor.
+ *
+ * Design of the reference executor. prepare verifies the graph and decides where every
+ * node's value lives:
+ *   INPUT        the caller's buffer, bound at each run (validated, never copied);
+ *   PARAM STATE  the store's entry (persistent, shared by all plans of the store);
+ *   CONST IOTA   a constants block, computed once at prepare;
+ *   the rest     an offset in one arena for all intermediates.
+ * Arena offsets come from a liveness scan in topological order: a node's block is taken
+ * (best fit among the gaps between live blocks, else at the top) before its inputs whose
+ * last use it is are released, so a kernel's output never overlaps its operands; values
+ * that are outputs stay live to the end. An output whose value is a bound leaf (an input, a
+ * param, a state) gets a staging block too, copied at the end of the compute phase — so a
+ * `value w0 = %w` or a swap `update a = %b, update b = %a` reads pre-commit values. A run
+ * then binds the inputs, calls the kernel of every computed node, stages, and commits the
+ * PARAM/STATE outputs into the store. Nothing is allocated after prepare.
+ */
+#include "exec.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/ref/ref.h"
+#include "init.h"
+
+enum { EXEC_ALIGN = 64 };
+
+uint64_t dtl_tensor_numel(const dtl_tensor *t)
+{
+    uint64_t k = 1;
+    for (uint32_t i = 0; i < t->rank; i++)
+        k *= (uint64_t)t->shape[i];
+    return k;
+}
+
+static size_t round_up(size_t n)
+{
+    return (n + EXEC_ALIGN - 1) / EXEC_ALIGN * EXEC_ALIGN;
+}
+
+static const char *type_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
+                            const int64_t *shape)
+{
+    size_t at = (size_t)snprintf(buf, len, "%s[", dtl_dtype_name(dt));
+    for (uint32_t i = 0; i < rank && i < DTL_MAX_RANK && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%" PRId64, i ? ", " : "", shape[i]);
+    if (at < len)
+        snprintf(buf + at, len - at, "]");
+    return buf;
+}
+
+static bool same_type(dtl_dtype da, uint32_t ra, const int64_t *sa, dtl_dtype db, uint32_t rb,
+                      const int64_t *sb)
+{
+    if (da != db || ra != rb)
+        return false;
+    for (uint32_t i = 0; i < ra; i++)
+        if (sa[i] != sb[i])
+            return false;
+    return true;
+}
+
+/* ---- the store --------------------------------------------------------------------------- */
+
+struct dtl_store {
+    dtl_arena arena;     /* entries, names and data */
+    uint64_t seed;
+    dtl_store_entry **items;
+    size_t len, cap;
+};
+
+dtl_store *dtl_store_new(uint64_t seed)
+{
+    dtl_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    dtl_arena_init(&s->arena);
+    s->seed = seed;
+    return s;
+}
+
+void dtl_store_free(dtl_store *s)
+{
+    if (!s)
+        return;
+    dtl_arena_free(&s->arena);
+    free(s);
+}
+
+uint64_t dtl_store_seed(const dtl_store *s)
+{
+    return s->seed;
+}
+
+size_t dtl_store_count(const dtl_store *s)
+{
+    return s->len;
+}
+
+dtl_store_entry *dtl_store_at(dtl_store *s, size_t i)
+{
+    return i < s->len ? s->items[i] : NULL;
+}
+
+dtl_store_entry *dtl_store_find(dtl_store *s, const char *name)
+{
+    for (size_t i = 0; i < s->len; i++)
+        if (strcmp(s->items[i]->name, name) == 0)
+            return s->items[i];
+    return NULL;
+}
+
+dtl_store_entry *dtl_store_add(dtl_store *s, const char *name, bool is_state, dtl_dtype dt,
+                               uint32_t rank, const int64_t *shape, bool *created,
+                               dtl_err *err)
+{
+    char b1[160], b2[160];
+    if (rank > DTL_MAX_RANK || (unsigned)dt >= DTL_DTYPE_COUNT) {
+        dtl_err_set(err, DTL_ERR_USAGE, "store: \"%s\": bad dtype or rank", name);
+        return NULL;
+    }
+    dtl_store_entry *e = dtl_store_find(s, name);
+    if (e) {
+        if (e->is_state != is_state ||
+            !same_type(e->t.dtype, e->t.rank, e->t.shape, dt, rank, shape)) {
+            dtl_err_set(err, DTL_ERR_MISMATCH, "%s \"%s\": expected %s, the store holds %s %s",
+                        is_state ? "state" : "param", name,
+                        type_str(b1, sizeof b1, dt, rank, shape),
+                        e->is_state ? "a state" : "a param",
+                        type_str(b2, sizeof b2, e->t.dtype, e->t.rank, e->t.shape));
+            return NULL;
+        }
+        if (created)
+            *created = false;
+        return e;
+    }
+    uint64_t count = 1;
+    for (uint32_t i = 0; i < rank; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && count > UINT64_MAX / 16 / (uint64_t)shape[i])) {
+            dtl_err_set(err, DTL_ERR_USAGE, "store: \"%s\": bad shape", name);
+            return NULL;
+        }
+        count *= (uint64_t)shape[i];
+    }
+    if (s->len == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        s->items = dtl_arena_grow(&s->arena, s->items, s->len, cap, sizeof *s->items);
+        s->cap = cap;
+    }
+    e = dtl_arena_alloc(&s->arena, sizeof *e);
+    e->name = dtl_arena_strdup(&s->arena, name);
+    e->is_state = is_state;
+    e->t.dtype = dt;
+    e->t.rank = rank;
+    for (uint32_t i = 0; i < rank; i++)
+        e->t.shape[i] = shape[i];
+    size_t bytes = (size_t)count * dtl_dtype_size(dt);
+    char *raw = dtl_arena_alloc(&s->arena, bytes + EXEC_ALIGN);   /* zeroed */
+    e->t.data = raw + (EXEC_ALIGN - (uintptr_t)raw % EXEC_ALIGN) % EXEC_ALIGN;
+    s->items[s->len++] = e;
+    if (created)
+        *created = true;
+    return e;
+}
+
+bool dtl_store_bind(dtl_store *s, const dtl_graph *g, dtl_err *err)
+{
+    for (uint32_t id = 0; id < g->nnodes; id++) {
+        const dtl_node *n = &g->nodes[id];
+        if (n->op != DTL_OP_PARAM && n->op != DTL_OP_STATE)
+            continue;
+        bool created;
+        dtl_store_entry *e = dtl_store_add(s, n->name, n->op == DTL_OP_STATE, n->dtype, n->rank,
+                                           n->shape, &created, err);
+        if (!e)
+            return false;
+        if (created && n->op == DTL_OP_PARAM &&
+            !dtl_init_fill(&n->attr.init, n->name, n->dtype, n->rank, n->shape, s->seed,
+                           e->t.data, err))
+            return false;
+    }
+    return true;
+}
+
+/* ---- the backend-neutral handle ---------------------------------------------------------- */
+
+struct dtl_plan {
+    const dtl_backend *be;
+    void *impl;
+};
+
+dtl_plan *dtl_plan_new(const dtl_backend *be, const dtl_graph *g, dtl_store *store,
+                       const dtl_plan_opts *opts, dtl_err *err)
+{
+    dtl_plan *p = calloc(1, sizeof *p);
+    if (!p) {
+        dtl_err_set(err, DTL_ERR_NOMEM, "%s: out of memory", be->name);
+        return NULL;
+    }
+    p->be = be;
+    p->impl = be->prepare(g, store, opts, err);
+    if (!p->impl) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+bool dtl_plan_run(dtl_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
+{
+    return p->be->run(p->impl, in, nin, err);
+}
+
+bool dtl_plan_output(dtl_plan *p, const char *name, dtl_tensor *out, dtl_err *err)
+{
+    return p->be->output(p->impl, name, out, err);
+}
+
+void dtl_plan_stats_get(const dtl_plan *p, dtl_plan_stats *st)
+{
+    p->be->stats(p->impl, st);
+}
+
+void dtl_plan_free(dtl_plan *p)
+{
+    if (!p)
+        return;
+    p->be->free(p->impl);
+    free(p);
+}
+
+/* ---- the reference backend --------------------------------------------------------------- */
+
+typedef struct ref_copy {
+    void *dst;
+    const void *src;
+    size_t bytes;
+} ref_copy;
+
+typedef struct ref_plan {
+    const dtl_graph *g;
+    dtl_store *store;
+    dtl_arena arena;          /* the plan's own tables */
+    void *mem;                /* intermediates (one allocation) */
+    void *cmem;               /* constants (one allocation) */
+    void **ptr;               /* per node: where its value is (INPUT: set by run) */
+    dtl_ref_arg **args;       /* per node: its operands' views */
+    bool *computed;           /* per node: run calls its kernel */
+    uint32_t *inputs, ninputs;
+    ref_copy *stages, *commits;
+    uint32_t nstages, ncommits;
+    void **outptr;            /* per graph output: where to read it */
+    dtl_plan_stats stats;
+} ref_plan;
+
+static bool bound_leaf(dtl_op op)
+{
+    return op == DTL_OP_INPUT || op == DTL_OP_PARAM || op == DTL_OP_STATE;
+}
+
+static bool const_leaf(dtl_op op)
+{
+    return op == DTL_OP_CONST || op == DTL_OP_IOTA;
+}
+
+static size_t node_bytes(const dtl_node *n)
+{
+    return round_up((size_t)dtl_node_numel(n) * dtl_dtype_size(n->dtype));
+}
+
+/* The arena planner: live blocks sorted by offset; best fit among gaps, else the top. */
+typedef struct planner {
+    size_t *off, *size;
+    uint32_t n;
+    size_t top;
+} planner;
+
+static size_t planner_take(planner *pl, size_t size)
+{
+    size_t prev_end = 0, best = SIZE_MAX, best_gap = SIZE_MAX;
+    uint32_t best_at = pl->n, i;
+    for (i = 0; i < pl->n; i++) {
+        size_t gap = pl->off[i] - prev_end;
+        if (gap >= size && gap < best_gap) {
+            best = prev_end;
+            best_gap = gap;
+            best_at = i;
+        }
+        prev_end = pl->off[i] + pl->size[i];
+    }
+    if (best == SIZE_MAX) {
+        best = prev_end;
+        best_at = pl->n;
+    }
+    memmove(pl->off + best_at + 1, pl->off + best_at, (pl->n - best_at) * sizeof *pl->off);
+    memmove(pl->size + best_at + 1, pl->size + best_at, (pl->n - best_at) * sizeof *pl->size);
+    pl->off[best_at] = best;
+    pl->size[best_at] = size;
+    pl->n++;
+    if (best + size > pl->top)
+        pl->top = best + size;
+    return best;
+}
+
+static void planner_release(planner *pl, size_t off, size_t size)
+{
+    for (uint32_t i = 0; i < pl->n; i++)
+        if (pl->off[i] == off && pl->size[i] == size) {
+            memmove(pl->off + i, pl->off + i + 1, (pl->n - i - 1) * sizeof *pl->off);
+            memmove(pl->size + i, pl->size + i + 1, (pl->n - i - 1) * sizeof *pl->size);
+            pl->n--;
+            return;
+        }
+}
+
+static void *aligned_zeroed(size_t bytes)
+{
+    size_t n = round_up(bytes ? bytes : 1);
+    void *p = aligned_alloc(EXEC_ALIGN, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+static void ref_free(void *vp)
+{
+    ref_plan *p = vp;
+    if (!p)
+        return;
+    free(p->mem);
+    free(p->cmem);
+    dtl_arena_free(&p->arena);
+    free(p);
+}
+
+static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
+                         dtl_err *err)
+{
+    /* The graph must be sound: kernels trust shapes. Quote the verifier's first problem. */
+    char why[400] = "";
+    FILE *f = fmemopen(why, sizeof why, "w");
+    bool ok = dtl_graph_verify(g, f);
+    if (f)
+        fclose(f);
+    if (!ok) {
+        why[strcspn(why, "\n")] = '\0';
+        dtl_err_set(err, DTL_ERR_USAGE, "ref: the graph fails verification: %s", why);
+        return NULL;
+    }
+    for (uint32_t id = 0; id < g->nnodes; id++)
+        if (!dtl_ref_supports(g->nodes[id].dtype)) {
+            dtl_err_set(err, DTL_ERR_USAGE, "ref: %%%u (%s): dtype %s is not supported", id,
+                        dtl_op_name(g->nodes[id].op), dtl_dtype_name(g->nodes[id].dtype));
+            return NULL;
+        }
+    if (!dtl_store_bind(store, g, err))
+        return NULL;
+
+    ref_plan *p = calloc(1, sizeof *p);
+    if (!p) {
+        dtl_err_set(err, DTL_ERR_NOMEM, "ref: out of memory");
+        return NULL;
+    }
+    p->g = g;
+    p->store = store;
+    dtl_arena_init(&p->arena);
+    dtl_arena *A = &p->arena;
+    uint32_t nn = g->nnodes, no = g->nouts;
+    p->ptr = dtl_arena_array(A, nn + 1, sizeof *p->ptr);
+    p->args = dtl_arena_array(A, nn + 1, sizeof *p->args);
+    p->computed = dtl_arena_array(A, nn + 1, sizeof *p->computed);
+    p->inputs = dtl_arena_array(A, nn + 1, sizeof *p->inputs);
+    p->stages = dtl_arena_array(A, no + 1, sizeof *p->stages);
+    p->commits = dtl_arena_array(A, no + 1, sizeof *p->commits);
+    p->outptr = dtl_arena_array(A, no + 1, sizeof *p->outptr);
+
+    /* Liveness: the last node reading each value; outputs live to the end. */
+    uint32_t *last = dtl_arena_array(A, nn + 1, sizeof *last);
+    for (uint32_t v = 0; v < nn; v++) {
+        last[v] = v;
+        for (uint32_t i = 0; i < g->nodes[v].nin; i++)
+            last[g->nodes[v].in[i]] = v;
+    }
+    for (uint32_t k = 0; k < no; k++)
+        last[g->outs[k].val] = UINT32_MAX;
+    bool *staged = dtl_arena_array(A, no + 1, sizeof *staged);
+    for (uint32_t k = 0; k < no; k++)
+        staged[k] = bound_leaf(g->nodes[g->outs[k].val].op);
+
+    /* Offsets of intermediates (and staging slots), constants' offsets. */
+    size_t *off = dtl_arena_array(A, nn + no + 1, sizeof *off);
+    planner pl = {dtl_arena_array(A, nn + no + 1, sizeof(size_t)),
+                  dtl_arena_array(A, nn + no + 1, sizeof(size_t)), 0, 0};
+    size_t cbytes = 0;
+    bool reuse = !(opts && opts->no_reuse);
+    for (uint32_t v = 0; v < nn; v++) {
+        const dtl_node *n = &g->nodes[v];
+        if (const_leaf(n->op)) {
+            off[v] = cbytes;
+            cbytes += node_bytes(n);
+            continue;
+        }
+        if (bound_leaf(n->op))
+            continue;
+        p->computed[v] = true;
+        off[v] = planner_take(&pl, node_bytes(n));
+        p->stats.naive_bytes += node_bytes(n);
+        if (!reuse)
+            continue;
+        for (uint32_t i = 0; i < n->nin; i++) {
+            uint32_t u = n->in[i];
+            bool first = true;   /* an input used twice (x * x) is released once */
+            for (uint32_t j = 0; j < i; j++)
+                first = first && n->in[j] != u;
+            if (first && p->computed[u] && last[u] == v)
+                planner_release(&pl, off[u], node_bytes(&g->nodes[u]));
+        }
+        if (last[v] == v)   /* read by nobody: free once computed */
+            planner_release(&pl, off[v], node_bytes(n));
+    }
+    for (uint32_t k = 0; k < no; k++)
+        if (staged[k]) {
+            off[nn + k] = planner_take(&pl, node_bytes(&g->nodes[g->outs[k].val]));
+            p->stats.naive_bytes += node_bytes(&g->nodes[g->outs[k].val]);
+        }
+    p->stats.arena_bytes = pl.top;
+    p->stats.const_bytes = cbytes;
+    p->mem = aligned_zeroed(pl.top);
+    p->cmem = aligned_zeroed(cbytes);
+    if (!p->mem || !p->cmem) {
+        dtl_err_set(err, DTL_ERR_NOMEM, "ref: out of memory planning %zu bytes",
+                    pl.top + cbytes);
+        ref_free(p);
+        return NULL;
+    }
+
+    /* Pointers, operand views, constants. */
+    for (uint32_t v = 0; v < nn; v++) {
+        const dtl_node *n = &g->nodes[v];
+        if (n->op == DTL_OP_INPUT)
+            p->inputs[p->ninputs++] = v;
+        else if (n->op == DTL_OP_PARAM || n->op == DTL_OP_STATE)
+            p->ptr[v] = dtl_store_find(store, n->name)->t.data;
+        else if (const_leaf(n->op))
+            p->ptr[v] = (char *)p->cmem + off[v];
+        else
+            p->ptr[v] = (char *)p->mem + off[v];
+        p->args[v] = dtl_arena_array(A, n->nin + 1, sizeof **p->args);
+        for (uint32_t i = 0; i < n->nin; i++) {
+            const dtl_node *u = &g->nodes[n->in[i]];
+            p->args[v][i] = (dtl_ref_arg){p->ptr[n->in[i]], u->dtype, u->rank, u->shape};
+        }
+        if (const_leaf(n->op) && !dtl_ref_kernel(n, NULL, p->ptr[v], store->seed, err)) {
+            ref_free(p);
+            return NULL;
+        }
+    }
+    for (uint32_t k = 0; k < no; k++) {
+        const dtl_output *o = &g->outs[k];
+        const dtl_node *v = &g->nodes[o->val];
+        size_t bytes = (size_t)dtl_node_numel(v) * dtl_dtype_size(v->dtype);
+        void *src = p->ptr[o->val];
+        if (staged[k]) {
+            void *slot = (char *)p->mem + off[nn + k];
+            /* An INPUT's pointer is known only at run time: stages read ptr[] then. */
+            p->stages[p->nstages++] = (ref_copy){slot, &p->ptr[o->val], bytes};
+            src = slot;
+        }
+        p->outptr[k] = src;
+        if (o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE) {
+            dtl_store_entry *e = dtl_store_find(store, g->nodes[o->target].name);
+            p->commits[p->ncommits++] = (ref_copy){e->t.data, src, bytes};
+            p->outptr[k] = e->t.data;
+        }
+    }
+    return p;
+}
+
+static bool ref_bind_inputs(ref_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
+{
+    char b1[160], b2[160];
+    for (size_t j = 0; j < nin; j++)
+        if (!in[j].name)
+            return dtl_err_set(err, DTL_ERR_USAGE, "binding %zu has no name", j);
+    for (uint32_t k = 0; k < p->ninputs; k++) {
+        uint32_t v = p->inputs[k];
+        const dtl_node *n = &p->g->nodes[v];
+        const dtl_binding *b = NULL;
+        for (size_t j = 0; j < nin; j++)
+            if (strcmp(in[j].name, n->name) == 0) {
+                if (b)
+                    return dtl_err_set(err, DTL_ERR_USAGE, "input \"%s\" is bound twice",
+                                       n->name);
+                b = &in[j];
+            }
+        if (!b)
+            return dtl_err_set(err, DTL_ERR_MISMATCH, "input \"%s\" (%s) is not bound", n->name,
+                               type_str(b1, sizeof b1, n->dtype, n->rank, n->shape));
+        if (b->rank > DTL_MAX_RANK ||
+            !same_type(n->dtype, n->rank, n->shape, b->dtype, b->rank, b->shape))
+            return dtl_err_set(err, DTL_ERR_MISMATCH, "input \"%s\": expected %s, found %s",
+                               n->name, type_str(b1, sizeof b1, n->dtype, n->rank, n->shape),
+                               b->rank > DTL_MAX_RANK
+                                   ? "a tensor of rank > 8"
+                                   : type_str(b2, sizeof b2, b->dtype, b->rank, b->shape));
+        if (!b->data && dtl_node_numel(n) > 0)
+            return dtl_err_set(err, DTL_ERR_USAGE, "input \"%s\": data is NULL", n->name);
+        p->ptr[v] = (void *)b->data;   /* read only: kernels never write their operands */
+    }
+    return true;
+}
+
+static bool ref_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
+{
+    ref_plan *p = vp;
+    const dtl_graph *g = p->g;
+    if (!ref_bind_inputs(p, in, nin, err))
+        return false;
+    uint64_t seed = p->store->seed;
+    for (uint32_t v = 0; v < g->nnodes; v++) {
+        if (!p->computed[v])
+            continue;
+        const dtl_node *n = &g->nodes[v];
+        dtl_ref_arg *args = p->args[v];
+        for (uint32_t i = 0; i < n->nin; i++)   /* inputs move from run to run */
+            args[i].data = p->ptr[n->in[i]];
+        dtl_err kerr;
+        if (!dtl_ref_kernel(n, args, p->ptr[v], seed, &kerr))
+            return dtl_err_set(err, kerr.kind, "%%%u (%s%s%s): %s", v, dtl_op_name(n->op),
+                               n->name ? " " : "", n->name ? n->name : "", kerr.msg);
+    }
+    for (uint32_t k = 0; k < p->nstages; k++)
+        memcpy(p->stages[k].dst, *(void *const *)p->stages[k].src, p->stages[k].bytes);
+    for (uint32_t k = 0; k < p->ncommits; k++)
+        memmove(p->commits[k].dst, p->commits[k].src, p->commits[k].bytes);
+    p->stats.runs++;
+    return true;
+}
+
+static bool ref_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err)
+{
+    ref_plan *p = vp;
+    const dtl_graph *g = p->g;
+    for (uint32_t k = 0; k < g->nouts; k++) {
+        if (strcmp(g->outs[k].name, name) != 0)
+            continue;
+        const dtl_node *v = &g->nodes[g->outs[k].val];
+        out->data = p->outptr[k];
+        out->dtype = v->dtype;
+        out->rank = v->rank;
+        memset(out->shape, 0, sizeof out->shape);
+        memcpy(out->shape, v->shape, v->rank * sizeof *v->shape);
+        return true;
+    }
+    char names[300] = "";
+    size_t at = 0;
+    for (uint32_t k = 0; k < g->nouts && at < sizeof names; k++)
+        at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", k ? ", " : "",
+                               g->outs[k].name);
+    return dtl_err_set(err, DTL_ERR_USAGE, "no output named \"%s\" (the graph's outputs: %s)",
+                       name, g->nouts ? names : "none");
+}
+
+static void ref_stats(const void *vp, dtl_plan_stats *st)
+{
+    *st = ((const ref_plan *)vp)->stats;
+}
+
+const dtl_backend dtl_backend_ref = {
+    .name = "ref",
+    .prepare = ref_prepare,
+    .run = ref_run,
+    .output = ref_output,
+    .stats = ref_stats,
+    .free = ref_free,
+};

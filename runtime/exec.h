@@ -1,0 +1,115 @@
+/* runtime/exec.h — running graphs: the parameter store, the backend interface, plans.
+ *
+ * Contract:
+ *  - A dtl_store owns the persistent tensors of a model, keyed by name: every PARAM (created
+ *    on first sight and filled by dtl_init_fill with the store's seed) and every STATE
+ *    (created zero). The step graph, the eval graph and the infer graph of one model are
+ *    planned against the same store and so share their parameters. Entries never move and
+ *    are freed only by dtl_store_free. A store holds host memory.
+ *  - A backend is a struct of function pointers (STYLE habit 8): prepare turns a verified
+ *    graph into a plan (memory planned once, the store's entries created or checked), run
+ *    executes it, output reads a named result, free releases the plan. Each backend keeps
+ *    its own plan type behind `void *`; dtl_plan is the backend-neutral handle.
+ *  - Inputs are bound by name at every run; each INPUT node of the graph must be bound
+ *    exactly once, with exactly its dtype and shape (else a DTL_ERR_MISMATCH naming the
+ *    input, expected vs found). Bindings the graph has no input for are ignored, so one
+ *    list can serve the step and the eval graph. Input data is read during the run only.
+ *  - A run computes every node, then commits: each PARAM/STATE output is copied into its
+ *    store entry only after all nodes ran, so every node of the run saw the old values.
+ *  - A run allocates nothing (the reference backend: one arena for all intermediates,
+ *    planned by liveness at prepare; constants computed once at prepare).
+ *  - Outputs (LOSS, VALUE) are read by name after a run as host views valid until the next
+ *    run or dtl_plan_free; PARAM/STATE outputs read as the store's (committed) entry.
+ *  - The graph and the store must outlive every plan made from them.
+ * Errors: prepare, run and output return false/NULL with err set; nothing here prints.
+ */
+#ifndef DTL_EXEC_H
+#define DTL_EXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../compiler/graph.h"
+#include "err.h"
+
+/* A view of a dense row-major tensor (not owning). */
+typedef struct dtl_tensor {
+    void *data;
+    dtl_dtype dtype;
+    uint32_t rank;
+    int64_t shape[DTL_MAX_RANK];
+} dtl_tensor;
+
+uint64_t dtl_tensor_numel(const dtl_tensor *t);
+
+/* ---- the store of parameters and states ---- */
+
+typedef struct dtl_store dtl_store;
+
+typedef struct dtl_store_entry {
+    const char *name;
+    bool is_state;       /* STATE (optimizer moments …); else PARAM */
+    dtl_tensor t;        /* data: owned by the store, 64-byte aligned, never moves */
+} dtl_store_entry;
+
+dtl_store *dtl_store_new(uint64_t seed);
+void dtl_store_free(dtl_store *s);
+uint64_t dtl_store_seed(const dtl_store *s);
+size_t dtl_store_count(const dtl_store *s);
+dtl_store_entry *dtl_store_at(dtl_store *s, size_t i);          /* in creation order */
+dtl_store_entry *dtl_store_find(dtl_store *s, const char *name);  /* NULL: none */
+/* A new zeroed entry, or the existing one if it has the same kind, dtype and shape (else a
+ * DTL_ERR_MISMATCH). *created (when not NULL) tells which. */
+dtl_store_entry *dtl_store_add(dtl_store *s, const char *name, bool is_state, dtl_dtype dt,
+                               uint32_t rank, const int64_t *shape, bool *created,
+                               dtl_err *err);
+/* The entries for every PARAM and STATE of g: new params initialized per their dtl_init,
+ * new states zero, existing ones checked. (dtl_plan_new calls it.) */
+bool dtl_store_bind(dtl_store *s, const dtl_graph *g, dtl_err *err);
+
+/* ---- backends and plans ---- */
+
+typedef struct dtl_binding {
+    const char *name;
+    const void *data;
+    dtl_dtype dtype;
+    uint32_t rank;
+    int64_t shape[DTL_MAX_RANK];
+} dtl_binding;
+
+typedef struct dtl_plan_opts {
+    bool no_reuse;       /* give every intermediate its own memory (testing the planner) */
+} dtl_plan_opts;
+
+typedef struct dtl_plan_stats {
+    size_t arena_bytes;  /* intermediates, after liveness-based reuse */
+    size_t naive_bytes;  /* what they would take without reuse */
+    size_t const_bytes;  /* constants, computed once */
+    uint64_t runs;
+} dtl_plan_stats;
+
+typedef struct dtl_backend {
+    const char *name;
+    void *(*prepare)(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
+                     dtl_err *err);
+    bool (*run)(void *plan, const dtl_binding *in, size_t nin, dtl_err *err);
+    bool (*output)(void *plan, const char *name, dtl_tensor *out, dtl_err *err);
+    void (*stats)(const void *plan, dtl_plan_stats *st);
+    void (*free)(void *plan);
+} dtl_backend;
+
+extern const dtl_backend dtl_backend_ref;   /* kernels/ref: the oracle */
+
+typedef struct dtl_plan dtl_plan;
+
+/* Verifies g (a graph that fails dtl_graph_verify is a DTL_ERR_USAGE, first problem
+ * quoted), binds the store, and plans. opts may be NULL. */
+dtl_plan *dtl_plan_new(const dtl_backend *be, const dtl_graph *g, dtl_store *store,
+                       const dtl_plan_opts *opts, dtl_err *err);
+bool dtl_plan_run(dtl_plan *p, const dtl_binding *in, size_t nin, dtl_err *err);
+bool dtl_plan_output(dtl_plan *p, const char *name, dtl_tensor *out, dtl_err *err);
+void dtl_plan_stats_get(const dtl_plan *p, dtl_plan_stats *st);
+void dtl_plan_free(dtl_plan *p);   /* NULL is fine */
+
+#endif
