@@ -473,7 +473,9 @@ static bool st_metadata(dtl_st_file *f, const char *path, const dtl_json *m, dtl
 static bool st_read(dtl_st_file *f, const char *path, dtl_err *err)
 {
     char nb[64], nb2[64];
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then refused below);
+     * reads of regular files ignore the flag. */
+    f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (f->fd < 0)
         return dtl_err_set(err, DTL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;

@@ -19,7 +19,10 @@
  * cover the buffer exactly, unique names, and the file's length. Any fault is DTL_ERR_FORMAT
  * (DTL_ERR_IO for open/read failures) with a message that starts with the path and says what
  * is wrong: "ckpt.safetensors: truncated: header says 1234 bytes of data, file has 1000".
- * No input crashes it or makes it allocate more than the file's size plus a bounded header.
+ * No input crashes it. Memory: the data's size, plus the parsed header (a few times the
+ * header's size; up to ~50x for a pathological header of tiny JSON values; the header itself
+ * is limited to 100 MB), plus aligned copies of unaligned tensors. Out of memory is
+ * DTL_ERR_NOMEM.
  *
  * A dtl_st_file owns everything it hands out (tensors, names, shapes, data, metadata);
  * pointers stay valid until dtl_st_close. Tensors keep the file's order. Each tensor's data

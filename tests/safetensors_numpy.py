@@ -98,7 +98,7 @@ def test_dtl_writes(w, tmp):
 
     meta = header["__metadata__"]
     check(meta == {"format": "pt", "iteration": "7",
-                   "note": 'line1\nline2\ttab "q" \\ é 日本 😀', "ctrl": "\x01\x1f"},
+                   "note": 'line1\nline2\ttab "q" \\ é 日本 😀', "ctrl": "\x01\x1f", "pad": "x"},
           f"metadata: {meta!r}")
 
     i = np.arange

@@ -200,6 +200,7 @@ static int cmd_fixture(const char *path)
         {"iteration", "7"},
         {"note", "line1\nline2\ttab \"q\" \\ \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80"},
         {"ctrl", "\x01\x1f"},
+        {"pad", "x"}, /* makes the unpadded header 802 bytes: padding is needed */
     };
     dtl_err err;
     if (!dtl_st_write(path, t, sizeof t / sizeof t[0], meta, sizeof meta / sizeof meta[0],

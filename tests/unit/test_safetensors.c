@@ -493,6 +493,12 @@ static void test_bad_files(void)
     CHECK(has(err.msg, "cannot open: No such file or directory"));
     CHECK(dtl_st_read(tmpdir, &err) == NULL);
     CHECK(err.kind == DTL_ERR_IO && has(err.msg, "is a directory"));
+    const char *fifo = tpath("a-fifo");
+    if (mkfifo(fifo, 0600) == 0) { /* refused at once, not waiting for a writer */
+        CHECK(dtl_st_read(fifo, &err) == NULL);
+        CHECK(err.kind == DTL_ERR_FORMAT && has(err.msg, "not a regular file"));
+        unlink(fifo);
+    }
 }
 
 /* Files that are unusual but valid. */
