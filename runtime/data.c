@@ -359,7 +359,7 @@ static bool data_alloc(dtl_data *d, const char *path, const uint64_t *dims, int 
         bytes > SIZE_MAX || n > SIZE_MAX / sizeof(int64_t) || n > INT64_MAX)
         return dtl_err_set(err, DTL_ERR_NOMEM, "%s: too large for memory", path);
     d->x = malloc(bytes);
-    d->y = malloc(n * sizeof(int64_t));
+    d->y = calloc(n ? n : 1, sizeof(int64_t));
     if (!d->x || !d->y)
         return dtl_err_set(err, DTL_ERR_NOMEM, "%s: out of memory (%llu bytes)", path,
                            (ull)bytes);
@@ -786,23 +786,25 @@ bool dtl_data_load_npy(dtl_data *d, const char *x_path, const char *y_path,
     npy_file xf = {0}, yf = {0};
     unsigned char *xbuf = NULL, *ybuf = NULL;
     char s1[160], s2[160];
-    bool ok = opts_ok(o, err) && npy_open(&xf, x_path, err) && npy_open(&yf, y_path, err);
+    bool ok = opts_ok(o, err) && npy_open(&xf, x_path, err) &&
+              (!y_path || npy_open(&yf, y_path, err));
     if (ok && xf.ndim == 0)
         ok = dtl_err_set(err, DTL_ERR_FORMAT, "%s: features need a row dimension, found shape ()",
                          x_path);
-    if (ok && yf.ndim != 1)
+    if (ok && y_path && yf.ndim != 1)
         ok = dtl_err_set(err, DTL_ERR_FORMAT, "%s: labels must be 1-D, found shape %s", y_path,
                          fmt_shape(s1, sizeof s1, yf.dims, yf.ndim));
-    if (ok && !el_info[yf.kind].is_int)
+    if (ok && y_path && !el_info[yf.kind].is_int)
         ok = dtl_err_set(err, DTL_ERR_FORMAT, "%s: labels must be integers, found dtype '%s'",
                          y_path, yf.descr);
-    if (ok && xf.dims[0] != yf.dims[0])
+    if (ok && y_path && xf.dims[0] != yf.dims[0])
         ok = dtl_err_set(err, DTL_ERR_MISMATCH, "%s has %llu rows %s but %s has %llu labels %s",
                          x_path, (ull)xf.dims[0], fmt_shape(s1, sizeof s1, xf.dims, xf.ndim),
                          y_path, (ull)yf.dims[0], fmt_shape(s2, sizeof s2, yf.dims, yf.ndim));
-    ok = ok && (ybuf = rd_rest(&yf.r, yf.bytes, err)) && (xbuf = rd_rest(&xf.r, xf.bytes, err)) &&
+    ok = ok && (!y_path || (ybuf = rd_rest(&yf.r, yf.bytes, err))) &&
+         (xbuf = rd_rest(&xf.r, xf.bytes, err)) &&
          data_alloc(d, x_path, xf.dims, xf.ndim, o->dtype, err) &&
-         put_labels(d, ybuf, yf.kind, yf.big, y_path, err);
+         (!y_path || put_labels(d, ybuf, yf.kind, yf.big, y_path, err));
     if (ok)
         put_features(d, xbuf, xf.kind, xf.big, o->scale);
     else
@@ -810,7 +812,8 @@ bool dtl_data_load_npy(dtl_data *d, const char *x_path, const char *y_path,
     free(xbuf);
     free(ybuf);
     rd_close(&xf.r);
-    rd_close(&yf.r);
+    if (y_path)
+        rd_close(&yf.r);
     return ok;
 }
 

@@ -67,7 +67,8 @@ bool dtl_data_load_idx_dir(dtl_data *d, const char *dir, const char *split,
 
 /* NumPy .npy (format versions 1, 2 and 3; C order): features from x_path, shape (n, …), of
  * dtype f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 or b1, either byte order; labels from y_path, shape
- * (n,), of an integer dtype (or b1). Any other header key is ignored. */
+ * (n,), of an integer dtype (or b1). Any other header key is ignored. y_path may be NULL
+ * (features only, for inference): the labels are then all 0 and classes is 0. */
 bool dtl_data_load_npy(dtl_data *d, const char *x_path, const char *y_path,
                        const dtl_data_opts *o, dtl_err *err);
 

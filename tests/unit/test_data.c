@@ -608,6 +608,10 @@ static void test_npy(void)
         dtl_data_opts o = opts(1);
         CHECK(dtl_data_load_npy(&d, gp, yp, &o, &e) && ((float *)d.x)[5] == 2.25f);
         dtl_data_free(&d);
+        /* Features only (inference input): labels all 0, no classes. */
+        CHECK(dtl_data_load_npy(&d, xp, NULL, &o, &e) && ((float *)d.x)[5] == 2.25f &&
+              d.classes == 0 && d.y[0] == 0 && d.y[d.n - 1] == 0);
+        dtl_data_free(&d);
     }
 }
 
