@@ -65,7 +65,7 @@ static dtl_val as_keepdims(dtl_graph *g, dtl_val v, const dtl_node *x, uint32_t 
 {
     if (keepdims)
         return v;
-    int64_t ks[DTL_MAX_RANK];
+    int64_t ks[DTL_MAX_RANK] = {0};
     keep_shape(x, axes, ks);
     return dtl_g_reshape(g, v, x->rank, ks);
 }

@@ -197,6 +197,11 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
         return BAD("rank %u exceeds %d", n->rank, DTL_MAX_RANK);
     if ((unsigned)n->role > DTL_ROLE_METRIC)
         return BAD("bad role %d", (int)n->role);
+    for (uint32_t i = 0; i < n->nin; i++) {   /* a malformed input poisons what reads it */
+        const dtl_node *in = &g->nodes[n->in[i]];
+        if (in->rank > DTL_MAX_RANK || (unsigned)in->dtype >= DTL_DTYPE_COUNT)
+            return BAD("input %u (%%%u) is malformed", i, n->in[i]);
+    }
     /* By default the result is what the node says (leaves and the shape-given ops). */
     t->dtype = n->dtype;
     t->rank = n->rank;
@@ -249,9 +254,13 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
     case DTL_OP_SIN:
     case DTL_OP_COS:
     case DTL_OP_NOT: {
-        bool ok = n->op == DTL_OP_NOT                                              ? x->dtype == DTL_DTYPE_BOOL
-                  : n->op == DTL_OP_NEG || n->op == DTL_OP_ABS || n->op == DTL_OP_RELU ? is_numeric(x->dtype)
-                                                                                   : dtl_dtype_is_float(x->dtype);
+        bool ok;
+        if (n->op == DTL_OP_NOT)
+            ok = x->dtype == DTL_DTYPE_BOOL;
+        else if (n->op == DTL_OP_NEG || n->op == DTL_OP_ABS || n->op == DTL_OP_RELU)
+            ok = is_numeric(x->dtype);
+        else
+            ok = dtl_dtype_is_float(x->dtype);
         if (!ok)
             return BAD("%s of %s", dtl_op_name(n->op), dtl_dtype_name(x->dtype));
         t->dtype = x->dtype;
@@ -457,7 +466,7 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
                        NODE_TYPE(b1, data));
         if (data->rank - 1 + y->rank > DTL_MAX_RANK)
             return BAD("%s: result rank exceeds %d", dtl_op_name(n->op), DTL_MAX_RANK);
-        node_type g_out;   /* the gathered shape: data's with axis replaced by idx's shape */
+        node_type g_out = {0};   /* the gathered shape: data's, axis replaced by idx's shape */
         g_out.rank = 0;
         for (uint32_t i = 0; i < axis; i++)
             g_out.shape[g_out.rank++] = data->shape[i];
@@ -549,6 +558,8 @@ static dtl_val node_add(dtl_graph *g, const char *func, dtl_node *n)
     n->dtype = t.dtype;
     n->rank = t.rank;
     memcpy(n->shape, t.shape, sizeof n->shape);
+    for (uint32_t i = t.rank; i < DTL_MAX_RANK; i++)   /* canonical: passes may memcmp nodes */
+        n->shape[i] = 0;
     if (g->nnodes == UINT32_MAX - 1)
         graph_abort(__FILE__, __LINE__, func, "too many nodes");
     if (g->nnodes == g->cap) {
@@ -941,8 +952,8 @@ bool dtl_graph_verify(const dtl_graph *g, FILE *why)
 
 /* ---- printing ---------------------------------------------------------------------------- */
 
-/* The shortest %g form that reads back as v. */
-static const char *fmt_num(char *buf, size_t len, double v)
+/* The shortest %g form that reads back as v (as a float when f32: 1e-3f prints 0.001). */
+static const char *fmt_num_as(char *buf, size_t len, double v, bool f32)
 {
     if (isnan(v))
         return snprintf(buf, len, "nan"), buf;
@@ -950,10 +961,16 @@ static const char *fmt_num(char *buf, size_t len, double v)
         return snprintf(buf, len, v < 0 ? "-inf" : "inf"), buf;
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, len, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
+        double back = strtod(buf, NULL);
+        if (f32 ? (float)back == (float)v : back == v)
             break;
     }
     return buf;
+}
+
+static const char *fmt_num(char *buf, size_t len, double v)
+{
+    return fmt_num_as(buf, len, v, false);
 }
 
 static double elem_as_double(dtl_dtype dt, const void *data, size_t i)
@@ -979,7 +996,8 @@ static void print_data(FILE *out, dtl_dtype dt, uint64_t count, const void *data
             fprintf(out, "%s%" PRId64, i ? ", " : "", ((const int64_t *)data)[i]);
         else
             fprintf(out, "%s%s", i ? ", " : "",
-                    fmt_num(num, sizeof num, elem_as_double(dt, data, (size_t)i)));
+                    fmt_num_as(num, sizeof num, elem_as_double(dt, data, (size_t)i),
+                               dt == DTL_DTYPE_F32));
     }
     if (count > SHOWN)
         fprintf(out, ", ... (%" PRIu64 " values)", count);
@@ -1029,6 +1047,7 @@ static void print_node(const dtl_graph *g, uint32_t id, FILE *out)
 {
     const dtl_node *n = &g->nodes[id];
     char b[TYPE_LEN], num[40], num2[40];
+    uint32_t rank = n->rank < DTL_MAX_RANK ? n->rank : DTL_MAX_RANK;   /* even if malformed */
     fprintf(out, "%%%u = %s", id, dtl_op_name(n->op));
     bool named_leaf = n->op == DTL_OP_INPUT || n->op == DTL_OP_PARAM || n->op == DTL_OP_STATE;
     if (named_leaf) {
@@ -1042,7 +1061,7 @@ static void print_node(const dtl_graph *g, uint32_t id, FILE *out)
         else
             fputs(fmt_num(num, sizeof num, n->attr.cst.fill), out);
     }
-    if (n->nin) {
+    if (n->nin && n->in) {
         fputc('(', out);
         for (uint32_t i = 0; i < n->nin; i++)
             fprintf(out, "%s%%%u", i ? ", " : "", n->in[i]);
@@ -1089,14 +1108,14 @@ static void print_node(const dtl_graph *g, uint32_t id, FILE *out)
     }
     case DTL_OP_TRANSPOSE: {
         int64_t perm[DTL_MAX_RANK];
-        for (uint32_t i = 0; i < n->rank && i < DTL_MAX_RANK; i++)
+        for (uint32_t i = 0; i < rank; i++)
             perm[i] = n->attr.perm[i];
-        print_axes_list(out, "perm", n->rank, perm);
+        print_axes_list(out, "perm", rank, perm);
         break;
     }
     case DTL_OP_SLICE:
-        print_axes_list(out, "start", n->rank, n->attr.slice.start);
-        print_axes_list(out, "step", n->rank, n->attr.slice.step);
+        print_axes_list(out, "start", rank, n->attr.slice.start);
+        print_axes_list(out, "step", rank, n->attr.slice.step);
         break;
     default:
         break;
@@ -1186,7 +1205,7 @@ void dtl_graph_dot(const dtl_graph *g, FILE *out)
         fprintf(out, "\\n%s\", shape=%s, fillcolor=\"%s\"];\n", NODE_TYPE(b, n),
                 boxed ? "box" : n->op == DTL_OP_CONST ? "plaintext" : "ellipse",
                 (unsigned)n->role <= DTL_ROLE_METRIC ? role_colour[n->role] : "white");
-        for (uint32_t i = 0; i < n->nin; i++) {
+        for (uint32_t i = 0; n->in && i < n->nin; i++) {
             if (n->in[i] >= id)
                 continue;   /* malformed: never emit an edge to a node that is not declared */
             if (n->nin > 1)

@@ -41,7 +41,10 @@ typedef enum dtl_op {
     DTL_OP_STATE,        /* persistent non-trainable state (optimizer moments): name, zero at start */
     DTL_OP_IOTA,         /* 0, 1, 2 … along attr.axis, broadcast over the other dims */
     DTL_OP_RNG_UNIFORM,  /* uniform [0, 1) of the node's shape: in[0] = the step number (i64
-                            scalar); Philox stream attr.stream, key = the run's seed */
+                            scalar); Philox stream attr.stream, key = the run's seed.
+                            Bit for bit on every backend: element i is made from 32-bit word
+                            (step * numel + i) mod 2^64 of that stream: f32 (w >> 8) * 2^-24,
+                            f64 w * 2^-32 (kernels/ref/ref.h) */
     /* Elementwise, one input. */
     DTL_OP_NEG, DTL_OP_ABS, DTL_OP_EXP, DTL_OP_LOG, DTL_OP_SQRT, DTL_OP_TANH,
     DTL_OP_SIGMOID, DTL_OP_RELU, DTL_OP_SIN, DTL_OP_COS, DTL_OP_NOT,
@@ -202,8 +205,13 @@ static inline const dtl_node *dtl_g_node(const dtl_graph *g, dtl_val v)
  * (at most 20) to why (when not NULL) and returns false. */
 bool dtl_graph_verify(const dtl_graph *g, FILE *why);
 
-/* `dtlc compile --emit=graph`: one line per node, "%12 = matmul(%3, %7) : f32[32, 128]
- * [backward]", then the outputs. */
+/* `dtlc compile --emit=graph`: one line per node, then the outputs, e.g.
+ *   %0 = param "fc1.w" : f32[784, 128] init glorot_uniform
+ *   %12 = matmul(%3, %7) : f32[32, 128]  # backward
+ *   %13 = sum(%12) : f32[128] axes=[0]  # backward "db"
+ *   loss = %40
+ *   update fc1.w = %55
+ * Attributes follow the type; a comment gives the role (when not forward) and the label. */
 void dtl_graph_print(const dtl_graph *g, FILE *out);
 /* Graphviz DOT; forward, loss, backward, update and metric nodes in different colours;
  * params and inputs as boxes. */

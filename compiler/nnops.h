@@ -44,7 +44,9 @@ dtl_val dtl_nn_log_softmax(dtl_graph *g, dtl_val x, uint32_t axis);
 /* labels: an integer tensor; values outside [0, n) give an all-zero row. */
 dtl_val dtl_nn_one_hot(dtl_graph *g, dtl_val labels, int64_t n, dtl_dtype dt);
 /* logits [..., C] float, labels [...] integer (the class indices): the mean over all the
- * leading positions of -log_softmax(logits)[label] (PyTorch's cross_entropy, mean reduction). */
+ * leading positions of -log_softmax(logits)[label] (PyTorch's cross_entropy, mean reduction).
+ * A label outside [0, C) is not an error here: its row contributes logsumexp alone (the data
+ * loader checks labels). */
 dtl_val dtl_nn_cross_entropy(dtl_graph *g, dtl_val logits, dtl_val labels);
 /* a and b of the same dtype and broadcast-compatible shapes; the mean over the broadcast. */
 dtl_val dtl_nn_mse(dtl_graph *g, dtl_val a, dtl_val b);

@@ -6,7 +6,7 @@
  * the param's dtype, written in the same order of operations as PyTorch 1.13's single-tensor
  * code paths, so that a cross-check agrees to rounding; and the outputs. The configuration is
  * validated before the first node is appended. dtl_opt_lr_at mirrors the in-graph schedule
- * in C (tests compare the two).
+ * in C, in the same order of operations (tests compare the two).
  */
 #include "optim.h"
 
@@ -102,7 +102,7 @@ static double sched_lr(const dtl_opt_cfg *c, double e)
     case DTL_SCHED_COSINE: {
         double tot = (double)s->total;
         double k = e < tot ? e : tot;
-        return s->floor + (c->lr - s->floor) * (1 + cos(PI * k / tot)) / 2;
+        return s->floor + (c->lr - s->floor) * ((1 + cos(k * (PI / tot))) * 0.5);
     }
     default:
         return c->lr;
@@ -113,7 +113,7 @@ double dtl_opt_lr_at(const dtl_opt_cfg *cfg, int64_t t)
 {
     int64_t w = cfg->sched.warmup;
     if (w > 0 && t <= w)
-        return cfg->lr * (double)t / (double)w;
+        return (double)t * (cfg->lr / (double)w);
     return sched_lr(cfg, (double)(t - 1 - (w > 0 ? w : 0)));
 }
 
@@ -129,37 +129,33 @@ static dtl_val bin(dtl_graph *g, dtl_op op, dtl_val a, dtl_val b)
     return dtl_g_binary(g, op, a, b);
 }
 
-/* The in-graph twin of sched_lr: e is an f64 scalar node. */
-static dtl_val sched_lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val e)
+/* The in-graph twin of sched_lr, with e = t - 1 - offset (t: the f64 scalar node). */
+static dtl_val sched_lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val t, int64_t offset)
 {
     const dtl_sched *s = &c->sched;
-    switch (s->kind) {
-    case DTL_SCHED_STEP: {
+    if (s->kind == DTL_SCHED_CONSTANT)
+        return f64(g, c->lr);
+    dtl_val e = bin(g, DTL_OP_SUB, t, f64(g, 1 + (double)offset));
+    if (s->kind == DTL_SCHED_STEP) {
         /* floor(e / k) by a cast to i64 (truncation), exact for e >= 0; e < 0 only in the
          * warmup's unselected branch. */
         dtl_val q = bin(g, DTL_OP_DIV, e, f64(g, (double)s->step_size));
         q = dtl_g_cast(g, dtl_g_cast(g, q, DTL_DTYPE_I64), DTL_DTYPE_F64);
         return bin(g, DTL_OP_MUL, f64(g, c->lr), bin(g, DTL_OP_POW, f64(g, s->gamma), q));
     }
-    case DTL_SCHED_COSINE: {
-        dtl_val k = bin(g, DTL_OP_MIN, e, f64(g, (double)s->total));
-        dtl_val ang = bin(g, DTL_OP_MUL, k, f64(g, PI / (double)s->total));
-        dtl_val half = bin(g, DTL_OP_MUL, bin(g, DTL_OP_ADD, f64(g, 1), dtl_g_unary(g, DTL_OP_COS, ang)),
-                           f64(g, 0.5));
-        return bin(g, DTL_OP_ADD, f64(g, s->floor), bin(g, DTL_OP_MUL, f64(g, c->lr - s->floor), half));
-    }
-    default:
-        return f64(g, c->lr);
-    }
+    dtl_val k = bin(g, DTL_OP_MIN, e, f64(g, (double)s->total));   /* cosine */
+    dtl_val ang = bin(g, DTL_OP_MUL, k, f64(g, PI / (double)s->total));
+    dtl_val half = bin(g, DTL_OP_MUL, bin(g, DTL_OP_ADD, f64(g, 1), dtl_g_unary(g, DTL_OP_COS, ang)),
+                       f64(g, 0.5));
+    return bin(g, DTL_OP_ADD, f64(g, s->floor), bin(g, DTL_OP_MUL, f64(g, c->lr - s->floor), half));
 }
 
 static dtl_val lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val t)
 {
-    dtl_val e = bin(g, DTL_OP_SUB, t, f64(g, 1));
     int64_t w = c->sched.warmup;
     if (w <= 0)
-        return sched_lr_node(g, c, e);
-    dtl_val after = sched_lr_node(g, c, bin(g, DTL_OP_SUB, e, f64(g, (double)w)));
+        return sched_lr_node(g, c, t, 0);
+    dtl_val after = sched_lr_node(g, c, t, w);
     dtl_val warm = bin(g, DTL_OP_MUL, t, f64(g, c->lr / (double)w));
     return dtl_g_where(g, bin(g, DTL_OP_LE, t, f64(g, (double)w)), warm, after);
 }
@@ -250,6 +246,20 @@ static bool check_params(const dtl_graph *g, const dtl_opt_cfg *c, const dtl_val
     return true;
 }
 
+/* An existing "step" input must be a number (any int or float dtype) of rank 0. */
+static bool check_step(const dtl_graph *g, dtl_err *err)
+{
+    for (uint32_t v = 0; v < g->nnodes; v++) {
+        const dtl_node *n = &g->nodes[v];
+        if (n->op != DTL_OP_INPUT || !n->name || strcmp(n->name, "step") != 0)
+            continue;
+        if (n->rank != 0 || n->dtype == DTL_DTYPE_BOOL)
+            return dtl_err_set(err, DTL_ERR_USAGE, "optimizer: the input \"step\" is %s of "
+                               "rank %u, not a scalar number", dtl_dtype_name(n->dtype), n->rank);
+    }
+    return true;
+}
+
 static dtl_val new_state(dtl_graph *g, const dtl_node *p, const char *suffix)
 {
     char *name = dtl_arena_printf(&g->arena, "%s.%s", p->name, suffix);
@@ -259,7 +269,8 @@ static dtl_val new_state(dtl_graph *g, const dtl_node *p, const char *suffix)
 bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
                    const dtl_val *grads, uint32_t n, dtl_opt_info *info, dtl_err *err)
 {
-    if (!check_cfg(cfg, err) || !check_params(g, cfg, params, grads, n, err))
+    if (!check_cfg(cfg, err) || !check_params(g, cfg, params, grads, n, err) ||
+        !check_step(g, err))
         return false;
     dtl_role saved_role = g->role;
     g->role = DTL_ROLE_UPDATE;
@@ -270,6 +281,11 @@ bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
     dtl_val lr64 = lr_node(g, cfg, t);
     scalar_cache lr, scale, step_size, bc2_sqrt, decay, mom_c;
     cache_init(&lr, lr64);
+    cache_init(&scale, DTL_VAL_NONE);   /* each set below when the configuration uses it */
+    cache_init(&step_size, DTL_VAL_NONE);
+    cache_init(&bc2_sqrt, DTL_VAL_NONE);
+    cache_init(&decay, DTL_VAL_NONE);
+    cache_init(&mom_c, DTL_VAL_NONE);
     dtl_val norm = DTL_VAL_NONE;
     if (cfg->clip_norm > 0) {
         dtl_val sumsq = DTL_VAL_NONE;

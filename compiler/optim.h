@@ -30,7 +30,8 @@
  *
  * Errors: a configuration out of range (negative lr, betas outside [0, 1), nesterov without
  * momentum or with dampening, a schedule with step_size or total < 1 …), a params[i] that is
- * not a float PARAM, a gradient of another dtype or shape, or "<param>.m" already present:
+ * not a float PARAM, a gradient of another dtype or shape, a param listed twice or already
+ * updated by an output, "<param>.m" already present, an input "step" that is not a scalar:
  * returns false with err filled (DTL_ERR_USAGE) before changing the graph.
  */
 #ifndef DTL_OPTIM_H

@@ -707,6 +707,61 @@ static void test_errors(void)
     dtl_graph_free(&g);
 }
 
+/* Where finite differences cannot look (kinks and ties), the gradients PyTorch gives: a tie
+ * of max splits evenly, relu and abs have 0 at 0, pow's exponent gradient is 0 at base 0, and
+ * the stable softplus has 1/2 at 0. */
+static void test_ties(void)
+{
+    static const double xv[4] = {1, 1, 0, -1};
+    static const struct {
+        const char *label;
+        double want[4];
+    } cases[] = {
+        {"reduce_max tie", {0.5, 0.5, 0, 0}},
+        {"max(x, 1) tie", {0.5, 0.5, 0, 0}},
+        {"relu at 0", {1, 1, 0, 0}},
+        {"abs at 0", {1, 1, 0, -1}},
+        {"d/db 0^b", {0, 0, 0, 0}},
+        {"softplus at 0", {0.7310585786300049, 0.7310585786300049, 0.5, 0.2689414213699951}},
+        {"reduce_min tie", {0, 0, 0, 1}},
+    };
+    for (int k = 0; k < 7; k++) {
+        dtl_graph g;
+        dtl_graph_init(&g);
+        dtl_init init = {DTL_INIT_DATA, 0, 0, xv};
+        dtl_val x = dtl_g_param(&g, "x", DTL_DTYPE_F64, 1, S(4), init);
+        dtl_val one = dtl_g_scalar(&g, DTL_DTYPE_F64, 1), zero = dtl_g_scalar(&g, DTL_DTYPE_F64, 0);
+        dtl_val y;
+        switch (k) {
+        case 0: y = dtl_g_reduce(&g, DTL_OP_REDUCE_MAX, x, 1, false); break;
+        case 1: y = dtl_g_binary(&g, DTL_OP_MAX, x, one); break;
+        case 2: y = dtl_g_unary(&g, DTL_OP_RELU, x); break;
+        case 3: y = dtl_g_unary(&g, DTL_OP_ABS, x); break;
+        case 4: y = dtl_g_binary(&g, DTL_OP_POW, zero, x); break;   /* 0^x, x >= 0 at [0..2] */
+        case 5: y = dtl_nn_softplus(&g, x); break;
+        default: y = dtl_nn_reduce_min(&g, x, 1, false); break;
+        }
+        if (g.nodes[y].rank)
+            y = dtl_g_reduce(&g, DTL_OP_SUM, y, 1, false);
+        dtl_val grad;
+        dtl_err err = {0};
+        CHECK(dtl_ad_grad(&g, y, &x, 1, &grad, NULL, &err));
+        binding b = {x, xv};
+        void **vals = eval_graph(&g, g.nnodes, &b, 1, 0);
+        CHECK(vals != NULL);
+        for (int i = 0; vals && i < 4; i++) {
+            double got = ((double *)vals[grad])[i], want = cases[k].want[i];
+            if (k == 4 && i == 3)   /* 0^-1 = inf: PyTorch's mask is for b >= 0 only */
+                continue;
+            if (!(fabs(got - want) <= 1e-15))
+                fprintf(stderr, "%s: [%d] = %.17g, want %.17g\n", cases[k].label, i, got, want);
+            CHECK(fabs(got - want) <= 1e-15);
+        }
+        free_vals(vals, g.nnodes);
+        dtl_graph_free(&g);
+    }
+}
+
 /* sum_to_shape: broadcasting's adjoint on its own. */
 static void test_sum_to_shape(void)
 {
@@ -739,5 +794,6 @@ int main(void)
     test_unreached();
     test_errors();
     test_sum_to_shape();
+    test_ties();
     CHECK_DONE();
 }
