@@ -30,6 +30,9 @@
 #include "../lang/ctx.h"
 #include "../lang/parse.h"
 #include "../lang/print.h"
+#include "graph.h"
+#include "lower.h"
+#include "run.h"
 
 #if defined(DTL_VERSION)
 #define DTLC_VERSION DTL_VERSION
@@ -45,8 +48,14 @@ enum { EXIT_CLEAN = 0, EXIT_DIAG = 1, EXIT_USAGE = 2 };
 
 typedef enum dtlc_opt_id {
     OPT_INCLUDE, OPT_WERROR, OPT_NO_WARN_UNUSED, OPT_MAX_ERRORS, OPT_COLOR, OPT_EMIT,
-    OPT_OUTPUT, OPT_HELP, OPT_COUNT
+    OPT_BATCH, OPT_OUTPUT,
+    /* run */
+    OPT_EPOCHS, OPT_DATA, OPT_SEED, OPT_BACKEND, OPT_DTYPE, OPT_METRICS, OPT_SAVE, OPT_RESUME,
+    OPT_LOAD, OPT_CKPT_EVERY, OPT_STEPS, OPT_LIMIT_TRAIN, OPT_LIMIT_TEST, OPT_NO_SHUFFLE,
+    OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG,
+    OPT_HELP, OPT_COUNT
 } dtlc_opt_id;
+_Static_assert(OPT_COUNT <= 32, "options are bits of an unsigned");
 
 #define OPT_BIT(id) (1u << (id))
 
@@ -63,8 +72,32 @@ static const dtlc_option options[] = {
     {OPT_NO_WARN_UNUSED, "--no-warn-unused", NULL, "no warnings for unused names"},
     {OPT_MAX_ERRORS, "--max-errors", "N", "show at most N errors (default 50; 0: all)"},
     {OPT_COLOR, "--color", "WHEN", "color diagnostics: auto (default), always, never"},
-    {OPT_EMIT, "--emit", "STAGE", "what to emit: ast (canonical source), types"},
+    {OPT_EMIT, "--emit", "STAGE", "what to emit: ast (canonical source), types, graph"},
+    {OPT_BATCH, "--batch", "N", "bind the batch dimension B to N (default: the train block's)"},
     {OPT_OUTPUT, "-o", "FILE", "write the output to FILE (default: standard output)"},
+    {OPT_EPOCHS, "--epochs", "N", "train for N epochs in all (default: the train block's)"},
+    {OPT_DATA, "--data", "DIR", "find data sets under DIR (default: $DTL_DATA, then "
+     "/usr/share/datasets)"},
+    {OPT_SEED, "--seed", "N", "seed of the initial weights, shuffles and dropout (default: "
+     "the train block's, else 0)"},
+    {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: ref (default)"},
+    {OPT_DTYPE, "--dtype", "TYPE", "compute in f32 (default: as written) or f64"},
+    {OPT_METRICS, "--metrics", "FILE", "write one JSON object per epoch to FILE (JSON Lines; --resume "
+     "appends)"},
+    {OPT_SAVE, "--save", "FILE", "write a checkpoint (safetensors) to FILE at the end"},
+    {OPT_RESUME, "--resume", "FILE", "continue the run saved in checkpoint FILE"},
+    {OPT_LOAD, "--load", "FILE", "start from (or, with --infer, use) the weights in FILE"},
+    {OPT_CKPT_EVERY, "--checkpoint-every", "N", "also save every N steps, or every N epochs "
+     "as Ne (1e)"},
+    {OPT_STEPS, "--steps", "N", "stop when N steps (updates) are done in all"},
+    {OPT_LIMIT_TRAIN, "--limit-train", "N", "use only the first N training examples"},
+    {OPT_LIMIT_TEST, "--limit-test", "N", "use only the first N test examples"},
+    {OPT_NO_SHUFFLE, "--no-shuffle", NULL, "take the training examples in file order"},
+    {OPT_PROGRESS, "--progress", "WHEN", "progress on stderr: auto (default), bar, plain, "
+     "none"},
+    {OPT_INFER, "--infer", NULL, "infer instead of training: --load W --input X --output Y"},
+    {OPT_INPUT, "--input", "FILE", "--infer: the features, a .npy file"},
+    {OPT_OUTPUT_LONG, "--output", "FILE", "--infer: where the outputs go, a .npy file"},
     {OPT_HELP, "--help", NULL, "show this help (also -h)"},
 };
 _Static_assert(sizeof options / sizeof options[0] == OPT_COUNT, "one row per option");
@@ -80,9 +113,11 @@ typedef struct dtlc_opts {
     unsigned max_errors;
     bool color;             /* resolved: color the diagnostics */
     const char *emit;       /* compile: NULL when not given */
+    int64_t batch;          /* compile, graph: 0 when not given */
     const char *output;     /* compile: NULL or "-" for stdout */
     const char **files;
     size_t nfiles;
+    dtl_run_opts run;       /* run */
 } dtlc_opts;
 
 /* ---- Commands ---- */
@@ -100,6 +135,8 @@ struct dtlc_command {
 
 static int cmd_check(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o);
+static int cmd_graph(const dtlc_command *cmd, dtlc_opts *o);
+static int cmd_run(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_help(const dtlc_command *cmd, dtlc_opts *o);
 
 #define DIAG_OPTS                                                                         \
@@ -118,18 +155,51 @@ static const dtlc_command commands[] = {
      "Compiles FILE up to STAGE and writes that stage to standard output or OUT:\n"
      "  ast    the parsed file printed back as canonical source (parsing only)\n"
      "  types  every binding with its inferred type (parsing and checking)\n"
+     "  graph  the first train block's training step as a dataflow graph: forward pass,\n"
+     "         loss, gradients and optimizer update, one node per line (--batch N binds\n"
+     "         the batch dimension)\n"
      "Diagnostics go to standard error; nothing is written when there are errors.\n"
      "Code generation arrives in later versions.\n",
      "dtlc compile model.dtl --emit=ast\n"
-     "dtlc compile model.dtl --emit=types -o model.types\n",
-     DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_OUTPUT), cmd_compile},
+     "dtlc compile model.dtl --emit=types -o model.types\n"
+     "dtlc compile model.dtl --emit=graph --batch 2\n",
+     DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_OUTPUT), cmd_compile},
+    {"graph", "[options] FILE [-o OUT]", "write a train block's step graph as Graphviz DOT",
+     "Compiles the first train block of FILE to its training step graph (forward pass,\n"
+     "loss, gradients, optimizer update) and writes it as Graphviz DOT to standard output\n"
+     "or OUT: forward, loss, backward, update and metric nodes in different colours,\n"
+     "params and inputs as boxes.\n",
+     "dtlc graph examples/mnist_mlp.dtl -o mlp.dot\n"
+     "dtlc graph --batch 4 model.dtl | dot -Tsvg > step.svg\n",
+     DIAG_OPTS | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_OUTPUT), cmd_graph},
+    {"run", "[options] FILE", "train a model (or infer with it)",
+     "Trains the first train block of FILE on the reference backend: one summary line per\n"
+     "epoch on standard output (train_loss, test_loss, test_accuracy, seconds, samples/s),\n"
+     "progress on standard error (a bar on a terminal, else a line every 10 seconds).\n"
+     "The same seed gives the same weights and metrics bit for bit; a run resumed from a\n"
+     "checkpoint (--resume) goes on exactly as if it had not stopped. With --infer, runs\n"
+     "the model's forward on the rows of --input and writes its outputs to --output.\n"
+     "Exit status: 0 done, 1 errors in the model or a bad data or checkpoint file, 2 usage\n"
+     "or I/O error. See docs/training.md.\n",
+     "dtlc run examples/mnist_mlp.dtl\n"
+     "dtlc run examples/mnist_mlp.dtl --epochs 2 --save mlp.safetensors --metrics m.jsonl\n"
+     "dtlc run examples/mnist_mlp.dtl --resume mlp.safetensors --epochs 4\n"
+     "dtlc run examples/mnist_mlp.dtl --infer --load mlp.safetensors --input x.npy "
+     "--output y.npy\n",
+     DIAG_OPTS | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_EPOCHS) | OPT_BIT(OPT_DATA) |
+         OPT_BIT(OPT_SEED) | OPT_BIT(OPT_BACKEND) | OPT_BIT(OPT_DTYPE) | OPT_BIT(OPT_METRICS) |
+         OPT_BIT(OPT_SAVE) | OPT_BIT(OPT_RESUME) | OPT_BIT(OPT_LOAD) | OPT_BIT(OPT_CKPT_EVERY) |
+         OPT_BIT(OPT_STEPS) | OPT_BIT(OPT_LIMIT_TRAIN) | OPT_BIT(OPT_LIMIT_TEST) |
+         OPT_BIT(OPT_NO_SHUFFLE) | OPT_BIT(OPT_PROGRESS) | OPT_BIT(OPT_INFER) |
+         OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG),
+     cmd_run},
     {"help", "[COMMAND]", "show help for dtlc or for one command",
      "Without COMMAND, lists the commands; with one, shows its options and examples.\n",
      "dtlc help check\n", OPT_BIT(OPT_HELP), cmd_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
-static const char *const emit_stages[] = {"ast", "types"};
+static const char *const emit_stages[] = {"ast", "types", "graph"};
 
 /* ---- Messages ---- */
 
@@ -253,6 +323,48 @@ static bool parse_count(const char *s, unsigned *v)
     return true;
 }
 
+/* The numbers of `run`: --epochs --steps --limit-train --limit-test --checkpoint-every --seed. */
+static bool apply_run_number(dtlc_opts *o, dtlc_opt_id id, const char *val)
+{
+    dtl_run_opts *r = &o->run;
+    if (id == OPT_SEED) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(val, &end, 10);
+        if (!*val || *end || errno || *val == '-') {
+            say(o->color, "error", "--seed expects a number from 0 to 2^64-1, found '%s'", val);
+            return false;
+        }
+        r->seed = v;
+        r->seed_set = true;
+        return true;
+    }
+    size_t len = strlen(val);
+    bool epochs = id == OPT_CKPT_EVERY && len > 1 && val[len - 1] == 'e';
+    char digits[32];
+    unsigned n;
+    snprintf(digits, sizeof digits, "%.*s", (int)(epochs ? len - 1 : len), val);
+    bool zero_ok = id == OPT_STEPS;
+    if (len >= sizeof digits || !parse_count(digits, &n) || (n == 0 && !zero_ok)) {
+        const char *name = "--epochs";
+        for (size_t i = 0; i < OPT_COUNT; i++)
+            if (options[i].id == id)
+                name = options[i].name;
+        say(o->color, "error", "%s expects %s, found '%s'", name,
+            id == OPT_CKPT_EVERY ? "a positive number of steps, or of epochs as Ne (1e)"
+            : zero_ok ? "a number" : "a positive number", val);
+        return false;
+    }
+    switch (id) {
+    case OPT_EPOCHS: r->epochs = n; break;
+    case OPT_STEPS: r->max_steps = n; break;
+    case OPT_LIMIT_TRAIN: r->limit_train = n; break;
+    case OPT_LIMIT_TEST: r->limit_test = n; break;
+    default: r->ckpt_every = n; r->ckpt_in_epochs = epochs; break;
+    }
+    return true;
+}
+
 /* Applies one option with its value (NULL for flags). Returns false after a usage error. */
 static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_color *color)
 {
@@ -290,8 +402,71 @@ static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_col
     case OPT_EMIT:
         o->emit = val;
         return true;
+    case OPT_BATCH: {
+        unsigned n;
+        if (!parse_count(val, &n) || n == 0) {
+            say(o->color, "error", "--batch expects a positive number, found '%s'", val);
+            return false;
+        }
+        o->batch = n;
+        return true;
+    }
     case OPT_OUTPUT:
         o->output = val;
+        return true;
+    case OPT_EPOCHS:
+    case OPT_STEPS:
+    case OPT_LIMIT_TRAIN:
+    case OPT_LIMIT_TEST:
+    case OPT_CKPT_EVERY:
+    case OPT_SEED:
+        return apply_run_number(o, id, val);
+    case OPT_DATA:
+        o->run.data_dir = val;
+        return true;
+    case OPT_BACKEND:
+        o->run.backend = val;
+        return true;
+    case OPT_DTYPE:
+        if (strcmp(val, "f32") != 0 && strcmp(val, "f64") != 0) {
+            say(o->color, "error", "--dtype expects f32 or f64, found '%s'", val);
+            return false;
+        }
+        o->run.f64 = strcmp(val, "f64") == 0;
+        return true;
+    case OPT_METRICS:
+        o->run.metrics = val;
+        return true;
+    case OPT_SAVE:
+        o->run.save = val;
+        return true;
+    case OPT_RESUME:
+        o->run.resume = val;
+        return true;
+    case OPT_LOAD:
+        o->run.load = val;
+        return true;
+    case OPT_NO_SHUFFLE:
+        o->run.no_shuffle = true;
+        return true;
+    case OPT_PROGRESS: {
+        static const char *const when[] = {"auto", "bar", "plain", "none"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(val, when[i]) == 0) {
+                o->run.progress = (dtl_run_progress)i;
+                return true;
+            }
+        say(o->color, "error", "--progress expects auto, bar, plain or none, found '%s'", val);
+        return false;
+    }
+    case OPT_INFER:
+        o->run.infer = true;
+        return true;
+    case OPT_INPUT:
+        o->run.input = val;
+        return true;
+    case OPT_OUTPUT_LONG:
+        o->run.output = val;
         return true;
     case OPT_HELP:
     case OPT_COUNT:
@@ -498,11 +673,17 @@ typedef struct dtlc_emit {
     const char *stage;
     const dtl_file *file;      /* ast */
     const dtl_module *module;  /* types */
+    const dtl_graph *graph;    /* graph */
+    bool dot;                  /* graph: as Graphviz DOT */
 } dtlc_emit;
 
 static void emit_to(FILE *out, const dtlc_emit *e)
 {
-    if (e->file)
+    if (e->graph && e->dot)
+        dtl_graph_dot(e->graph, out);
+    else if (e->graph)
+        dtl_graph_print(e->graph, out);
+    else if (e->file)
         dtl_print_file(out, e->file);
     else
         dtl_check_print_types(out, e->module);
@@ -555,6 +736,51 @@ static int write_output(const dtlc_opts *o, const dtlc_emit *e)
     return err ? EXIT_USAGE : EXIT_CLEAN;
 }
 
+/* Lowers the first train block of m to its step graph g (initialized here; freed on
+ * failure). Problems are diagnostics in ctx. */
+static bool lower_step(dtl_ctx *ctx, const dtlc_opts *o, const char *file, const dtl_module *m,
+                       dtl_graph *g)
+{
+    const dtl_train *t = dtl_lower_find_train(m, NULL);
+    if (!t) {
+        static const dtl_span nowhere;
+        dtl_diag_error(&ctx->diags, nowhere, "%s has no train block: there is no graph to "
+                       "emit", file);
+        return false;
+    }
+    dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32};
+    return dtl_lower_graph(ctx, t, DTL_LOWER_STEP, &lo, g);
+}
+
+/* Compiles o->files[0] up to e->stage and writes it out. */
+static int compile_file(const dtlc_opts *o, dtlc_emit *e)
+{
+    dtl_ctx ctx;
+    ctx_open(&ctx, o);
+    int status = EXIT_USAGE;
+    dtl_graph g;
+    bool have_graph = false;
+    const dtl_source *src = load(&ctx, o, o->files[0]);
+    if (src) {
+        if (strcmp(e->stage, "ast") == 0)
+            e->file = dtl_parse(&ctx, src);
+        else
+            e->module = dtl_check_source(&ctx, src);
+        if (strcmp(e->stage, "graph") == 0 && e->module && !dtl_diag_failed(&ctx.diags)) {
+            have_graph = lower_step(&ctx, o, o->files[0], e->module, &g);
+            e->graph = have_graph ? &g : NULL;
+        }
+        status = report(&ctx, o);
+        bool ready = strcmp(e->stage, "graph") == 0 ? e->graph != NULL : e->file || e->module;
+        if (status == EXIT_CLEAN && ready)
+            status = write_output(o, e);
+    }
+    if (have_graph)
+        dtl_graph_free(&g);
+    dtl_ctx_free(&ctx);
+    return status;
+}
+
 static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
 {
     if (o->nfiles != 1) {
@@ -566,33 +792,78 @@ static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
         return EXIT_USAGE;
     }
     if (!o->emit) {
-        say(o->color, "error", "--emit is required: this build can emit 'ast' and 'types'");
+        say(o->color, "error", "--emit is required: this build can emit 'ast', 'types' and "
+            "'graph'");
         return EXIT_USAGE;
     }
-    dtlc_emit e = {NULL, NULL, NULL};
+    dtlc_emit e = {NULL, NULL, NULL, NULL, false};
     for (size_t i = 0; i < sizeof emit_stages / sizeof emit_stages[0]; i++)
         if (strcmp(o->emit, emit_stages[i]) == 0)
             e.stage = emit_stages[i];
     if (!e.stage) {
         const char *near =
             dtl_diag_suggest(o->emit, emit_stages, sizeof emit_stages / sizeof emit_stages[0]);
-        say(o->color, "error", "unknown stage '%s' for --emit; expected 'ast' or 'types'%s%s%s",
+        say(o->color, "error", "unknown stage '%s' for --emit; expected 'ast', 'types' or "
+            "'graph'%s%s%s",
             o->emit, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
         return EXIT_USAGE;
     }
+    return compile_file(o, &e);
+}
 
+static int cmd_graph(const dtlc_command *cmd, dtlc_opts *o)
+{
+    if (o->nfiles != 1) {
+        if (o->nfiles == 0)
+            say(o->color, "error", "'%s' needs a FILE", cmd->name);
+        else
+            say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
+        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+        return EXIT_USAGE;
+    }
+    dtlc_emit e = {"graph", NULL, NULL, NULL, true};
+    return compile_file(o, &e);
+}
+
+static int cmd_run(const dtlc_command *cmd, dtlc_opts *o)
+{
+    if (o->nfiles != 1) {
+        if (o->nfiles == 0)
+            say(o->color, "error", "'%s' needs a FILE", cmd->name);
+        else
+            say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
+        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+        return EXIT_USAGE;
+    }
     dtl_ctx ctx;
     ctx_open(&ctx, o);
     int status = EXIT_USAGE;
     const dtl_source *src = load(&ctx, o, o->files[0]);
     if (src) {
-        if (strcmp(e.stage, "ast") == 0)
-            e.file = dtl_parse(&ctx, src);
-        else
-            e.module = dtl_check_source(&ctx, src);
+        const dtl_module *m = dtl_check_source(&ctx, src);
+        const dtl_train *t = NULL;
+        if (m && !dtl_diag_failed(&ctx.diags) && !(t = dtl_lower_find_train(m, NULL))) {
+            static const dtl_span nowhere;
+            dtl_diag_error(&ctx.diags, nowhere, "%s has no train block: nothing to run",
+                           o->files[0]);
+        }
         status = report(&ctx, o);
-        if (status == EXIT_CLEAN && (e.file || e.module))
-            status = write_output(o, &e);
+        if (status == EXIT_CLEAN && t) {
+            /* The warnings are out: forget them, so that only what lowering finds is left. */
+            ctx.diags.first = ctx.diags.last = NULL;
+            ctx.diags.nwarnings = 0;
+            dtl_err err = {DTL_ERR_NONE, ""};
+            o->run.file = o->files[0];
+            o->run.batch = o->batch;
+            fflush(stdout);
+            dtl_run_status st = dtl_run(&ctx, t, &o->run, stdout, stderr, &err);
+            if (st == DTL_RUN_DIAG)
+                status = (report(&ctx, o), EXIT_DIAG);
+            else if (st != DTL_RUN_OK) {
+                say(o->color, "error", "%s", err.msg);
+                status = st == DTL_RUN_USAGE || err.kind == DTL_ERR_IO ? EXIT_USAGE : EXIT_DIAG;
+            }
+        }
     }
     dtl_ctx_free(&ctx);
     return status;
@@ -656,6 +927,7 @@ int main(int argc, char **argv)
 
     dtlc_opts o;
     memset(&o, 0, sizeof o);
+    dtl_run_opts_default(&o.run);
     int status = parse_args(cmd, argc - 2, argv + 2, &o);
     if (status < 0)
         status = cmd->run(cmd, &o);

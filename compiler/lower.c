@@ -46,10 +46,10 @@
  * input can exhaust the C stack; a graph grows to at most MAX_NODES nodes (inlining can
  * multiply a program's size); a tensor holds at most MAX_NUMEL elements. */
 enum { MAX_DEPTH = 2000 };
-#define MAX_NODES ((uint32_t)1 << 24)
+#define MAX_NODES ((uint32_t)1 << 18)
 #define MAX_NUMEL ((int64_t)1 << 48)
 
-/* ---- values ---------------------------------------------------------------------------- */
+/* ---- values ------------------------------------------------------------------------------ */
 
 typedef struct inst inst;
 typedef struct lv lv;
@@ -137,7 +137,7 @@ typedef struct low {
 
 static bool eval(low *l, env *e, const dtl_expr *x, lv *out);
 
-/* ---- small helpers --------------------------------------------------------------------- */
+/* ---- small helpers ----------------------------------------------------------------------- */
 
 static bool fail(low *l, dtl_span at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(low *l, dtl_span at, const char *fmt, ...)
@@ -554,7 +554,7 @@ static void env_init(low *l, env *e, inst *in, const dtl_module *mod)
         subst_copy(l, &e->subst, &in->subst);
 }
 
-/* ---- tensor literals ----------------------------------------------------------------------- */
+/* ---- tensor literals --------------------------------------------------------------------- */
 
 static void put_elem(void *buf, dtl_dtype dt, size_t i, const lv *v)
 {
@@ -562,20 +562,23 @@ static void put_elem(void *buf, dtl_dtype dt, size_t i, const lv *v)
     case DTL_DTYPE_F64: ((double *)buf)[i] = num(v); break;
     case DTL_DTYPE_F32: ((float *)buf)[i] = (float)num(v); break;
     case DTL_DTYPE_I64: ((int64_t *)buf)[i] = v->kind == LV_INT ? v->u.i : (int64_t)num(v); break;
-    case DTL_DTYPE_I32: ((int32_t *)buf)[i] = (int32_t)(v->kind == LV_INT ? v->u.i : (int64_t)num(v)); break;
+    case DTL_DTYPE_I32:
+        ((int32_t *)buf)[i] = (int32_t)(v->kind == LV_INT ? v->u.i : (int64_t)num(v));
+        break;
     case DTL_DTYPE_BOOL: ((bool *)buf)[i] = num(v) != 0; break;
     default: break;   /* f16/bf16: refused by the dtype policy and never a literal's dtype */
     }
 }
 
-/* Evaluates the leaves of literal lit into buf (row-major, dtype dt) from index *k on. */
+/* Evaluates the leaves of literal lit into buf (row-major, dtype dt, count elements) from
+ * index *k on. */
 static bool literal_fill(low *l, env *e, const dtl_expr *lit, dtl_dtype dt, void *buf,
-                         size_t *k)
+                         size_t count, size_t *k)
 {
     lit = strip(lit);
     if (lit->kind == DTL_EXPR_TENSOR) {
         for (size_t i = 0; i < lit->u.tensor.nelems; i++)
-            if (!literal_fill(l, e, lit->u.tensor.elems[i], dt, buf, k))
+            if (!literal_fill(l, e, lit->u.tensor.elems[i], dt, buf, count, k))
                 return false;
         return true;
     }
@@ -584,6 +587,8 @@ static bool literal_fill(low *l, env *e, const dtl_expr *lit, dtl_dtype dt, void
         return false;
     if (!is_number(&v) && v.kind != LV_BOOL)
         return fail(l, lit->span, "internal error: a tensor literal's element is not a number");
+    if (*k >= count)
+        return fail(l, lit->span, "internal error: a tensor literal is not rectangular");
     put_elem(buf, dt, (*k)++, &v);
     return true;
 }
@@ -615,7 +620,7 @@ static void *literal_data(low *l, env *e, const dtl_expr *lit, dtl_dtype dt, uin
         count *= (size_t)shape[i];
     void *buf = dtl_arena_array(&l->scratch, count ? count : 1, dtl_dtype_size(dt));
     size_t k = 0;
-    if (!literal_fill(l, e, lit, dt, buf, &k))
+    if (!literal_fill(l, e, lit, dt, buf, count, &k))
         return NULL;
     if (k != count) {
         fail(l, lit->span, "internal error: a literal has %zu elements, its type %zu", k, count);
@@ -647,7 +652,7 @@ static bool eval_literal(low *l, env *e, const dtl_expr *x, lv *out)
     return true;
 }
 
-/* ---- instances ----------------------------------------------------------------------------- */
+/* ---- instances --------------------------------------------------------------------------- */
 
 static bool new_inst(low *l, dtl_model *m, lv *ctor, const char *path, dtl_span at,
                      inst **out);
@@ -870,7 +875,7 @@ static bool new_inst(low *l, dtl_model *m, lv *ctor, const char *path, dtl_span 
     return ok;
 }
 
-/* ---- names --------------------------------------------------------------------------------- */
+/* ---- names ------------------------------------------------------------------------------- */
 
 static bool member_value(low *l, inst *in, const dtl_sym *s, dtl_span at, lv *out)
 {
@@ -1038,7 +1043,7 @@ static bool eval_member(low *l, env *e, const dtl_expr *x, lv *out)
     return inst_sym(l, b.u.in, s, x->span, out);
 }
 
-/* ---- operators ------------------------------------------------------------------------------ */
+/* ---- operators --------------------------------------------------------------------------- */
 
 /* Can shapes a and b broadcast (numpy)? The result's shape in out. */
 static bool bcast(const dtl_node *a, const dtl_node *b, uint32_t *r, int64_t *out)
@@ -1191,7 +1196,7 @@ static bool eval_unary(low *l, env *e, const dtl_expr *x, lv *out)
                 x->u.unary.op == DTL_UNOP_NOT ? "not" : "-");
 }
 
-/* ---- indexing ------------------------------------------------------------------------------- */
+/* ---- indexing ---------------------------------------------------------------------------- */
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
 {
@@ -1234,7 +1239,7 @@ static bool eval_index(low *l, env *e, const dtl_expr *x, lv *out)
         }
         const dtl_subscript *s = &x->u.index.subs[i];
         if (!s->is_slice) {
-            int64_t iv;
+            int64_t iv = 0;
             if (!sub_int(l, e, s->value, &iv))
                 return false;
             if (iv < -n || iv >= n)
@@ -1282,7 +1287,7 @@ static bool eval_index(low *l, env *e, const dtl_expr *x, lv *out)
     return true;
 }
 
-/* ---- builtins -------------------------------------------------------------------------------- */
+/* ---- builtins ---------------------------------------------------------------------------- */
 
 /* An axis argument normalized against rank. */
 static bool axis_of(low *l, dtl_span at, const lv *a, uint32_t rank, uint32_t *out)
@@ -1397,7 +1402,7 @@ static bool lower_concat(low *l, dtl_span at, const lv *list, const lv *axis, lv
         xs[i] = list->u.list.items[i].u.t;
     }
     const dtl_node *x0 = nd(l, xs[0]);
-    uint32_t ax;
+    uint32_t ax = 0;
     if (!axis_of(l, at, axis, x0->rank, &ax))
         return false;
     int64_t total = 0;
@@ -1455,7 +1460,7 @@ static bool lower_reduce(low *l, dtl_span at, dtl_builtin_id id, dtl_val v, cons
     if (axis->kind == LV_NONE) {
         axes = all_axes(xn->rank);
     } else {
-        uint32_t ax;
+        uint32_t ax = 0;
         if (!axis_of(l, at, axis, xn->rank, &ax))
             return false;
         axes = 1u << ax;
@@ -1532,7 +1537,7 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
         return true;
     case DTL_BI_SOFTMAX:
     case DTL_BI_LOG_SOFTMAX: {
-        uint32_t ax;
+        uint32_t ax = 0;
         if (!need_tensor(l, at0, &a[0]) || !axis_of(l, at1, &a[1], nd(l, v)->rank, &ax))
             return false;
         *out = lv_tensor(b->id == DTL_BI_SOFTMAX ? dtl_nn_softmax(g, v, ax)
@@ -1544,7 +1549,7 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
             return false;
         return lower_reduce(l, at, b->id, v, &a[1], &a[2], out);
     case DTL_BI_ARGMAX: {
-        uint32_t ax;
+        uint32_t ax = 0;
         if (!need_tensor(l, at0, &a[0]) || !axis_of(l, at1, &a[1], nd(l, v)->rank, &ax))
             return false;
         if (nd(l, v)->shape[ax] == 0)
@@ -1634,7 +1639,7 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
     }
 }
 
-/* ---- calls ----------------------------------------------------------------------------------- */
+/* ---- calls ------------------------------------------------------------------------------- */
 
 static bool lv_same(const lv *a, const lv *b)
 {
@@ -1703,21 +1708,26 @@ static bool inline_fn(low *l, env *caller, dtl_span at, dtl_fn *f, inst *in, con
         return fail(l, at, "internal error: fn '%s' was not checked", f->name);
     if ((f->model != NULL) != (in != NULL) || (in && in->model != f->model))
         return fail(l, at, "internal error: fn '%s' called on the wrong instance", f->name);
+    lv *memo_key = NULL;   /* the arguments as looked up (eval and infer graphs) */
     size_t np = f->nparams;
+    for (size_t i = 0; i < np; i++)
+        args[i] = coerce_host(f->params[i]->type, args[i]);
     if (l->kind != DTL_LOWER_STEP) {
         const memo *m = memo_find(l, f, in, args, np);
         if (m) {
             *out = m->result;
             return true;
         }
+        memo_key = dtl_arena_array(&l->scratch, np ? np : 1, sizeof *memo_key);
+        memcpy(memo_key, args, np * sizeof *args);
     }
     env ce;
     env_init(l, &ce, in, f->module);
-    /* Parameters: host values coerced, int ones binding their variable; host numbers given
-     * for rank-0 tensors made constants. */
+    /* Parameters: int ones bind their variable; host numbers given for rank-0 tensors
+     * become constants. */
     for (size_t i = 0; i < np; i++) {
         const dtl_sym *p = f->params[i];
-        lv v = coerce_host(p->type, args[i]);
+        lv v = args[i];
         if (p->type && p->type->kind == DTL_TYPE_TENSOR)
             coerce_tensor(l, p->type, &v);
         if (p->dimvar && v.kind == LV_INT)
@@ -1823,8 +1833,8 @@ static bool inline_fn(low *l, env *caller, dtl_span at, dtl_fn *f, inst *in, con
                         shape_str(l, mapdt(l, f->ret->u.t.dtype), f->ret->u.t.rank, shape),
                         rn ? node_str(l, r.u.t) : "not a tensor");
     }
-    if (l->kind != DTL_LOWER_STEP)
-        memo_add(l, f, in, args, np, r);
+    if (memo_key)
+        memo_add(l, f, in, memo_key, np, r);
     *out = r;
     return graph_ok(l, at);
 }
@@ -1865,7 +1875,7 @@ static bool eval_call(low *l, env *e, const dtl_expr *x, lv *out)
     return fail(l, x->span, "internal error: a model is instantiated outside a member");
 }
 
-/* ---- expressions ----------------------------------------------------------------------------- */
+/* ---- expressions ------------------------------------------------------------------------- */
 
 static bool eval_inner(low *l, env *e, const dtl_expr *x, lv *out)
 {
@@ -1948,7 +1958,7 @@ static bool eval(low *l, env *e, const dtl_expr *x, lv *out)
     return ok;
 }
 
-/* ---- graphs ------------------------------------------------------------------------------------ */
+/* ---- graphs ------------------------------------------------------------------------------ */
 
 static const dtl_module *train_module(const dtl_train *t)
 {
@@ -2122,7 +2132,7 @@ static bool lower_body(low *l)
     return true;
 }
 
-/* ---- settings ---------------------------------------------------------------------------------- */
+/* ---- settings ---------------------------------------------------------------------------- */
 
 static double cfg_num(const dtl_type *t, unsigned i)
 {
@@ -2212,7 +2222,25 @@ static bool data_spec(low *l, const dtl_type *split, dtl_lower_data *d)
     return true;
 }
 
-/* ---- entry points ------------------------------------------------------------------------------ */
+/* ---- entry points ------------------------------------------------------------------------ */
+
+/* Can the model's forward be applied to x alone (a tensor of x's dtype and rank first, the
+ * other parameters with defaults)? */
+static bool forward_fits(const dtl_train *t)
+{
+    const dtl_fn *f = dtl_model_fn(t->inst->u.m.model, "forward");
+    const dtl_type *xt = t->x ? t->x->type : NULL;
+    if (!f || f->nparams == 0 || !xt || xt->kind != DTL_TYPE_TENSOR)
+        return false;
+    const dtl_type *pt = f->params[0]->type;
+    if (!pt || pt->kind != DTL_TYPE_TENSOR || pt->u.t.dtype != xt->u.t.dtype ||
+        pt->u.t.rank != xt->u.t.rank)
+        return false;
+    for (size_t i = 1; i < f->nparams; i++)
+        if (!f->defaults || !f->defaults[i])
+            return false;
+    return true;
+}
 
 const dtl_train *dtl_lower_find_train(const dtl_module *m, const char *name)
 {
@@ -2283,7 +2311,7 @@ static const char *const kind_names[] = {"step", "eval", "infer"};
 static bool lower_one(low *l)
 {
     static const dtl_span nowhere;
-    if (l->batch < 1 || l->batch > MAX_NUMEL)
+    if (l->batch < 1)
         return fail(l, nowhere, "the batch size must be at least 1, found %" PRId64, l->batch);
     return lower_body(l) && verified(l, kind_names[l->kind]);
 }
@@ -2294,6 +2322,10 @@ static bool opts_ok(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *o)
     if (o && o->compute != DTL_DTYPE_F32 && o->compute != DTL_DTYPE_F64) {
         dtl_diag_error(&ctx->diags, nowhere, "lowering: the compute dtype must be f32 or f64, "
                        "found %s", dtl_dtype_name(o->compute));
+        return false;
+    }
+    if (ctx->diags.nerrors > 0) {
+        dtl_diag_error(&ctx->diags, nowhere, "not lowering: the program has errors");
         return false;
     }
     if (!t || !t->inst || t->inst->kind != DTL_TYPE_INSTANCE || !t->loss || !t->optimizer ||
@@ -2348,7 +2380,7 @@ bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opt
         dtl_graph_free(&out->step);
         return false;
     }
-    out->has_infer = dtl_model_fn(t->inst->u.m.model, "forward") != NULL;
+    out->has_infer = forward_fits(t);
     if (out->has_infer && !dtl_lower_graph(ctx, t, DTL_LOWER_INFER, opts, &out->infer)) {
         dtl_graph_free(&out->step);
         dtl_graph_free(&out->eval);

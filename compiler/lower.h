@@ -9,8 +9,10 @@
  *          model's params as PARAM nodes named by dotted path ("fc1.w", "enc.fc1.w"), in
  *          declaration order, depth first, with their initializers; the loss (output
  *          DTL_OUT_LOSS "loss"); the gradients (compiler/autodiff.h) and the optimizer's
- *          update (compiler/optim.h: DTL_OUT_PARAM and DTL_OUT_STATE outputs). Dropout draws
- *          its mask from the INPUT "step" (i64 scalar, 1 for the first update).
+ *          update (compiler/optim.h: DTL_OUT_PARAM and DTL_OUT_STATE outputs, and "lr",
+ *          DTL_OUT_VALUE, the f64 learning rate of this update). Dropout draws its mask from
+ *          the INPUT "step" (i64 scalar, 1 for the first update), one Philox stream per
+ *          dropout site, dtl_rng_stream_id("dropout", k) for the k-th in the graph.
  *   EVAL   the same inputs and params; outputs "loss" (DTL_OUT_LOSS: the loss expression's
  *          value on the batch as written — for the builtin losses the MEAN over the batch,
  *          so the runner weights each batch's value by its row count) and, when the train
@@ -27,7 +29,10 @@
  * reshape whose count is wrong, an index out of range, a dropout p out of [0, 1)), things
  * not lowered yet ("… is not supported by lowering yet"), a graph too large, out of memory.
  * On error the functions return false and leave no graph allocated. They never abort on
- * any checked input; the module must have been checked without errors.
+ * any checked input. They refuse (with an error) to lower when ctx holds errors already:
+ * the checker's annotations are then incomplete. Limits: evaluation nests at most 2000
+ * levels (expressions within inlined calls), a graph has at most 2^18 nodes before
+ * differentiation, a tensor at most 2^48 elements and rank 8.
  *
  * Lifetimes: graphs own their memory (dtl_graph_free, or dtl_lowered_free for all three);
  * strings in dtl_lowered (data names and paths) point into ctx's arena and live as long as
@@ -60,7 +65,9 @@ typedef struct dtl_lower_opts {
 } dtl_lower_opts;
 
 /* Where the examples come from: a dataset split, decoded from idx(…) / npy(…) / csv(…). */
-typedef enum dtl_lower_data_kind { DTL_LDATA_IDX, DTL_LDATA_NPY, DTL_LDATA_CSV } dtl_lower_data_kind;
+typedef enum dtl_lower_data_kind {
+    DTL_LDATA_IDX, DTL_LDATA_NPY, DTL_LDATA_CSV
+} dtl_lower_data_kind;
 
 typedef struct dtl_lower_data {
     dtl_lower_data_kind kind;
@@ -80,7 +87,7 @@ typedef struct dtl_lower_data {
 /* A train block lowered: the three graphs and what the runner needs besides. */
 typedef struct dtl_lowered {
     dtl_graph step, eval, infer;
-    bool has_infer;          /* the model has a forward taking x (else infer is empty) */
+    bool has_infer;          /* the model's forward takes x alone (else infer is empty) */
     bool has_accuracy;       /* eval has the "correct" output */
     int64_t batch;           /* as bound */
     int64_t epochs;
