@@ -781,16 +781,23 @@ static int compile_file(const dtlc_opts *o, dtlc_emit *e)
     return status;
 }
 
+/* Commands that take exactly one FILE say so when given none or several. */
+static bool one_file(const dtlc_command *cmd, const dtlc_opts *o)
+{
+    if (o->nfiles == 1)
+        return true;
+    if (o->nfiles == 0)
+        say(o->color, "error", "'%s' needs a FILE", cmd->name);
+    else
+        say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
+    say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+    return false;
+}
+
 static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
 {
-    if (o->nfiles != 1) {
-        if (o->nfiles == 0)
-            say(o->color, "error", "'%s' needs a FILE", cmd->name);
-        else
-            say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
-        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+    if (!one_file(cmd, o))
         return EXIT_USAGE;
-    }
     if (!o->emit) {
         say(o->color, "error", "--emit is required: this build can emit 'ast', 'types' and "
             "'graph'");
@@ -813,28 +820,16 @@ static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
 
 static int cmd_graph(const dtlc_command *cmd, dtlc_opts *o)
 {
-    if (o->nfiles != 1) {
-        if (o->nfiles == 0)
-            say(o->color, "error", "'%s' needs a FILE", cmd->name);
-        else
-            say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
-        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+    if (!one_file(cmd, o))
         return EXIT_USAGE;
-    }
     dtlc_emit e = {"graph", NULL, NULL, NULL, true};
     return compile_file(o, &e);
 }
 
 static int cmd_run(const dtlc_command *cmd, dtlc_opts *o)
 {
-    if (o->nfiles != 1) {
-        if (o->nfiles == 0)
-            say(o->color, "error", "'%s' needs a FILE", cmd->name);
-        else
-            say(o->color, "error", "'%s' takes one FILE, found %zu", cmd->name, o->nfiles);
-        say(o->color, "note", "usage: dtlc %s %s", cmd->name, cmd->synopsis);
+    if (!one_file(cmd, o))
         return EXIT_USAGE;
-    }
     dtl_ctx ctx;
     ctx_open(&ctx, o);
     int status = EXIT_USAGE;

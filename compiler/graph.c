@@ -114,9 +114,8 @@ static _Noreturn void graph_abort(const char *file, int line, const char *func, 
 }
 #define G_ABORT(...) graph_abort(__FILE__, __LINE__, __func__, __VA_ARGS__)
 
-/* "f32[32, 128]" into buf. */
-static const char *type_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
-                            const int64_t *shape)
+const char *dtl_tensor_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
+                         const int64_t *shape)
 {
     size_t at = (size_t)snprintf(buf, len, "%s[", dtl_dtype_name(dt));
     for (uint32_t i = 0; i < rank && i < DTL_MAX_RANK && at < len; i++)
@@ -127,7 +126,7 @@ static const char *type_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
 }
 
 #define TYPE_LEN 160
-#define NODE_TYPE(buf, n) type_str(buf, sizeof buf, (n)->dtype, (n)->rank, (n)->shape)
+#define NODE_TYPE(buf, n) dtl_tensor_str(buf, sizeof buf, (n)->dtype, (n)->rank, (n)->shape)
 
 static bool is_numeric(dtl_dtype t)
 {
@@ -321,7 +320,7 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
         if (!broadcast_shapes(x->rank, x->shape, y->rank, y->shape, &r1, s1) ||
             !broadcast_shapes(r1, s1, z->rank, z->shape, &t->rank, t->shape))
             return BAD("where: shapes do not broadcast: %s, %s and %s", NODE_TYPE(b1, x),
-                       NODE_TYPE(b2, y), type_str((char[TYPE_LEN]){0}, TYPE_LEN, z->dtype,
+                       NODE_TYPE(b2, y), dtl_tensor_str((char[TYPE_LEN]){0}, TYPE_LEN, z->dtype,
                                                   z->rank, z->shape));
         t->dtype = y->dtype;
         return true;
@@ -486,10 +485,10 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
         if (!shape_eq(x->rank, x->shape, g_out.rank, g_out.shape))
             return BAD("scatter_add: updates are %s, expected %s for indices %s into %s",
                        NODE_TYPE(b1, x),
-                       type_str((char[TYPE_LEN]){0}, TYPE_LEN, x->dtype, g_out.rank,
+                       dtl_tensor_str((char[TYPE_LEN]){0}, TYPE_LEN, x->dtype, g_out.rank,
                                 g_out.shape),
                        NODE_TYPE(b2, y),
-                       type_str((char[TYPE_LEN]){0}, TYPE_LEN, n->dtype, n->rank, n->shape));
+                       dtl_tensor_str((char[TYPE_LEN]){0}, TYPE_LEN, n->dtype, n->rank, n->shape));
         return true;
     }
     case DTL_OP_COUNT:
@@ -926,7 +925,7 @@ bool dtl_graph_verify(const dtl_graph *g, FILE *why)
         if (t.dtype != n->dtype || !shape_eq(t.rank, t.shape, n->rank, n->shape)) {
             char b1[TYPE_LEN], b2[TYPE_LEN];
             PROBLEM("%%%u (%s): is %s, the rules give %s", id, dtl_op_name(n->op),
-                    NODE_TYPE(b1, n), type_str(b2, sizeof b2, t.dtype, t.rank, t.shape));
+                    NODE_TYPE(b1, n), dtl_tensor_str(b2, sizeof b2, t.dtype, t.rank, t.shape));
         }
         /* Named leaves: one node per input name, one per param/state name. */
         if (n->op == DTL_OP_INPUT || n->op == DTL_OP_PARAM || n->op == DTL_OP_STATE)

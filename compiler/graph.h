@@ -155,6 +155,9 @@ void dtl_graph_free(dtl_graph *g);
 const char *dtl_op_name(dtl_op op);      /* "matmul", "reduce_max", … */
 dtl_op_kind dtl_op_kind_of(dtl_op op);
 uint64_t dtl_node_numel(const dtl_node *n);
+/* "f32[32, 128]" into buf[0..len) (truncated to fit); returns buf. */
+const char *dtl_tensor_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
+                         const int64_t *shape);
 
 /* ---- Builders: each appends a node (role g->role) and returns its id. ---- */
 dtl_val dtl_g_const(dtl_graph *g, dtl_dtype dt, uint32_t rank, const int64_t *shape,

@@ -418,36 +418,6 @@ static void coerce_tensor(low *l, const dtl_type *want, lv *v)
         *v = lv_tensor(host_const(l, v, mapdt(l, want->u.t.dtype)));
 }
 
-static bool ipow(int64_t b, int64_t e, int64_t *out)
-{
-    int64_t r = 1;
-    while (e > 0) {
-        if ((e & 1) && __builtin_mul_overflow(r, b, &r))
-            return false;
-        e >>= 1;
-        if (e && __builtin_mul_overflow(b, b, &b))
-            return false;
-    }
-    *out = r;
-    return true;
-}
-
-static bool is_cmp(dtl_binop op)
-{
-    return op >= DTL_BINOP_LT && op <= DTL_BINOP_NE;
-}
-
-static bool cmp_num(dtl_binop op, double x, double y)
-{
-    switch (op) {
-    case DTL_BINOP_LT: return x < y;
-    case DTL_BINOP_LE: return x <= y;
-    case DTL_BINOP_GT: return x > y;
-    case DTL_BINOP_GE: return x >= y;
-    case DTL_BINOP_EQ: return x == y;
-    default: return x != y;
-    }
-}
 
 /* Folds a binary operator over two host values, as the checker does. */
 static bool fold_binary(low *l, const dtl_expr *e, const lv *x, const lv *y, lv *out)
@@ -459,7 +429,7 @@ static bool fold_binary(low *l, const dtl_expr *e, const lv *x, const lv *y, lv 
         *out = lv_bool(op == DTL_BINOP_AND ? x->u.b && y->u.b : x->u.b || y->u.b);
         return true;
     }
-    if (is_cmp(op)) {
+    if (dtl_binop_is_cmp(op)) {
         if ((op == DTL_BINOP_EQ || op == DTL_BINOP_NE) && x->kind == y->kind &&
             (x->kind == LV_BOOL || x->kind == LV_STR)) {
             bool eq = x->kind == LV_BOOL ? x->u.b == y->u.b
@@ -472,9 +442,9 @@ static bool fold_binary(low *l, const dtl_expr *e, const lv *x, const lv *y, lv 
         if (!is_number(x) || !is_number(y))
             goto bad;
         if (x->kind == LV_INT && y->kind == LV_INT)
-            *out = lv_bool(cmp_num(op, x->u.i < y->u.i ? -1 : x->u.i > y->u.i, 0));
+            *out = lv_bool(dtl_binop_cmp(op, x->u.i < y->u.i ? -1 : x->u.i > y->u.i, 0));
         else
-            *out = lv_bool(cmp_num(op, num(x), num(y)));
+            *out = lv_bool(dtl_binop_cmp(op, num(x), num(y)));
         return true;
     }
     if (!is_number(x) || !is_number(y))
@@ -491,7 +461,7 @@ static bool fold_binary(low *l, const dtl_expr *e, const lv *x, const lv *y, lv 
                 *out = lv_float(pow((double)a, (double)b));
                 return true;
             }
-            ok = ipow(a, b, &r);
+            ok = dtl_int_pow(a, b, &r);
             break;
         default:
             goto bad;

@@ -135,3 +135,34 @@ const char *dtl_decl_kind_name(dtl_decl_kind k)
     }
     return "declaration";
 }
+
+bool dtl_binop_is_cmp(dtl_binop op)
+{
+    return op >= DTL_BINOP_LT && op <= DTL_BINOP_NE;
+}
+
+bool dtl_binop_cmp(dtl_binop op, double x, double y)
+{
+    switch (op) {
+    case DTL_BINOP_LT: return x < y;
+    case DTL_BINOP_LE: return x <= y;
+    case DTL_BINOP_GT: return x > y;
+    case DTL_BINOP_GE: return x >= y;
+    case DTL_BINOP_EQ: return x == y;
+    default: return x != y;
+    }
+}
+
+bool dtl_int_pow(int64_t b, int64_t e, int64_t *out)
+{
+    int64_t r = 1;
+    while (e > 0) {
+        if ((e & 1) && __builtin_mul_overflow(r, b, &r))
+            return false;
+        e >>= 1;
+        if (e && __builtin_mul_overflow(b, b, &b))
+            return false;
+    }
+    *out = r;
+    return true;
+}

@@ -200,6 +200,10 @@ dtl_decl *dtl_ast_decl(dtl_ctx *ctx, dtl_decl_kind kind, dtl_span span);
 
 /* Names for printing and messages. */
 const char *dtl_binop_text(dtl_binop op);     /* "+", "@", "and", … */
+bool dtl_binop_is_cmp(dtl_binop op);          /* < <= > >= == != */
+bool dtl_binop_cmp(dtl_binop op, double x, double y);   /* a comparison on numbers */
+/* b ** e for e >= 0; false on overflow. */
+bool dtl_int_pow(int64_t b, int64_t e, int64_t *out);
 const char *dtl_decl_kind_name(dtl_decl_kind k);   /* "model", "fn", … */
 
 #endif

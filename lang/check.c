@@ -1009,36 +1009,6 @@ static dtl_type *overflow(chk *c, dtl_span at)
     return c->err;
 }
 
-static bool ipow(int64_t b, int64_t e, int64_t *out)
-{
-    int64_t r = 1;
-    while (e > 0) {
-        if (e & 1 && __builtin_mul_overflow(r, b, &r))
-            return false;
-        e >>= 1;
-        if (e && __builtin_mul_overflow(b, b, &b))
-            return false;
-    }
-    *out = r;
-    return true;
-}
-
-static bool is_cmp(dtl_binop op)
-{
-    return op >= DTL_BINOP_LT && op <= DTL_BINOP_NE;
-}
-
-static bool cmp_num(dtl_binop op, double x, double y)
-{
-    switch (op) {
-    case DTL_BINOP_LT: return x < y;
-    case DTL_BINOP_LE: return x <= y;
-    case DTL_BINOP_GT: return x > y;
-    case DTL_BINOP_GE: return x >= y;
-    case DTL_BINOP_EQ: return x == y;
-    default: return x != y;
-    }
-}
 
 static dtl_type *bad_operands(chk *c, dtl_expr *e, const dtl_type *x, const dtl_type *y)
 {
@@ -1063,7 +1033,7 @@ static dtl_type *fold_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
             return dtl_type_bool(a, true, x->u.b.v);
         return dtl_type_bool(a, false, false);
     }
-    if (is_cmp(op)) {
+    if (dtl_binop_is_cmp(op)) {
         if ((op == DTL_BINOP_EQ || op == DTL_BINOP_NE) && x->kind == y->kind &&
             (x->kind == DTL_TYPE_BOOL || x->kind == DTL_TYPE_STR)) {
             bool known = x->kind == DTL_TYPE_BOOL ? x->u.b.known && y->u.b.known
@@ -1080,8 +1050,8 @@ static dtl_type *fold_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
         if (dtl_type_num_const(x, &xv) && dtl_type_num_const(y, &yv)) {
             int64_t xi, yi;
             if (dtl_type_int_const(x, &xi) && dtl_type_int_const(y, &yi))
-                return dtl_type_bool(a, true, cmp_num(op, xi < yi ? -1 : xi > yi, 0));
-            return dtl_type_bool(a, true, cmp_num(op, xv, yv));
+                return dtl_type_bool(a, true, dtl_binop_cmp(op, xi < yi ? -1 : xi > yi, 0));
+            return dtl_type_bool(a, true, dtl_binop_cmp(op, xv, yv));
         }
         if (x->kind == DTL_TYPE_INT && y->kind == DTL_TYPE_INT && x->u.ival && y->u.ival &&
             dtl_dim_eq(x->u.ival, y->u.ival))
@@ -1105,7 +1075,7 @@ static dtl_type *fold_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
             }
             if (dtl_dim_is_const(x->u.ival, &bv)) {
                 int64_t p;
-                if (!ipow(bv, ev, &p))
+                if (!dtl_int_pow(bv, ev, &p))
                     return overflow(c, e->span);
                 return dtl_type_int(a, dtl_dim_const(a, p));
             }
@@ -1192,12 +1162,12 @@ static dtl_type *tensor_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
         }
         if (!dtl_type_is_number(h) && h->kind != DTL_TYPE_BOOL)
             return bad_operands(c, e, x, y);
-        if (dt == DTL_DTYPE_BOOL && !is_cmp(op)) {
+        if (dt == DTL_DTYPE_BOOL && !dtl_binop_is_cmp(op)) {
             dtl_diag_error(c->d, te->span, "'%s' needs numbers; %s is %s", opt,
                            ename(c, te, "this operand"), tystr(c, t));
             return c->err;
         }
-        if (!host_mixes(h, dt) && !(is_cmp(op) && h->kind == DTL_TYPE_BOOL &&
+        if (!host_mixes(h, dt) && !(dtl_binop_is_cmp(op) && h->kind == DTL_TYPE_BOOL &&
                                     dt == DTL_DTYPE_BOOL)) {
             dtl_diag_error(c->d, he->span, "cannot mix %s %s with %s (%s)",
                            h->kind == DTL_TYPE_FLOAT ? "a float" : "a host value",
@@ -1212,7 +1182,7 @@ static dtl_type *tensor_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
             dtl_diag_note(c->d, te->span, "use cast(%s, f32) first", ename(c, te, "it"));
             return c->err;
         }
-        if (is_cmp(op))
+        if (dtl_binop_is_cmp(op))
             return dtl_type_tensor(c->a, DTL_DTYPE_BOOL, t->u.t.rank, t->u.t.dims);
         return t;
     }
@@ -1224,7 +1194,7 @@ static dtl_type *tensor_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
     dtl_dtype dt = x->u.t.dtype;
     if (logic && dt != DTL_DTYPE_BOOL)
         return bad_operands(c, e, x, y);
-    if (!logic && !is_cmp(op) && dt == DTL_DTYPE_BOOL) {
+    if (!logic && !dtl_binop_is_cmp(op) && dt == DTL_DTYPE_BOOL) {
         dtl_diag_error(c->d, e->span, "'%s' needs numbers; %s is %s", opt,
                        side_name(c, lhs, true), tystr(c, x));
         return c->err;
@@ -1247,7 +1217,7 @@ static dtl_type *tensor_binary(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
         return c->err;
     }
     uint32_t r = x->u.t.rank > y->u.t.rank ? x->u.t.rank : y->u.t.rank;
-    return dtl_type_tensor(c->a, is_cmp(op) ? DTL_DTYPE_BOOL : dt, r, dims);
+    return dtl_type_tensor(c->a, dtl_binop_is_cmp(op) ? DTL_DTYPE_BOOL : dt, r, dims);
 }
 
 /* parallel = data(2) * tensor(2) */

@@ -41,16 +41,6 @@ static size_t round_up(size_t n)
     return (n + EXEC_ALIGN - 1) / EXEC_ALIGN * EXEC_ALIGN;
 }
 
-static const char *type_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
-                            const int64_t *shape)
-{
-    size_t at = (size_t)snprintf(buf, len, "%s[", dtl_dtype_name(dt));
-    for (uint32_t i = 0; i < rank && i < DTL_MAX_RANK && at < len; i++)
-        at += (size_t)snprintf(buf + at, len - at, "%s%" PRId64, i ? ", " : "", shape[i]);
-    if (at < len)
-        snprintf(buf + at, len - at, "]");
-    return buf;
-}
 
 static bool same_type(dtl_dtype da, uint32_t ra, const int64_t *sa, dtl_dtype db, uint32_t rb,
                       const int64_t *sb)
@@ -128,9 +118,9 @@ dtl_store_entry *dtl_store_add(dtl_store *s, const char *name, bool is_state, dt
             !same_type(e->t.dtype, e->t.rank, e->t.shape, dt, rank, shape)) {
             dtl_err_set(err, DTL_ERR_MISMATCH, "%s \"%s\": expected %s, the store holds %s %s",
                         is_state ? "state" : "param", name,
-                        type_str(b1, sizeof b1, dt, rank, shape),
+                        dtl_tensor_str(b1, sizeof b1, dt, rank, shape),
                         e->is_state ? "a state" : "a param",
-                        type_str(b2, sizeof b2, e->t.dtype, e->t.rank, e->t.shape));
+                        dtl_tensor_str(b2, sizeof b2, e->t.dtype, e->t.rank, e->t.shape));
             return NULL;
         }
         if (created)
@@ -498,14 +488,14 @@ static bool ref_bind_inputs(ref_plan *p, const dtl_binding *in, size_t nin, dtl_
             }
         if (!b)
             return dtl_err_set(err, DTL_ERR_MISMATCH, "input \"%s\" (%s) is not bound", n->name,
-                               type_str(b1, sizeof b1, n->dtype, n->rank, n->shape));
+                               dtl_tensor_str(b1, sizeof b1, n->dtype, n->rank, n->shape));
         if (b->rank > DTL_MAX_RANK ||
             !same_type(n->dtype, n->rank, n->shape, b->dtype, b->rank, b->shape))
             return dtl_err_set(err, DTL_ERR_MISMATCH, "input \"%s\": expected %s, found %s",
-                               n->name, type_str(b1, sizeof b1, n->dtype, n->rank, n->shape),
+                               n->name, dtl_tensor_str(b1, sizeof b1, n->dtype, n->rank, n->shape),
                                b->rank > DTL_MAX_RANK
                                    ? "a tensor of rank > 8"
-                                   : type_str(b2, sizeof b2, b->dtype, b->rank, b->shape));
+                                   : dtl_tensor_str(b2, sizeof b2, b->dtype, b->rank, b->shape));
         if (!b->data && dtl_node_numel(n) > 0)
             return dtl_err_set(err, DTL_ERR_USAGE, "input \"%s\": data is NULL", n->name);
         p->ptr[v] = (void *)b->data;   /* read only: kernels never write their operands */
