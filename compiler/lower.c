@@ -2111,6 +2111,41 @@ static double cfg_num(const dtl_type *t, unsigned i)
     return v;
 }
 
+/* The train block's schedule, warmup and clip into cfg (whose optimizer part is set). A cosine
+ * without `steps` gets total_from_run: its length is the run's, an input of the step graph
+ * ("total_steps", compiler/optim.h) that the runner binds once the data is loaded, so the
+ * graphs stay independent of the data (and --emit=graph needs none). */
+static bool sched_config(low *l, dtl_opt_cfg *cfg)
+{
+    const dtl_type *s = l->t->schedule;
+    cfg->sched.warmup = l->t->warmup;
+    cfg->clip_norm = l->t->clip;
+    if (!s)
+        return true;
+    if (s->kind != DTL_TYPE_SCHEDULE || !s->u.cfg.builtin)
+        return fail(l, l->t->decl->span, "internal error: the schedule was not checked");
+    switch (s->u.cfg.builtin->id) {
+    case DTL_BI_SCHED_CONSTANT:
+        cfg->sched.kind = DTL_SCHED_CONSTANT;
+        return true;
+    case DTL_BI_STEP:
+        cfg->sched.kind = DTL_SCHED_STEP;
+        dtl_type_int_const(s->u.cfg.args[0], &cfg->sched.step_size);
+        cfg->sched.gamma = cfg_num(s, 1);
+        return true;
+    case DTL_BI_COSINE:
+        cfg->sched.kind = DTL_SCHED_COSINE;
+        cfg->sched.floor = cfg_num(s, 0);
+        cfg->sched.total_from_run = s->u.cfg.args[1]->kind == DTL_TYPE_NONE;
+        if (!cfg->sched.total_from_run)
+            dtl_type_int_const(s->u.cfg.args[1], &cfg->sched.total);
+        return true;
+    default:
+        return fail(l, l->t->decl->span, "schedule %s() is not supported by lowering yet",
+                    s->u.cfg.builtin->name);
+    }
+}
+
 static bool opt_config(low *l, dtl_opt_cfg *cfg)
 {
     const dtl_type *o = l->t->optimizer;
@@ -2123,7 +2158,7 @@ static bool opt_config(low *l, dtl_opt_cfg *cfg)
         cfg->momentum = cfg_num(o, 1);
         cfg->nesterov = o->u.cfg.args[2]->kind == DTL_TYPE_BOOL && o->u.cfg.args[2]->u.b.v;
         cfg->weight_decay = cfg_num(o, 3);
-        return true;
+        break;
     case DTL_BI_ADAM:
     case DTL_BI_ADAMW:
         dtl_opt_defaults(cfg, o->u.cfg.builtin->id == DTL_BI_ADAM ? DTL_OPT_ADAM : DTL_OPT_ADAMW);
@@ -2132,11 +2167,12 @@ static bool opt_config(low *l, dtl_opt_cfg *cfg)
         cfg->beta2 = cfg_num(o, 2);
         cfg->eps = cfg_num(o, 3);
         cfg->weight_decay = cfg_num(o, 4);
-        return true;
+        break;
     default:
         return fail(l, l->t->decl->span, "optimizer %s() is not supported by lowering yet",
                     o->u.cfg.builtin->name);
     }
+    return sched_config(l, cfg);
 }
 
 static const char *cfg_str(low *l, const dtl_type *t, unsigned i)

@@ -10,9 +10,12 @@
  *          declaration order, depth first, with their initializers; the loss (output
  *          DTL_OUT_LOSS "loss"); the gradients (compiler/autodiff.h) and the optimizer's
  *          update (compiler/optim.h: DTL_OUT_PARAM and DTL_OUT_STATE outputs, and "lr",
- *          DTL_OUT_VALUE, the f64 learning rate of this update). Dropout draws its mask from
+ *          DTL_OUT_VALUE, the f64 learning rate of this update), with the train block's schedule,
+ *          warmup and clip. Dropout draws its mask from
  *          the INPUT "step" (i64 scalar, 1 for the first update), one Philox stream per
- *          dropout site, dtl_rng_stream_id("dropout", k) for the k-th in the graph.
+ *          dropout site, dtl_rng_stream_id("dropout", k) for the k-th in the graph. A
+ *          `cosine` schedule without `steps` adds the INPUT "total_steps" (i64 scalar: the
+ *          updates of the whole run, epochs x steps per epoch), which the runner binds.
  *   EVAL   the same inputs and params; outputs "loss" (DTL_OUT_LOSS: the loss expression's
  *          value on the batch as written — for the builtin losses the MEAN over the batch,
  *          so the runner weights each batch's value by its row count) and, when the train
@@ -94,7 +97,8 @@ typedef struct dtl_lowered {
     int64_t seed;            /* the train block's seed, or -1 when not given */
     dtl_lower_data data;     /* the training split */
     dtl_lower_data eval_data;/* the split of evaluate = accuracy(split); valid if has_accuracy */
-    dtl_opt_cfg optim;       /* the optimizer, as applied in the step graph */
+    dtl_opt_cfg optim;       /* the optimizer, as applied in the step graph
+                                (sched.total_from_run: from the input "total_steps") */
     uint32_t nparams;        /* params, in the graphs' order */
 } dtl_lowered;
 

@@ -78,7 +78,7 @@ static bool check_cfg(const dtl_opt_cfg *c, dtl_err *err)
             return BAD("step schedule: gamma = %g must be a finite number > 0", s->gamma);
         break;
     case DTL_SCHED_COSINE:
-        if (s->total < 1)
+        if (s->total < 1 && !s->total_from_run)
             return BAD("cosine schedule: total = %lld must be >= 1", (long long)s->total);
         if (!finite_nonneg(s->floor))
             return BAD("cosine schedule: floor = %g must be a finite number >= 0", s->floor);
@@ -109,6 +109,12 @@ static double sched_lr(const dtl_opt_cfg *c, double e)
     }
 }
 
+int64_t dtl_sched_run_total(const dtl_sched *s, int64_t run_updates)
+{
+    int64_t w = s->warmup > 0 ? s->warmup : 0;
+    return run_updates - w > 1 ? run_updates - w : 1;
+}
+
 double dtl_opt_lr_at(const dtl_opt_cfg *cfg, int64_t t)
 {
     int64_t w = cfg->sched.warmup;
@@ -129,6 +135,31 @@ static dtl_val bin(dtl_graph *g, dtl_op op, dtl_val a, dtl_val b)
     return dtl_g_binary(g, op, a, b);
 }
 
+/* The graph's scalar INPUT named name (found, else made i64 []). */
+static dtl_val scalar_input(dtl_graph *g, const char *name)
+{
+    for (uint32_t v = 0; v < g->nnodes; v++)
+        if (g->nodes[v].op == DTL_OP_INPUT && g->nodes[v].name &&
+            strcmp(g->nodes[v].name, name) == 0)
+            return v;
+    const int64_t none[1] = {0};
+    return dtl_g_input(g, name, DTL_DTYPE_I64, 0, none);
+}
+
+/* A cosine's length: the constant total, or max(total_steps - warmup, 1) from the input. */
+static dtl_val cosine_total(dtl_graph *g, const dtl_sched *s)
+{
+    if (!s->total_from_run)
+        return f64(g, (double)s->total);
+    dtl_val run = scalar_input(g, "total_steps");
+    if (g->nodes[run].dtype != DTL_DTYPE_F64)
+        run = dtl_g_cast(g, run, DTL_DTYPE_F64);
+    double w = s->warmup > 0 ? (double)s->warmup : 0;
+    if (w > 0)
+        run = bin(g, DTL_OP_SUB, run, f64(g, w));
+    return bin(g, DTL_OP_MAX, run, f64(g, 1));
+}
+
 /* The in-graph twin of sched_lr, with e = t - 1 - offset (t: the f64 scalar node). */
 static dtl_val sched_lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val t, int64_t offset)
 {
@@ -143,8 +174,11 @@ static dtl_val sched_lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val t, int6
         q = dtl_g_cast(g, dtl_g_cast(g, q, DTL_DTYPE_I64), DTL_DTYPE_F64);
         return bin(g, DTL_OP_MUL, f64(g, c->lr), bin(g, DTL_OP_POW, f64(g, s->gamma), q));
     }
-    dtl_val k = bin(g, DTL_OP_MIN, e, f64(g, (double)s->total));   /* cosine */
-    dtl_val ang = bin(g, DTL_OP_MUL, k, f64(g, PI / (double)s->total));
+    /* cosine */
+    dtl_val tot = cosine_total(g, s);
+    dtl_val k = bin(g, DTL_OP_MIN, e, tot);
+    dtl_val ang = bin(g, DTL_OP_MUL, k, !s->total_from_run ? f64(g, PI / (double)s->total)
+                                                           : bin(g, DTL_OP_DIV, f64(g, PI), tot));
     dtl_val half = bin(g, DTL_OP_MUL, bin(g, DTL_OP_ADD, f64(g, 1), dtl_g_unary(g, DTL_OP_COS, ang)),
                        f64(g, 0.5));
     return bin(g, DTL_OP_ADD, f64(g, s->floor), bin(g, DTL_OP_MUL, f64(g, c->lr - s->floor), half));
@@ -246,16 +280,18 @@ static bool check_params(const dtl_graph *g, const dtl_opt_cfg *c, const dtl_val
     return true;
 }
 
-/* An existing "step" input must be a number (any int or float dtype) of rank 0. */
-static bool check_step(const dtl_graph *g, dtl_err *err)
+/* An existing input "step" (or "total_steps") must be a number (any int or float dtype) of
+ * rank 0. */
+static bool check_step(const dtl_graph *g, const char *name, dtl_err *err)
 {
     for (uint32_t v = 0; v < g->nnodes; v++) {
         const dtl_node *n = &g->nodes[v];
-        if (n->op != DTL_OP_INPUT || !n->name || strcmp(n->name, "step") != 0)
+        if (n->op != DTL_OP_INPUT || !n->name || strcmp(n->name, name) != 0)
             continue;
         if (n->rank != 0 || n->dtype == DTL_DTYPE_BOOL)
-            return dtl_err_set(err, DTL_ERR_USAGE, "optimizer: the input \"step\" is %s of "
-                               "rank %u, not a scalar number", dtl_dtype_name(n->dtype), n->rank);
+            return dtl_err_set(err, DTL_ERR_USAGE, "optimizer: the input \"%s\" is %s of "
+                               "rank %u, not a scalar number", name, dtl_dtype_name(n->dtype),
+                               n->rank);
     }
     return true;
 }
@@ -270,7 +306,7 @@ bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
                    const dtl_val *grads, uint32_t n, dtl_opt_info *info, dtl_err *err)
 {
     if (!check_cfg(cfg, err) || !check_params(g, cfg, params, grads, n, err) ||
-        !check_step(g, err))
+        !check_step(g, "step", err) || !check_step(g, "total_steps", err))
         return false;
     dtl_role saved_role = g->role;
     g->role = DTL_ROLE_UPDATE;

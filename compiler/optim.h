@@ -28,10 +28,17 @@
  *                                                (CosineAnnealingLR, held at floor after total)
  *   warmup W > 0 (with any of them): lr t / W for t <= W, then the schedule with e - W
  *
+ * A cosine schedule with total_from_run takes its length from the run, at run time: the graph
+ * gets an i64 scalar INPUT "total_steps" (reused when present), the number of updates of the
+ * whole run, and anneals over max(total_steps - W, 1) updates: the rest of the run after warmup
+ * (PyTorch's T_max). The graph then does not depend on the data's size (a runner binds the
+ * input once it knows it); dtl_sched_run_total gives the same number in C.
+ *
  * Errors: a configuration out of range (negative lr, betas outside [0, 1), nesterov without
- * momentum or with dampening, a schedule with step_size or total < 1 …), a params[i] that is
- * not a float PARAM, a gradient of another dtype or shape, a param listed twice or already
- * updated by an output, "<param>.m" already present, an input "step" that is not a scalar:
+ * momentum or with dampening, a schedule with step_size or total < 1 …), a params[i] that
+ * is not a float PARAM, a gradient of another dtype or shape, a param listed twice or already
+ * updated by an output, "<param>.m" already present, an input "step" (or "total_steps") that
+ * is not a scalar:
  * returns false with err filled (DTL_ERR_USAGE) before changing the graph.
  */
 #ifndef DTL_OPTIM_H
@@ -53,6 +60,7 @@ typedef struct dtl_sched {
     int64_t step_size;     /* STEP: multiply by gamma every step_size updates */
     double gamma;          /* STEP */
     int64_t total;         /* COSINE: updates from lr down to floor */
+    bool total_from_run;   /* COSINE: total is the run's, from the input "total_steps" (above) */
     double floor;          /* COSINE: the final lr (eta_min) */
     int64_t warmup;        /* > 0: linear warmup over the first `warmup` updates */
 } dtl_sched;
@@ -82,7 +90,12 @@ bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
                    const dtl_val *grads, uint32_t n, dtl_opt_info *info, dtl_err *err);
 
 /* The learning rate of update t (1-based) as the graph computes it, in plain C: for tests,
- * logs and tools. */
+ * logs and tools. It reads sched.total, never total_from_run: for a cosine over the run, pass
+ * a copy whose sched.total is dtl_sched_run_total(&cfg->sched, run_updates). */
 double dtl_opt_lr_at(const dtl_opt_cfg *cfg, int64_t t);
+
+/* The length of a cosine schedule with total_from_run in a run of run_updates updates:
+ * max(run_updates - warmup, 1) — what the graph computes from its input "total_steps". */
+int64_t dtl_sched_run_total(const dtl_sched *s, int64_t run_updates);
 
 #endif

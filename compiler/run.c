@@ -74,6 +74,8 @@ typedef struct runner {
     char hash[17];             /* of the params' names, dtypes and shapes */
     uint64_t seed;
     int64_t epochs, batch, steps_per_epoch;
+    int64_t total_steps;       /* epochs x steps_per_epoch: the step graph's "total_steps" */
+    double last_lr;            /* the "lr" of the last update run here; NaN: none yet */
     /* The position (what a checkpoint records). */
     int64_t step, epoch, epoch_step;
     double loss_sum;           /* of this epoch's steps */
@@ -459,17 +461,19 @@ static double scalar_of(const dtl_tensor *t)
     }
 }
 
-/* Runs plan p (whose x is `rows` rows) on x, y and the step number. */
+/* Runs plan p (whose x is `rows` rows) on x, y, the step number and the run's length (the
+ * inputs a graph does not have are ignored). */
 static bool run_batch(runner *r, dtl_plan *p, const dtl_graph *g, const void *x, const int64_t *y,
                       int64_t rows, int64_t stepno)
 {
     const dtl_node *xn = find_input(g, "x");
-    dtl_binding in[3] = {{"x", x, xn->dtype, xn->rank, {0}},
+    dtl_binding in[4] = {{"x", x, xn->dtype, xn->rank, {0}},
                          {"y", y, DTL_DTYPE_I64, 1, {rows}},
-                         {"step", &stepno, DTL_DTYPE_I64, 0, {0}}};
+                         {"step", &stepno, DTL_DTYPE_I64, 0, {0}},
+                         {"total_steps", &r->total_steps, DTL_DTYPE_I64, 0, {0}}};
     memcpy(in[0].shape, xn->shape, sizeof in[0].shape);
     in[0].shape[0] = rows;
-    return dtl_plan_run(p, in, y ? 3 : 1, r->err);
+    return dtl_plan_run(p, in, y ? 4 : 1, r->err);
 }
 
 static bool read_scalar(runner *r, dtl_plan *p, const char *name, double *v)
@@ -548,6 +552,7 @@ typedef struct epoch_report {
     int64_t steps;           /* done in it */
     double train_loss, test_loss, test_acc;   /* NaN: none */
     double seconds, samples_per_s;
+    double lr;               /* of the epoch's last update */
 } epoch_report;
 
 static bool report_epoch(runner *r, const epoch_report *e)
@@ -571,6 +576,8 @@ static bool report_epoch(runner *r, const epoch_report *e)
     json_num(m, e->test_loss);
     fputs(", \"test_accuracy\": ", m);
     json_num(m, e->test_acc);
+    fputs(", \"lr\": ", m);
+    json_num(m, e->lr);
     fputs(", \"seconds\": ", m);
     fprintf(m, "%.3f", e->seconds);
     fputs(", \"samples_per_s\": ", m);
@@ -599,6 +606,18 @@ static bool maybe_checkpoint(runner *r, bool at_epoch_end)
     return !due || save_checkpoint(r, o->save);
 }
 
+/* The lr of update r->step, the epoch's last: as the step graph gave it, or (a run resumed
+ * and stopped before its first update) as dtl_opt_lr_at computes it, the same way. */
+static double last_lr(const runner *r)
+{
+    if (!isnan(r->last_lr) || r->step < 1)
+        return r->last_lr;
+    dtl_opt_cfg c = r->L.optim;
+    if (c.sched.kind == DTL_SCHED_COSINE && c.sched.total_from_run)
+        c.sched.total = dtl_sched_run_total(&c.sched, r->total_steps);
+    return dtl_opt_lr_at(&c, r->step);
+}
+
 static dtl_run_status train(runner *r)
 {
     const dtl_run_opts *o = r->o;
@@ -622,7 +641,8 @@ static dtl_run_status train(runner *r)
         for (const dtl_batch *b; !stop_now(r) && (b = dtl_loader_next(r->ltrain));) {
             double loss;
             bool ok = run_batch(r, r->step_plan, &r->L.step, b->x, b->y, b->rows, r->step + 1) &&
-                      read_scalar(r, r->step_plan, "loss", &loss);
+                      read_scalar(r, r->step_plan, "loss", &loss) &&
+                      read_scalar(r, r->step_plan, "lr", &r->last_lr);
             dtl_loader_release(r->ltrain, b);
             if (!ok)
                 return DTL_RUN_FAILED;
@@ -653,7 +673,8 @@ static dtl_run_status train(runner *r)
         if (r->epoch_step == 0)
             break;   /* stopped before this epoch's first step */
         epoch_report e = {r->epoch + 1, r->epoch_step, r->loss_sum / (double)r->epoch_step,
-                          NAN, NAN, 0, t_steps > 0 ? (double)samples / t_steps : 0};
+                          NAN, NAN, 0, t_steps > 0 ? (double)samples / t_steps : 0,
+                          last_lr(r)};
         if (r->have_test && !evaluate(r, &e.test_loss, &e.test_acc))
             return DTL_RUN_FAILED;
         e.seconds = dtl_progress_now() - t0;
@@ -853,6 +874,7 @@ static dtl_run_status setup_training(runner *r)
         return DTL_RUN_USAGE;
     }
     r->steps_per_epoch = dtl_loader_steps(r->ltrain);
+    r->total_steps = r->epochs * r->steps_per_epoch;
     if (r->have_test) {
         dtl_loader_opts te = {r->batch, 1, 0, r->seed, false, false, 2};
         if (!(r->ltest = dtl_loader_new(&r->test, &te, r->err)))
@@ -876,6 +898,7 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     r.out = out;
     r.perr = progress_out;
     r.saved_step = -1;
+    r.last_lr = NAN;
     dtl_run_status st = check_opts(&r);
     if (st != DTL_RUN_OK)
         return st;

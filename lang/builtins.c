@@ -149,6 +149,16 @@ static const dtl_builtin builtin_table[] = {
     {"cpu", DTL_BI_CPU, DTL_BUILTIN_DEVICE, 0, {{0}}, "run on the CPU"},
     {"cuda", DTL_BI_CUDA, DTL_BUILTIN_DEVICE, 1, {P("n", CONST_INT, "0")},
      "run on CUDA GPU number n"},
+    /* learning-rate schedules (compiler/optim.h has the formulas) */
+    {"constant", DTL_BI_SCHED_CONSTANT, DTL_BUILTIN_SCHEDULE, 0, {{0}},
+     "the optimizer's lr at every update (the default schedule)"},
+    {"step", DTL_BI_STEP, DTL_BUILTIN_SCHEDULE, 2,
+     {P("every", CONST_INT, NULL), P("gamma", NUMBER, "0.1")},
+     "lr times gamma every `every` updates (PyTorch's StepLR); every >= 1, gamma in (0, 1]"},
+    {"cosine", DTL_BI_COSINE, DTL_BUILTIN_SCHEDULE, 2,
+     {P("floor", NUMBER, "0.0"), P("steps", CONST_INT_OR_NONE, "none")},
+     "lr down to floor along a half cosine over `steps` updates, then floor "
+     "(CosineAnnealingLR); steps = none: the rest of the run after warmup"},
 };
 
 static_assert(sizeof builtin_table / sizeof builtin_table[0] == DTL_BI_COUNT,
@@ -164,6 +174,14 @@ const dtl_builtin *dtl_builtin_lookup(const char *name)
 {
     for (size_t i = 0; i < DTL_BI_COUNT; i++)
         if (strcmp(builtin_table[i].name, name) == 0)
+            return &builtin_table[i];
+    return NULL;
+}
+
+const dtl_builtin *dtl_builtin_lookup_kind(const char *name, dtl_builtin_kind kind)
+{
+    for (size_t i = 0; i < DTL_BI_COUNT; i++)
+        if (builtin_table[i].kind == kind && strcmp(builtin_table[i].name, name) == 0)
             return &builtin_table[i];
     return NULL;
 }
@@ -224,6 +242,7 @@ const char *dtl_builtin_kind_name(dtl_builtin_kind k)
     case DTL_BUILTIN_DATASET: return "dataset";
     case DTL_BUILTIN_PARALLEL: return "parallelism";
     case DTL_BUILTIN_DEVICE: return "device";
+    case DTL_BUILTIN_SCHEDULE: return "schedule";
     }
     return "?";
 }
@@ -358,15 +377,16 @@ static bool axis_arg(dtl_bcall *c, unsigned i, unsigned xi, uint32_t rank, int64
 }
 
 /* Range checks on a number parameter; skipped when the value is not known yet. */
-enum { GT0, GE0, IN01, NOT0 };
+enum { GT0, GE0, IN01, NOT0, IN0_1 };
 static bool range_arg(dtl_bcall *c, unsigned i, int how)
 {
     double v;
     if (!dtl_type_num_const(c->types[i], &v))
         return true;
-    bool ok = how == GT0 ? v > 0 : how == GE0 ? v >= 0 : how == IN01 ? v >= 0 && v < 1 : v != 0;
+    bool ok = how == GT0 ? v > 0 : how == GE0 ? v >= 0 : how == IN01 ? v >= 0 && v < 1
+              : how == IN0_1 ? v > 0 && v <= 1 : v != 0;
     if (!ok) {
-        static const char *const want[] = {"> 0", ">= 0", "in [0, 1)", "non-zero"};
+        static const char *const want[] = {"> 0", ">= 0", "in [0, 1)", "non-zero", "in (0, 1]"};
         dtl_diag_error(c->diags, arg_at(c, i), "%s: '%s' must be %s, found %s", c->b->name,
                        c->b->params[i].name, want[how],
                        dtl_value_print(c->arena, c->types[i], c->from));
@@ -985,6 +1005,19 @@ dtl_type *dtl_builtin_check(dtl_bcall *c)
         return cfg(c, DTL_TYPE_DEVICE);
     case DTL_BI_CUDA:
         return count_arg(c, 0, 0) ? cfg(c, DTL_TYPE_DEVICE) : err_type(c);
+    case DTL_BI_SCHED_CONSTANT:
+        return cfg(c, DTL_TYPE_SCHEDULE);
+    case DTL_BI_STEP: {
+        bool ok = count_arg(c, 0, 1);
+        ok = range_arg(c, 1, IN0_1) && ok;
+        return ok ? cfg(c, DTL_TYPE_SCHEDULE) : err_type(c);
+    }
+    case DTL_BI_COSINE: {
+        bool ok = range_arg(c, 0, GE0);
+        if (c->types[1]->kind != DTL_TYPE_NONE)
+            ok = count_arg(c, 1, 1) && ok;
+        return ok ? cfg(c, DTL_TYPE_SCHEDULE) : err_type(c);
+    }
     case DTL_BI_COUNT:
         break;
     }

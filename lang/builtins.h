@@ -8,6 +8,11 @@
  * DTL_TYPE_ERROR after reporting why. Where a builtin may be used (initializers only as a
  * param's initializer, optimizers only as a train block's optimizer, …) is the checker's
  * business, by dtl_builtin_kind. docs/language.md is written from this table.
+ *
+ * Names are unique within a kind but not across kinds: `constant` is both an initializer
+ * (constant(v)) and a learning-rate schedule (constant()). dtl_builtin_lookup finds the
+ * first row (the initializer); where a schedule is expected the checker asks
+ * dtl_builtin_lookup_kind for the schedule of that name.
  */
 #ifndef DTL_BUILTINS_H
 #define DTL_BUILTINS_H
@@ -27,6 +32,7 @@ typedef enum dtl_builtin_kind {
     DTL_BUILTIN_DATASET,     /* only as `dataset NAME = …` */
     DTL_BUILTIN_PARALLEL,    /* only in a train block's `parallel` */
     DTL_BUILTIN_DEVICE,      /* only as a train block's `device` */
+    DTL_BUILTIN_SCHEDULE,    /* only as a train block's `schedule` */
 } dtl_builtin_kind;
 
 /* What an argument must be. */
@@ -73,6 +79,7 @@ typedef enum dtl_builtin_id {
     DTL_BI_IDX, DTL_BI_NPY, DTL_BI_CSV,
     DTL_BI_DATA, DTL_BI_TENSOR, DTL_BI_PIPELINE,
     DTL_BI_CPU, DTL_BI_CUDA,
+    DTL_BI_SCHED_CONSTANT, DTL_BI_STEP, DTL_BI_COSINE,
     DTL_BI_COUNT
 } dtl_builtin_id;
 
@@ -90,6 +97,8 @@ typedef struct dtl_builtin {
 /* The table (in dtl_builtin_id order) and its length. */
 const dtl_builtin *dtl_builtin_table(size_t *n);
 const dtl_builtin *dtl_builtin_lookup(const char *name);   /* NULL if none */
+/* The builtin of that name and kind, or NULL. */
+const dtl_builtin *dtl_builtin_lookup_kind(const char *name, dtl_builtin_kind kind);
 /* The default of p as a host value (NONE for "none"); NULL if p is required. */
 dtl_type *dtl_builtin_default(dtl_arena *a, const dtl_bparam *p);
 /* "a float tensor", "a constant int", … (for messages and docs). */

@@ -45,10 +45,12 @@
  * Builtins. One table in lang/builtins.c, each with its parameters and rule. Initializers
  * only initialize params, optimizers only appear as `optimizer`, dataset builtins only as
  * `dataset NAME = …`, `accuracy` only as `evaluate`, data/tensor/pipeline only in
- * `parallel`, cpu/cuda only as `device`.
+ * `parallel`, cpu/cuda only as `device`, constant/step/cosine only as `schedule` (where a
+ * schedule is expected, `constant` is the schedule, elsewhere the initializer).
  *
  * Train blocks. `train MLP() { data = ds.train  batch = 32  loss = …  optimizer = …
  * epochs = 10  evaluate = accuracy(ds.test)  seed = 1  parallel = …  device = …
+ * schedule = cosine()  warmup = 100  clip = 1.0
  * shard fc1.w along 1  stage 0: fc1 }`. The header instantiates the model: every
  * constructor argument must have a value. In settings, names resolve to x and y (the
  * batch), the model's members, params, fns and constructor parameters, the module's top
@@ -56,7 +58,8 @@
  * parameter type fixes it (forward(x)), with the batch dim B; y is i64[B]; B itself is a
  * name there too (unless the model has a member B). Unknown settings, duplicates and
  * settings of the wrong kind are errors. batch (default 32) and epochs (default 1) are
- * positive ints, seed a non-negative int. data, loss and optimizer are required; loss must
+ * positive ints, seed and warmup (default 0) non-negative ints, clip a number > 0, schedule
+ * a schedule builtin (default constant()). data, loss and optimizer are required; loss must
  * be a float scalar. shard needs parallel with a tensor(n) factor and names a param, along
  * an axis within its rank that n divides (when known); stage needs pipeline(stages = s),
  * and every submodel with params must be in exactly one of the stages 0..s-1, each given
@@ -83,6 +86,7 @@
  */
 #include "check.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -109,6 +113,7 @@ enum {
     ALLOW_PARALLEL = 1 << 4,
     ALLOW_DEVICE = 1 << 5,
     ALLOW_NEW = 1 << 6,      /* model instantiation */
+    ALLOW_SCHED = 1 << 7,
 };
 
 /* Bounds on nesting that C recursion follows. */
@@ -1249,8 +1254,9 @@ static dtl_type *parallel_product(chk *c, dtl_expr *e, dtl_type *x, dtl_type *y)
     return t;
 }
 
-/* A bare builtin name where a parallel spec or device is expected: `data`, `cpu`. */
-static dtl_type *bare_builtin(chk *c, dtl_expr *e, dtl_type *t);
+/* A bare builtin name where a parallel spec, device or schedule is expected: `data`, `cpu`,
+ * `cosine`. */
+static dtl_type *bare_builtin(chk *c, dtl_expr *e, dtl_type *t, unsigned allow);
 
 static dtl_type *not_a_value(chk *c, const dtl_expr *e, const dtl_type *t)
 {
@@ -1279,8 +1285,8 @@ static dtl_type *check_binary(chk *c, dtl_expr *e)
     if (is_err(x) || is_err(y))
         return c->err;
     if (op == DTL_BINOP_MUL && (allow & ALLOW_PARALLEL)) {
-        x = bare_builtin(c, e->u.binary.lhs, x);
-        y = bare_builtin(c, e->u.binary.rhs, y);
+        x = bare_builtin(c, e->u.binary.lhs, x, ALLOW_PARALLEL);
+        y = bare_builtin(c, e->u.binary.rhs, y, ALLOW_PARALLEL);
         if (is_err(x) || is_err(y))
             return c->err;
         if (x->kind == DTL_TYPE_PARALLEL && y->kind == DTL_TYPE_PARALLEL)
@@ -1803,15 +1809,29 @@ static const char *where_kind_may_go(const dtl_builtin *b, unsigned *need)
     case DTL_BUILTIN_DEVICE:
         *need = ALLOW_DEVICE;
         return "names a device: it can only be a train block's device";
+    case DTL_BUILTIN_SCHEDULE:
+        *need = ALLOW_SCHED;
+        return "is a learning-rate schedule: it can only be a train block's schedule";
     default:
         *need = 0;
         return NULL;
     }
 }
 
+/* Where a schedule is expected, a builtin named like a schedule is that schedule
+ * (`constant` is an initializer elsewhere). */
+static const dtl_builtin *sched_builtin(const dtl_builtin *b, unsigned allow)
+{
+    const dtl_builtin *s = NULL;
+    if ((allow & ALLOW_SCHED) && b->kind != DTL_BUILTIN_SCHEDULE)
+        s = dtl_builtin_lookup_kind(b->name, DTL_BUILTIN_SCHEDULE);
+    return s ? s : b;
+}
+
 static dtl_type *call_builtin(chk *c, dtl_expr *e, const dtl_builtin *b, unsigned allow,
                               bool args_ok)
 {
+    b = sched_builtin(b, allow);
     unsigned need;
     const char *where = where_kind_may_go(b, &need);
     if (b->kind == DTL_BUILTIN_CONST) {
@@ -1856,12 +1876,13 @@ static dtl_type *call_builtin(chk *c, dtl_expr *e, const dtl_builtin *b, unsigne
     return dtl_builtin_check(&bc);
 }
 
-static dtl_type *bare_builtin(chk *c, dtl_expr *e, dtl_type *t)
+static dtl_type *bare_builtin(chk *c, dtl_expr *e, dtl_type *t, unsigned allow)
 {
     if (t->kind != DTL_TYPE_BUILTIN)
         return t;
-    const dtl_builtin *b = t->u.builtin;
-    if (b->kind != DTL_BUILTIN_PARALLEL && b->kind != DTL_BUILTIN_DEVICE)
+    const dtl_builtin *b = sched_builtin(t->u.builtin, allow);
+    if (b->kind != DTL_BUILTIN_PARALLEL && b->kind != DTL_BUILTIN_DEVICE &&
+        b->kind != DTL_BUILTIN_SCHEDULE)
         return t;
     dtl_bcall bc;
     memset(&bc, 0, sizeof bc);
@@ -2741,8 +2762,13 @@ static dtl_type *check_dataset(chk *c, dtl_sym *s)
 
 /* ---- train blocks ---- */
 
+static_assert(DTL_SET_COUNT <= sizeof ((dtl_train *)0)->settings /
+                                 sizeof ((dtl_train *)0)->settings[0],
+              "dtl_train.settings must have room for every setting");
+
 static const char *const setting_names[DTL_SET_COUNT] = {
     "data", "batch", "loss", "optimizer", "epochs", "evaluate", "seed", "parallel", "device",
+    "schedule", "warmup", "clip",
 };
 
 static bool int_setting(chk *c, dtl_decl *it, int64_t min, int64_t *out)
@@ -2818,7 +2844,7 @@ static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
         c->allow = ALLOW_PARALLEL;
         ty = check_expr(c, v);
         if (!is_err(ty))
-            ty = bare_builtin(c, v, ty);
+            ty = bare_builtin(c, v, ty, c->allow);
         if (!is_err(ty) && ty->kind != DTL_TYPE_PARALLEL)
             dtl_diag_error(c->d, v->span, "parallel must be data, data(n), tensor(n), "
                            "pipeline(stages = s, microbatches = m) or a product of those, "
@@ -2830,13 +2856,42 @@ static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
         c->allow = ALLOW_DEVICE;
         ty = check_expr(c, v);
         if (!is_err(ty))
-            ty = bare_builtin(c, v, ty);
+            ty = bare_builtin(c, v, ty, c->allow);
         if (!is_err(ty) && ty->kind != DTL_TYPE_DEVICE)
             dtl_diag_error(c->d, v->span, "device must be cpu, cuda or cuda(n), found %s",
                            tystr(c, ty));
         else if (!is_err(ty))
             t->device = ty;
         break;
+    case DTL_SET_SCHEDULE:
+        c->allow = ALLOW_SCHED;
+        ty = check_expr(c, v);
+        if (!is_err(ty))
+            ty = bare_builtin(c, v, ty, ALLOW_SCHED);
+        if (!is_err(ty) && ty->kind != DTL_TYPE_SCHEDULE)
+            dtl_diag_error(c->d, v->span, "schedule must be a learning-rate schedule: "
+                           "constant(), step(every = n, gamma = g) or cosine(floor = f, "
+                           "steps = n), found %s", tystr(c, ty));
+        else if (!is_err(ty))
+            t->schedule = ty;
+        break;
+    case DTL_SET_WARMUP:
+        int_setting(c, it, 0, &t->warmup);
+        break;
+    case DTL_SET_CLIP: {
+        ty = check_expr(c, v);
+        double x;
+        if (is_err(ty))
+            break;
+        if (!dtl_type_num_const(ty, &x) || !(x > 0) || !isfinite(x)) {
+            dtl_diag_error(c->d, v->span, "clip must be a number > 0 (the largest global "
+                           "gradient norm), found %s", is_constant(ty) ? valstr(c, ty)
+                                                                       : tystr(c, ty));
+            break;
+        }
+        t->clip = x;
+        break;
+    }
     }
     c->allow = 0;
 }
@@ -3677,6 +3732,12 @@ static void print_train(printer *p, const dtl_train *t)
         fprintf(p->out, "    parallel: %s\n", p_cfg(p, t->parallel));
     if (t->device)
         fprintf(p->out, "    device: %s\n", p_cfg(p, t->device));
+    if (t->schedule)
+        fprintf(p->out, "    schedule: %s\n", p_cfg(p, t->schedule));
+    if (t->warmup > 0)
+        fprintf(p->out, "    warmup: %" PRId64 "\n", t->warmup);
+    if (t->clip > 0)
+        fprintf(p->out, "    clip: %s\n", dtl_double_print(p->a, t->clip));
     for (size_t i = 0; i < t->nshards; i++) {
         const dtl_shard *s = &t->shards[i];
         const char *path = "";

@@ -911,6 +911,10 @@ static void type_put(strbuf *b, const dtl_type *t, const dtl_module *from)
         sb_puts(b, "device ");
         cfg_put(b, t, from);
         break;
+    case DTL_TYPE_SCHEDULE:
+        sb_puts(b, "schedule ");
+        cfg_put(b, t, from);
+        break;
     case DTL_TYPE_PARALLEL: {
         bool first = true;
         sb_puts(b, "parallel ");

@@ -142,6 +142,7 @@ typedef enum dtl_type_kind {
     DTL_TYPE_METRIC,     /* accuracy(split): u.cfg */
     DTL_TYPE_PARALLEL,   /* a parallel spec: u.par */
     DTL_TYPE_DEVICE,     /* cpu, cuda(n): u.cfg */
+    DTL_TYPE_SCHEDULE,   /* a learning-rate schedule, step(every = 2): u.cfg */
     DTL_TYPE_PENDING,    /* a train block's x before its shape is inferred */
 } dtl_type_kind;
 

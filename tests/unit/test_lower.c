@@ -836,6 +836,120 @@ static void test_errors(void)
     fx_free(&f);
 }
 
+/* ---- schedules and clipping ---- */
+
+/* Lowers a train block of a scaled linear model (w: f32[4], ones; loss 1000 mean(x * w): a
+ * large gradient) with the given extra settings, runs `steps` updates with the INPUT
+ * "total_steps" = total, and checks each update's "lr" output against want[t - 1] (within
+ * 1e-12) and against dtl_opt_lr_at (exactly: the same operations in the same order).
+ * dw_norm (when not NULL): the norm of the first update's change of w. */
+static void check_schedule(int line, const char *settings, int64_t total, int steps,
+                           const double *want, double *dw_norm)
+{
+    char src[1024];
+    snprintf(src, sizeof src,
+             "model M {\n"
+             "    param w: f32[4] = ones()\n"
+             "    fn forward(x: f32[B, 4]) -> f32[B, 4] = x * w\n"
+             "}\n"
+             "dataset ds = idx(\"fashion-mnist\")\n"
+             "train M() {\n"
+             "    data = ds.train\n"
+             "    batch = 2\n"
+             "    loss = 1000.0 * mean(forward(x))\n"
+             "    optimizer = sgd(lr = 0.1)\n"
+             "%s"
+             "}\n", settings);
+    fx f;
+    dtl_lowered low;
+    dtl_lower_opts o = {0};
+    if (!fx_load(&f, src) || !dtl_lower_train(&f.ctx, dtl_lower_find_train(f.m, NULL), &o, &low)) {
+        fprintf(stderr, "line %d: lowering failed\n", line);
+        dump_diags(&f);
+        CHECK(!"lower");
+        fx_free(&f);
+        return;
+    }
+    dtl_opt_cfg cfg = low.optim;
+    if (cfg.sched.kind == DTL_SCHED_COSINE && cfg.sched.total_from_run) {
+        CHECK(find_named(&low.step, DTL_OP_INPUT, "total_steps") != NULL);
+        cfg.sched.total = dtl_sched_run_total(&cfg.sched, total);
+    } else {
+        CHECK(find_named(&low.step, DTL_OP_INPUT, "total_steps") == NULL);
+    }
+    dtl_err err = {0};
+    dtl_store *st = dtl_store_new(1);
+    dtl_plan *sp = dtl_plan_new(&dtl_backend_ref, &low.step, st, NULL, &err);
+    CHECK(sp != NULL);
+    dtl_store_entry *w = st ? dtl_store_find(st, "w") : NULL;
+    float before[4] = {0};
+    if (w)
+        memcpy(before, w->t.data, sizeof before);
+    for (int64_t t = 1; sp && t <= steps; t++) {
+        dtl_binding in[4] = {
+            {"x", X24, DTL_DTYPE_F32, 2, {2, 4}},
+            {"y", Y2, DTL_DTYPE_I64, 1, {2}},
+            {"step", &t, DTL_DTYPE_I64, 0, {0}},
+            {"total_steps", &total, DTL_DTYPE_I64, 0, {0}},
+        };
+        dtl_tensor lr;
+        if (!dtl_plan_run(sp, in, 4, &err) || !dtl_plan_output(sp, "lr", &lr, &err)) {
+            fprintf(stderr, "line %d: running failed: %s\n", line, err.msg);
+            CHECK(!"run");
+            break;
+        }
+        double got = elem(&lr, 0), c = dtl_opt_lr_at(&cfg, t);
+        if (fabs(got - want[t - 1]) > 1e-12 || got != c)
+            fprintf(stderr, "line %d: update %lld: lr %.17g, want %.17g, dtl_opt_lr_at %.17g\n",
+                    line, (long long)t, got, want[t - 1], c);
+        CHECK(fabs(got - want[t - 1]) <= 1e-12);
+        CHECK(got == c);
+        if (t == 1 && dw_norm && w) {
+            double s = 0;
+            for (int k = 0; k < 4; k++) {
+                double d = (double)before[k] - ((const float *)w->t.data)[k];
+                s += d * d;
+            }
+            *dw_norm = sqrt(s);
+        }
+    }
+    dtl_plan_free(sp);
+    dtl_store_free(st);
+    dtl_lowered_free(&low);
+    fx_free(&f);
+}
+
+static void test_schedules(void)
+{
+    const double pi = 3.14159265358979323846;
+    /* The default: constant. */
+    check_schedule(__LINE__, "", 10, 3, (const double[]){0.1, 0.1, 0.1}, NULL);
+    check_schedule(__LINE__, "    schedule = constant()\n    warmup = 4\n", 10, 6,
+                   (const double[]){0.025, 0.05, 0.075, 0.1, 0.1, 0.1}, NULL);
+    /* step(2, 0.5) after one update of warmup: e = t - 2. */
+    check_schedule(__LINE__, "    schedule = step(every = 2, gamma = 0.5)\n    warmup = 1\n",
+                   10, 6, (const double[]){0.1, 0.1, 0.1, 0.05, 0.05, 0.025}, NULL);
+    /* cosine over 2 updates, then held at the floor. */
+    check_schedule(__LINE__, "    schedule = cosine(steps = 2)\n", 10, 4,
+                   (const double[]){0.1, 0.05, 0, 0}, NULL);
+    /* cosine over the run (total_steps 6) less 2 updates of warmup: over 4 updates. */
+    double c1 = 0.01 + 0.09 * (1 + cos(pi / 4)) / 2, c3 = 0.01 + 0.09 * (1 + cos(3 * pi / 4)) / 2;
+    check_schedule(__LINE__, "    schedule = cosine(floor = 0.01)\n    warmup = 2\n", 6, 8,
+                   (const double[]){0.05, 0.1, 0.1, c1, 0.055, c3, 0.01, 0.01}, NULL);
+    /* The same graph in a longer run: the total is an input, not a constant. */
+    double d1 = 0.01 + 0.09 * (1 + cos(pi / 8)) / 2;
+    check_schedule(__LINE__, "    schedule = cosine(floor = 0.01)\n    warmup = 2\n", 10, 4,
+                   (const double[]){0.05, 0.1, 0.1, d1}, NULL);
+    /* clip: the gradient is 1000 [4, 6, 8, 10] / 8 (norm ~1837), so plain SGD moves w by
+     * ~184; clipped to norm 0.5, by lr 0.5 = 0.05. */
+    double free_norm = 0, clipped = 0;
+    check_schedule(__LINE__, "", 1, 1, (const double[]){0.1}, &free_norm);
+    check_schedule(__LINE__, "    clip = 0.5\n", 1, 1, (const double[]){0.1}, &clipped);
+    double g = 1000.0 / 8 * sqrt(16 + 36 + 64 + 100);
+    CHECK(fabs(free_norm - 0.1 * g) <= 1e-5 * 0.1 * g);
+    CHECK(clipped <= 0.05 * (1 + 1e-5) && clipped >= 0.05 * (1 - 1e-5));
+}
+
 int main(void)
 {
     test_mnist();
@@ -851,5 +965,6 @@ int main(void)
     test_gradcheck_model();
     test_out_of_memory();
     test_errors();
+    test_schedules();
     CHECK_DONE();
 }
