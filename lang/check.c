@@ -2094,7 +2094,7 @@ static dtl_type *call_fn(chk *c, dtl_expr *e, dtl_fn *f, dtl_type *inst, dtl_cal
     if (!ok)
         return c->err;
     /* Tensor parameters: dtype and rank, then dims by unification. */
-    typedef struct { size_t i; uint32_t k; } todo;
+    typedef struct { size_t i; uint32_t k; } work_item;
     dtl_ptrvec work = {0};
     for (size_t i = 0; i < np; i++) {
         dtl_sym *p = f->params[i];
@@ -2115,7 +2115,7 @@ static dtl_type *call_fn(chk *c, dtl_expr *e, dtl_fn *f, dtl_type *inst, dtl_cal
             continue;
         }
         for (uint32_t k = 0; k < pt->u.t.rank; k++) {
-            todo *t = dtl_arena_alloc(c->a, sizeof *t);
+            work_item *t = dtl_arena_alloc(c->a, sizeof *t);
             t->i = i;
             t->k = k;
             dtl_ptrvec_push(c->a, &work, t);
@@ -2126,7 +2126,7 @@ static dtl_type *call_fn(chk *c, dtl_expr *e, dtl_fn *f, dtl_type *inst, dtl_cal
         progress = false;
         size_t keep = 0;
         for (size_t w = 0; w < work.len && ok; w++) {
-            todo *t = work.items[w];
+            work_item *t = work.items[w];
             dtl_sym *p = f->params[t->i];
             const dtl_dim *ad = types[t->i]->u.t.dims[t->k];
             const dtl_dim *pd = dtl_dim_subst(c->a, p->type->u.t.dims[t->k], S);
@@ -2184,7 +2184,7 @@ static dtl_type *call_fn(chk *c, dtl_expr *e, dtl_fn *f, dtl_type *inst, dtl_cal
             work.len = keep;
     }
     if (ok && work.len) {
-        todo *t = work.items[0];
+        work_item *t = work.items[0];
         const dtl_dimvar *v = NULL;
         dtl_dim_find_var(dtl_dim_subst(c->a, f->params[t->i]->type->u.t.dims[t->k], S),
                          free_var, &u, &v);
