@@ -21,27 +21,15 @@
 
 typedef struct pw {
     FILE *out;        /* or, when NULL: */
-    dtl_arena *a;
-    char *buf;
-    size_t len, cap;
+    dtl_strbuf str;
 } pw;
 
 static void put(pw *w, const char *s, size_t n)
 {
-    if (w->out) {
+    if (w->out)
         fwrite(s, 1, n, w->out);
-        return;
-    }
-    if (w->len + n + 1 > w->cap) {
-        size_t cap = w->cap ? w->cap : 64;
-        while (cap < w->len + n + 1)
-            cap *= 2;
-        w->buf = dtl_arena_grow(w->a, w->buf, w->len, cap, 1);
-        w->cap = cap;
-    }
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-    w->buf[w->len] = '\0';
+    else
+        dtl_strbuf_putn(&w->str, s, n);
 }
 
 static void puts_(pw *w, const char *s)
@@ -384,14 +372,14 @@ void dtl_print_decl(FILE *out, const dtl_decl *d, int ind)
 
 char *dtl_print_expr(dtl_arena *a, const dtl_expr *e)
 {
-    pw w = {.a = a};
+    pw w = {.str.a = a};
     print_expr(&w, e);
-    return w.buf ? w.buf : dtl_arena_strdup(a, "");
+    return dtl_strbuf_str(&w.str);
 }
 
 char *dtl_print_texpr(dtl_arena *a, const dtl_texpr *t)
 {
-    pw w = {.a = a};
+    pw w = {.str.a = a};
     print_texpr(&w, t);
-    return w.buf ? w.buf : dtl_arena_strdup(a, "");
+    return dtl_strbuf_str(&w.str);
 }

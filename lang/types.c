@@ -436,113 +436,71 @@ const dtl_dim *dtl_dim_subst(dtl_arena *a, const dtl_dim *d, const dtl_subst *s)
 
 /* ---- printing ---- */
 
-typedef struct strbuf {
-    dtl_arena *a;
-    char *s;
-    size_t len, cap;
-} strbuf;
-
-static void sb_putn(strbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->s = dtl_arena_grow(b->a, b->s, b->len, cap, 1);
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_puts(strbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = dtl_arena_vprintf(b->a, fmt, ap);
-    va_end(ap);
-    sb_puts(b, s);
-}
-
-static char *sb_take(strbuf *b)
-{
-    if (!b->s)
-        return dtl_arena_strdup(b->a, "");
-    return b->s;
-}
-
-static void dim_put(strbuf *b, const dtl_dim *d);
+static void dim_put(dtl_strbuf *b, const dtl_dim *d);
 
 /* A dim as an operand of '/' or '*': bare when a single atom or a constant. */
-static void dim_put_operand(strbuf *b, const dtl_dim *d)
+static void dim_put_operand(dtl_strbuf *b, const dtl_dim *d)
 {
     int64_t v;
     bool bare = (dtl_dim_is_const(d, &v) && v >= 0) ||
                 (d->nterms == 1 && d->terms[0].coef == 1 && d->terms[0].natoms == 1 &&
                  d->terms[0].atoms[0]->var);
     if (!bare)
-        sb_puts(b, "(");
+        dtl_strbuf_puts(b, "(");
     dim_put(b, d);
     if (!bare)
-        sb_puts(b, ")");
+        dtl_strbuf_puts(b, ")");
 }
 
-static void term_put(strbuf *b, const dtl_dimterm *t, uint64_t mag)
+static void term_put(dtl_strbuf *b, const dtl_dimterm *t, uint64_t mag)
 {
     if (t->natoms == 0) {
-        sb_printf(b, "%" PRIu64, mag);
+        dtl_strbuf_printf(b, "%" PRIu64, mag);
         return;
     }
     bool alone = t->natoms == 1 && mag == 1;
     for (uint32_t i = 0; i < t->natoms; i++) {
         const dtl_dimatom *at = t->atoms[i];
         if (i)
-            sb_puts(b, "*");
+            dtl_strbuf_puts(b, "*");
         if (at->var) {
-            sb_puts(b, at->var->name);
+            dtl_strbuf_puts(b, at->var->name);
         } else {
             if (!alone)
-                sb_puts(b, "(");
+                dtl_strbuf_puts(b, "(");
             dim_put_operand(b, at->num);
-            sb_puts(b, " / ");
+            dtl_strbuf_puts(b, " / ");
             dim_put_operand(b, at->den);
             if (!alone)
-                sb_puts(b, ")");
+                dtl_strbuf_puts(b, ")");
         }
     }
     if (mag != 1)
-        sb_printf(b, "*%" PRIu64, mag);
+        dtl_strbuf_printf(b, "*%" PRIu64, mag);
 }
 
-static void dim_put(strbuf *b, const dtl_dim *d)
+static void dim_put(dtl_strbuf *b, const dtl_dim *d)
 {
     if (d->nterms == 0) {
-        sb_puts(b, "0");
+        dtl_strbuf_puts(b, "0");
         return;
     }
     for (uint32_t i = 0; i < d->nterms; i++) {
         int64_t c = d->terms[i].coef;
         uint64_t mag = c < 0 ? (uint64_t)0 - (uint64_t)c : (uint64_t)c;
         if (i == 0)
-            sb_puts(b, c < 0 ? "-" : "");
+            dtl_strbuf_puts(b, c < 0 ? "-" : "");
         else
-            sb_puts(b, c < 0 ? " - " : " + ");
+            dtl_strbuf_puts(b, c < 0 ? " - " : " + ");
         term_put(b, &d->terms[i], mag);
     }
 }
 
 char *dtl_dim_print(dtl_arena *a, const dtl_dim *d)
 {
-    strbuf b = {a, NULL, 0, 0};
+    dtl_strbuf b = {a, NULL, 0, 0};
     dim_put(&b, d);
-    return sb_take(&b);
+    return dtl_strbuf_str(&b);
 }
 
 char *dtl_double_print(dtl_arena *a, double v)
@@ -707,18 +665,18 @@ bool dtl_type_same(const dtl_type *x, const dtl_type *y)
     }
 }
 
-static void type_put(strbuf *b, const dtl_type *t, const dtl_module *from);
+static void type_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from);
 
 /* "fashion.train", or "lib.fashion.train" for a dataset of another module. */
-static void split_put(strbuf *b, const dtl_type *t, const dtl_module *from)
+static void split_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from)
 {
     const dtl_sym *ds = t->u.split.dataset;
     if (from && ds->module && ds->module != from && ds->module->name)
-        sb_printf(b, "%s.", ds->module->name);
-    sb_printf(b, "%s.%s", ds->name, t->u.split.test ? "test" : "train");
+        dtl_strbuf_printf(b, "%s.", ds->module->name);
+    dtl_strbuf_printf(b, "%s.%s", ds->name, t->u.split.test ? "test" : "train");
 }
 
-static void value_put(strbuf *b, const dtl_type *t, const dtl_module *from)
+static void value_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from)
 {
     switch (t->kind) {
     case DTL_TYPE_INT:
@@ -729,53 +687,53 @@ static void value_put(strbuf *b, const dtl_type *t, const dtl_module *from)
         break;
     case DTL_TYPE_FLOAT:
         if (t->u.f.known) {
-            sb_puts(b, dtl_double_print(b->a, t->u.f.v));
+            dtl_strbuf_puts(b, dtl_double_print(b->a, t->u.f.v));
             return;
         }
         if (t->var) {
-            sb_puts(b, t->var->name);
+            dtl_strbuf_puts(b, t->var->name);
             return;
         }
         break;
     case DTL_TYPE_BOOL:
         if (t->u.b.known) {
-            sb_puts(b, t->u.b.v ? "true" : "false");
+            dtl_strbuf_puts(b, t->u.b.v ? "true" : "false");
             return;
         }
         if (t->var) {
-            sb_puts(b, t->var->name);
+            dtl_strbuf_puts(b, t->var->name);
             return;
         }
         break;
     case DTL_TYPE_STR:
         if (t->u.s.bytes) {
-            sb_puts(b, "\"");
+            dtl_strbuf_puts(b, "\"");
             for (size_t i = 0; i < t->u.s.len; i++) {
                 unsigned char c = (unsigned char)t->u.s.bytes[i];
                 if (c == '"' || c == '\\')
-                    sb_printf(b, "\\%c", c);
+                    dtl_strbuf_printf(b, "\\%c", c);
                 else if (c == '\n')
-                    sb_puts(b, "\\n");
+                    dtl_strbuf_puts(b, "\\n");
                 else if (c == '\t')
-                    sb_puts(b, "\\t");
+                    dtl_strbuf_puts(b, "\\t");
                 else if (c < 0x20 || c == 0x7f)
-                    sb_printf(b, "\\x%02x", c);
+                    dtl_strbuf_printf(b, "\\x%02x", c);
                 else
-                    sb_putn(b, (const char *)&c, 1);
+                    dtl_strbuf_putn(b, (const char *)&c, 1);
             }
-            sb_puts(b, "\"");
+            dtl_strbuf_puts(b, "\"");
             return;
         }
         if (t->var) {
-            sb_puts(b, t->var->name);
+            dtl_strbuf_puts(b, t->var->name);
             return;
         }
         break;
     case DTL_TYPE_NONE:
-        sb_puts(b, "none");
+        dtl_strbuf_puts(b, "none");
         return;
     case DTL_TYPE_DTYPE:
-        sb_puts(b, dtl_dtype_name(t->u.dtype));
+        dtl_strbuf_puts(b, dtl_dtype_name(t->u.dtype));
         return;
     case DTL_TYPE_SPLIT:
         split_put(b, t, from);
@@ -786,172 +744,172 @@ static void value_put(strbuf *b, const dtl_type *t, const dtl_module *from)
     type_put(b, t, from);
 }
 
-static void model_name_put(strbuf *b, const dtl_model *m, const dtl_module *from)
+static void model_name_put(dtl_strbuf *b, const dtl_model *m, const dtl_module *from)
 {
     if (from && m->module && m->module != from && m->module->name)
-        sb_printf(b, "%s.", m->module->name);
-    sb_puts(b, m->name);
+        dtl_strbuf_printf(b, "%s.", m->module->name);
+    dtl_strbuf_puts(b, m->name);
 }
 
 /* A builtin call with all its arguments: required ones positional, the others named. */
-static void cfg_put(strbuf *b, const dtl_type *t, const dtl_module *from)
+static void cfg_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from)
 {
     const dtl_builtin *bi = t->u.cfg.builtin;
-    sb_puts(b, bi->name);
+    dtl_strbuf_puts(b, bi->name);
     if (bi->nparams == 0 && bi->kind == DTL_BUILTIN_DEVICE)
         return;
-    sb_puts(b, "(");
+    dtl_strbuf_puts(b, "(");
     for (unsigned i = 0; i < bi->nparams; i++) {
         const dtl_type *v = t->u.cfg.args[i];
-        sb_puts(b, i ? ", " : "");
+        dtl_strbuf_puts(b, i ? ", " : "");
         if (bi->params[i].deflt)
-            sb_printf(b, "%s = ", bi->params[i].name);
+            dtl_strbuf_printf(b, "%s = ", bi->params[i].name);
         if (v)
             value_put(b, v, from);
         else
-            sb_puts(b, "?");
+            dtl_strbuf_puts(b, "?");
     }
-    sb_puts(b, ")");
+    dtl_strbuf_puts(b, ")");
 }
 
-static void type_put(strbuf *b, const dtl_type *t, const dtl_module *from)
+static void type_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from)
 {
     switch (t->kind) {
     case DTL_TYPE_ERROR:
-        sb_puts(b, "<error>");
+        dtl_strbuf_puts(b, "<error>");
         break;
     case DTL_TYPE_INT:
-        sb_puts(b, "int");
+        dtl_strbuf_puts(b, "int");
         break;
     case DTL_TYPE_FLOAT:
-        sb_puts(b, "float");
+        dtl_strbuf_puts(b, "float");
         break;
     case DTL_TYPE_BOOL:
-        sb_puts(b, "bool");
+        dtl_strbuf_puts(b, "bool");
         break;
     case DTL_TYPE_STR:
-        sb_puts(b, "str");
+        dtl_strbuf_puts(b, "str");
         break;
     case DTL_TYPE_NONE:
-        sb_puts(b, "none");
+        dtl_strbuf_puts(b, "none");
         break;
     case DTL_TYPE_TENSOR:
-        sb_puts(b, dtl_dtype_name(t->u.t.dtype));
+        dtl_strbuf_puts(b, dtl_dtype_name(t->u.t.dtype));
         if (t->u.t.rank) {
-            sb_puts(b, "[");
+            dtl_strbuf_puts(b, "[");
             for (uint32_t i = 0; i < t->u.t.rank; i++) {
                 if (i)
-                    sb_puts(b, ", ");
+                    dtl_strbuf_puts(b, ", ");
                 dim_put(b, t->u.t.dims[i]);
             }
-            sb_puts(b, "]");
+            dtl_strbuf_puts(b, "]");
         }
         break;
     case DTL_TYPE_DTYPE:
-        sb_printf(b, "dtype %s", dtl_dtype_name(t->u.dtype));
+        dtl_strbuf_printf(b, "dtype %s", dtl_dtype_name(t->u.dtype));
         break;
     case DTL_TYPE_LIST:
-        sb_puts(b, "[");
+        dtl_strbuf_puts(b, "[");
         for (size_t i = 0; i < t->u.list.n; i++) {
             if (i)
-                sb_puts(b, ", ");
+                dtl_strbuf_puts(b, ", ");
             type_put(b, t->u.list.elems[i], from);
         }
-        sb_puts(b, "]");
+        dtl_strbuf_puts(b, "]");
         break;
     case DTL_TYPE_MODULE:
-        sb_printf(b, "module %s", t->u.module->name);
+        dtl_strbuf_printf(b, "module %s", t->u.module->name);
         break;
     case DTL_TYPE_MODEL:
-        sb_puts(b, "model ");
+        dtl_strbuf_puts(b, "model ");
         model_name_put(b, t->u.m.model, from);
         break;
     case DTL_TYPE_INSTANCE:
         model_name_put(b, t->u.m.model, from);
-        sb_puts(b, "(");
+        dtl_strbuf_puts(b, "(");
         for (size_t i = 0; i < t->u.m.model->nctor; i++) {
             if (i)
-                sb_puts(b, ", ");
+                dtl_strbuf_puts(b, ", ");
             value_put(b, t->u.m.args[i], from);
         }
-        sb_puts(b, ")");
+        dtl_strbuf_puts(b, ")");
         break;
     case DTL_TYPE_FN:
-        sb_puts(b, "fn ");
+        dtl_strbuf_puts(b, "fn ");
         if (t->u.fn.fn->model) {
             model_name_put(b, t->u.fn.fn->model, from);
-            sb_puts(b, ".");
+            dtl_strbuf_puts(b, ".");
         }
-        sb_puts(b, t->u.fn.fn->name);
+        dtl_strbuf_puts(b, t->u.fn.fn->name);
         break;
     case DTL_TYPE_BUILTIN:
-        sb_printf(b, "builtin %s", t->u.builtin->name);
+        dtl_strbuf_printf(b, "builtin %s", t->u.builtin->name);
         break;
     case DTL_TYPE_DATASET:
-        sb_puts(b, "dataset ");
+        dtl_strbuf_puts(b, "dataset ");
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_SPLIT:
-        sb_puts(b, "split ");
+        dtl_strbuf_puts(b, "split ");
         split_put(b, t, from);
         break;
     case DTL_TYPE_INIT:
-        sb_puts(b, "initializer ");
+        dtl_strbuf_puts(b, "initializer ");
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_OPTIMIZER:
-        sb_puts(b, "optimizer ");
+        dtl_strbuf_puts(b, "optimizer ");
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_METRIC:
-        sb_puts(b, "metric ");
+        dtl_strbuf_puts(b, "metric ");
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_DEVICE:
-        sb_puts(b, "device ");
+        dtl_strbuf_puts(b, "device ");
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_SCHEDULE:
-        sb_puts(b, "schedule ");
+        dtl_strbuf_puts(b, "schedule ");
         cfg_put(b, t, from);
         break;
     case DTL_TYPE_PARALLEL: {
         bool first = true;
-        sb_puts(b, "parallel ");
+        dtl_strbuf_puts(b, "parallel ");
         if (t->u.par.data) {
             if (t->u.par.data < 0)
-                sb_puts(b, "data");
+                dtl_strbuf_puts(b, "data");
             else
-                sb_printf(b, "data(%" PRId64 ")", t->u.par.data);
+                dtl_strbuf_printf(b, "data(%" PRId64 ")", t->u.par.data);
             first = false;
         }
         if (t->u.par.tensor) {
-            sb_printf(b, "%stensor(%" PRId64 ")", first ? "" : " * ", t->u.par.tensor);
+            dtl_strbuf_printf(b, "%stensor(%" PRId64 ")", first ? "" : " * ", t->u.par.tensor);
             first = false;
         }
         if (t->u.par.stages)
-            sb_printf(b, "%spipeline(stages = %" PRId64 ", microbatches = %" PRId64 ")",
+            dtl_strbuf_printf(b, "%spipeline(stages = %" PRId64 ", microbatches = %" PRId64 ")",
                       first ? "" : " * ", t->u.par.stages, t->u.par.microbatches);
         break;
     }
     case DTL_TYPE_PENDING:
-        sb_puts(b, "<not yet inferred>");
+        dtl_strbuf_puts(b, "<not yet inferred>");
         break;
     }
 }
 
 char *dtl_type_print(dtl_arena *a, const dtl_type *t, const dtl_module *from)
 {
-    strbuf b = {a, NULL, 0, 0};
+    dtl_strbuf b = {a, NULL, 0, 0};
     type_put(&b, t, from);
-    return sb_take(&b);
+    return dtl_strbuf_str(&b);
 }
 
 char *dtl_value_print(dtl_arena *a, const dtl_type *t, const dtl_module *from)
 {
-    strbuf b = {a, NULL, 0, 0};
+    dtl_strbuf b = {a, NULL, 0, 0};
     value_put(&b, t, from);
-    return sb_take(&b);
+    return dtl_strbuf_str(&b);
 }
 
 dtl_type *dtl_type_subst(dtl_arena *a, dtl_type *t, const dtl_subst *s)

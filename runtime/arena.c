@@ -150,3 +150,37 @@ void dtl_ptrvec_push(dtl_arena *a, dtl_ptrvec *v, void *item)
     }
     v->items[v->len++] = item;
 }
+
+void dtl_strbuf_putn(dtl_strbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->s = dtl_arena_grow(b->a, b->s, b->len, cap, 1);
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = '\0';
+}
+
+void dtl_strbuf_puts(dtl_strbuf *b, const char *s)
+{
+    dtl_strbuf_putn(b, s, strlen(s));
+}
+
+void dtl_strbuf_printf(dtl_strbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = dtl_arena_vprintf(b->a, fmt, ap);
+    va_end(ap);
+    dtl_strbuf_puts(b, s);
+}
+
+char *dtl_strbuf_str(dtl_strbuf *b)
+{
+    return b->s ? b->s : dtl_arena_strdup(b->a, "");
+}

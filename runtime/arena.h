@@ -52,4 +52,17 @@ typedef struct dtl_ptrvec {
 
 void dtl_ptrvec_push(dtl_arena *a, dtl_ptrvec *v, void *item);
 
+/* A string built piece by piece in an arena; s is NUL-terminated (NULL while empty). */
+typedef struct dtl_strbuf {
+    dtl_arena *a;
+    char *s;
+    size_t len, cap;
+} dtl_strbuf;
+
+void dtl_strbuf_putn(dtl_strbuf *b, const char *s, size_t n);
+void dtl_strbuf_puts(dtl_strbuf *b, const char *s);
+void dtl_strbuf_printf(dtl_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The string so far ("" when nothing was put); it stays valid with the arena. */
+char *dtl_strbuf_str(dtl_strbuf *b);
+
 #endif

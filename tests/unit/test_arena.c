@@ -282,6 +282,23 @@ static void test_oom_exit(void)
     CHECK_STR(buf, "dtl: out of memory\n");
 }
 
+static void test_strbuf(void)
+{
+    dtl_arena a;
+    dtl_arena_init(&a);
+    dtl_strbuf b = {.a = &a};
+    CHECK_STR(dtl_strbuf_str(&b), "");
+    dtl_strbuf_puts(&b, "f32[");
+    dtl_strbuf_printf(&b, "%d, %s", 784, "B");
+    dtl_strbuf_putn(&b, "]xyz", 1);
+    CHECK_STR(dtl_strbuf_str(&b), "f32[784, B]");
+    CHECK(b.len == 11);
+    for (int i = 0; i < 1000; i++)   /* grows past several doublings */
+        dtl_strbuf_puts(&b, "0123456789");
+    CHECK(b.len == 10011 && b.s[10011] == '\0' && b.s[10010] == '9');
+    dtl_arena_free(&a);
+}
+
 int main(void)
 {
     unsetenv("DTL_FAIL_ALLOC");
@@ -292,6 +309,7 @@ int main(void)
     test_grow();
     test_strings();
     test_ptrvec();
+    test_strbuf();
     test_fault_injection();
     test_oom_exit();
     CHECK_DONE();
