@@ -562,37 +562,7 @@ static int parse_args(const dtlc_command *c, int argc, char **argv, dtlc_opts *o
 /* Reads all of standard input into ctx's sources under the name "<stdin>". */
 static dtl_source *load_stdin(dtl_ctx *ctx, char *why, size_t whylen)
 {
-    size_t cap = 64 * 1024, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (len == cap) {
-            if (cap >= DTL_SOURCE_MAX_BYTES) {
-                snprintf(why, whylen, "file is larger than %zu MiB", DTL_SOURCE_MAX_BYTES >> 20);
-                free(buf);
-                return NULL;
-            }
-            char *bigger = realloc(buf, cap * 2);
-            if (!bigger)
-                break;
-            buf = bigger;
-            cap *= 2;
-        }
-        size_t n = fread(buf + len, 1, cap - len, stdin);
-        len += n;
-        if (n == 0) {
-            if (ferror(stdin)) {
-                snprintf(why, whylen, "%s", strerror(errno ? errno : EIO));
-                free(buf);
-                return NULL;
-            }
-            dtl_source *src = dtl_src_add(&ctx->sources, "<stdin>", buf, len);
-            free(buf);
-            return src;
-        }
-    }
-    free(buf);
-    snprintf(why, whylen, "%s", strerror(ENOMEM));
-    return NULL;
+    return dtl_src_read(&ctx->sources, stdin, "<stdin>", why, whylen);
 }
 
 /* A fresh context set up from the options. */

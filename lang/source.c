@@ -33,13 +33,8 @@ dtl_source *dtl_src_add(dtl_srcmgr *sm, const char *path, const char *text, size
     return src_push(sm, path, dtl_arena_strndup(sm->arena, text, len), len);
 }
 
-dtl_source *dtl_src_load(dtl_srcmgr *sm, const char *path, char *why, size_t whylen)
+dtl_source *dtl_src_read(dtl_srcmgr *sm, FILE *f, const char *name, char *why, size_t whylen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(why, whylen, "%s", strerror(errno));
-        return NULL;
-    }
     /* Read in chunks into the arena: works for pipes and files alike. A regular file's size
      * sizes the buffer up front, so no abandoned copies are left in the arena. */
     size_t cap = 64 * 1024, len = 0;
@@ -51,7 +46,6 @@ dtl_source *dtl_src_load(dtl_srcmgr *sm, const char *path, char *why, size_t why
     for (;;) {
         if (len + 1 >= cap) {
             if (cap >= DTL_SOURCE_MAX_BYTES) {
-                fclose(f);
                 snprintf(why, whylen, "file is larger than %zu MiB", DTL_SOURCE_MAX_BYTES >> 20);
                 return NULL;
             }
@@ -63,15 +57,25 @@ dtl_source *dtl_src_load(dtl_srcmgr *sm, const char *path, char *why, size_t why
         if (n == 0) {
             if (ferror(f)) {
                 snprintf(why, whylen, "%s", strerror(errno ? errno : EIO));
-                fclose(f);
                 return NULL;
             }
             break;
         }
     }
-    fclose(f);
     buf[len] = '\0';
-    return src_push(sm, path, buf, len);
+    return src_push(sm, name, buf, len);
+}
+
+dtl_source *dtl_src_load(dtl_srcmgr *sm, const char *path, char *why, size_t whylen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return NULL;
+    }
+    dtl_source *src = dtl_src_read(sm, f, path, why, whylen);
+    fclose(f);
+    return src;
 }
 
 dtl_source *dtl_src_get(const dtl_srcmgr *sm, uint32_t id)

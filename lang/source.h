@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../runtime/arena.h"
 
@@ -46,6 +47,8 @@ dtl_source *dtl_src_add(dtl_srcmgr *sm, const char *path, const char *text, size
 /* Reads a file. On failure returns NULL and writes a one-line reason (strerror or
  * "file too large") into why[0..whylen). */
 dtl_source *dtl_src_load(dtl_srcmgr *sm, const char *path, char *why, size_t whylen);
+/* The same from an open stream (standard input), registered under name; f is not closed. */
+dtl_source *dtl_src_read(dtl_srcmgr *sm, FILE *f, const char *name, char *why, size_t whylen);
 dtl_source *dtl_src_get(const dtl_srcmgr *sm, uint32_t id);   /* NULL for 0 or unknown */
 /* The whole line holding byte offset off (without its newline): *start and *len. */
 void dtl_src_line(const dtl_source *s, uint32_t off, size_t *start, size_t *len);
