@@ -3548,15 +3548,21 @@ static void module_run(chk *c, dtl_module *m)
 {
     m->state = ST_BUSY;
     dtl_ptrvec_push(c->a, &c->loading, m);
-    unsigned errors_before = c->d->nerrors;
+    unsigned errors_before = c->ctx->diags.nerrors;
     m->file = dtl_parse(c->ctx, m->src);
-    /* Statements with syntax errors were dropped: "never used" warnings would be noise. */
-    bool warn_unused = c->ctx->warn_unused;
-    if (c->d->nerrors > errors_before)
-        c->ctx->warn_unused = false;
+    /* Statements with syntax errors were dropped, so what the checker would say about this
+     * file now (unknown names the dropped statements defined, "never used" warnings) is
+     * mostly noise: it is still checked, so that modules using it get their symbols, but
+     * into a diagnostics sink. Syntax errors of modules it uses still reach the user (the
+     * parser reports to ctx->diags); their other diagnostics wait for the next run. */
+    dtl_diags *d = c->d, sink;
+    if (c->ctx->diags.nerrors > errors_before) {
+        dtl_diag_init(&sink, c->a, &c->ctx->sources);
+        c->d = &sink;
+    }
     if (m->file)
         check_module(c, m);
-    c->ctx->warn_unused = warn_unused;
+    c->d = d;
     c->loading.len--;
     m->state = ST_DONE;
 }
