@@ -2024,6 +2024,8 @@ static bool lower_loss(low *l, env *e, dtl_val *loss)
 static bool opt_config(low *l, dtl_opt_cfg *cfg);
 
 /* Builds the graph of l->kind into l->g. */
+static bool verified(low *l, const char *what);
+
 static bool lower_body(low *l)
 {
     if (!lower_inputs(l))
@@ -2076,6 +2078,9 @@ static bool lower_body(low *l)
     if (!lower_loss(l, &e, &loss))
         return false;
     dtl_g_output(g, DTL_OUT_LOSS, "loss", loss, DTL_VAL_NONE);
+    /* The verifier runs between the passes that build the step (debug builds). */
+    if (!verified(l, "forward and loss"))
+        return false;
     dtl_opt_cfg cfg;
     if (!opt_config(l, &cfg))
         return false;
@@ -2091,6 +2096,8 @@ static bool lower_body(low *l)
             dtl_diag_warning(l->d, l->param_syms[i]->span, "param '%s' does not affect the "
                              "loss: it gets no gradient and keeps its initial value",
                              nd(l, l->params[i])->name);
+    if (!verified(l, "backward (after autodiff)"))
+        return false;
     dtl_opt_info info;
     if (!dtl_opt_build(g, &cfg, l->params, grads, n, &info, &err))
         return fail(l, l->t->settings[DTL_SET_OPTIMIZER]

@@ -36,6 +36,7 @@
 #include "../runtime/fsutil.h"
 #include "../runtime/progress.h"
 #include "../runtime/safetensors.h"
+#include "../lang/print.h"
 #include "lower.h"
 
 #define CKPT_FORMAT "dtl.checkpoint.v1"
@@ -819,6 +820,19 @@ static dtl_run_status check_opts(runner *r)
     if (o->ckpt_every && !o->save)
         return fail_usage(r, "%s", "--checkpoint-every needs --save FILE.safetensors: where "
                           "to write the checkpoints");
+    if (o->save) {   /* find out now, not after hours of training, that it can't be saved */
+        const char *slash = strrchr(o->save, '/');
+        char *dir = slash ? strndup(o->save, (size_t)(slash - o->save) + 1) : strdup(".");
+        bool ok = dir && access(dir, W_OK | X_OK) == 0;
+        int e = errno;
+        if (!ok) {
+            dtl_err_set(r->err, DTL_ERR_IO, "--save %s: cannot write in %s: %s", o->save,
+                        dir ? dir : "its directory", strerror(e));
+            free(dir);
+            return DTL_RUN_USAGE;
+        }
+        free(dir);
+    }
     return DTL_RUN_OK;
 }
 
@@ -948,7 +962,22 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
             goto out;
         fprintf(progress_out, "dtlc: note: resumed from %s at epoch %" PRId64 ", step %" PRId64
                 "\n", o->resume, r.epoch + 1, r.step);
+        if (r.epoch >= r.epochs)
+            fprintf(progress_out, "dtlc: note: nothing to train: %s has done %" PRId64
+                    " epochs and --epochs asks for %" PRId64 " in all\n", o->resume, r.epoch,
+                    r.epochs);
     }
+    /* Checked, but not acted on yet: say so rather than let the user believe it. (`parallel
+     * = data` over all ranks is what one process does anyway.) */
+    const dtl_type *par = t->parallel, *dev = t->device;
+    if (par && (par->u.par.data > 1 || par->u.par.tensor > 1 || par->u.par.stages > 1))
+        fprintf(progress_out, "dtlc: note: parallel = %s is not acted on yet: this build trains "
+                "in one process\n", dtl_print_expr(&ctx->arena,
+                                                   t->settings[DTL_SET_PARALLEL]->u.bind.value));
+    if (dev && strcmp(dev->u.cfg.builtin->name, "cpu") != 0)
+        fprintf(progress_out, "dtlc: note: device = %s is not acted on yet: this build trains on "
+                "the CPU\n", dtl_print_expr(&ctx->arena,
+                                           t->settings[DTL_SET_DEVICE]->u.bind.value));
     st = DTL_RUN_FAILED;
     if (o->load && !load_weights(&r, o->load))
         goto out;

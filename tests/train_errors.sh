@@ -100,4 +100,11 @@ printf 'train Nothing() {}\n' > "$T/bad.dtl"
 expect 1 "bad.dtl:1:" $R "$T/bad.dtl"
 # A metrics file that cannot be written is named.
 expect 2 "$T/nodir/m.jsonl: cannot open" $R "$T/net.dtl" --metrics "$T/nodir/m.jsonl"
+# A checkpoint that could not be saved is found out before training, not after it.
+expect 2 "--save $T/nodir/w.st: cannot write in $T/nodir/" $R "$T/net.dtl" --save "$T/nodir/w.st"
+[ -s "$T/out" ] && { echo "FAIL: trained although --save cannot be written"; fail=1; }
+# Settings that are checked but not acted on yet are named, not silently dropped.
+sed '$ s/^}$/    parallel = data(2) * tensor(2)\n    device = cuda(0)\n}/' "$T/net.dtl" > "$T/par.dtl"
+expect 0 "parallel = data(2) * tensor(2) is not acted on yet" $R "$T/par.dtl" --steps 1
+expect 0 "device = cuda(0) is not acted on yet" $R "$T/par.dtl" --steps 1
 finish
