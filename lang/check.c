@@ -1981,6 +1981,8 @@ typedef struct unify {
     chk *c;
     dtl_fn *f;
     dtl_subst *S;
+    dtl_expr *callee;   /* the called expression (for notes on mismatches) */
+    dtl_type *inst;     /* the instance whose fn is called, or NULL */
 } unify;
 
 static bool free_var(const dtl_dimvar *v, void *data)
@@ -2003,6 +2005,15 @@ static void arg_mismatch(chk *c, unify *u, dtl_sym *p, dtl_expr *arg, const dtl_
                                   dtl_dim_print(c->a, shown->u.t.dims[dim]));
     dtl_diag_error(c->d, arg->span, "argument '%s' of '%s' must be %s, found %s%s", p->name,
                    fn_title(c, u->f), tystr(c, shown), tystr(c, at), detail);
+    /* The expected type often comes from the sizes an instance was made with (a member
+     * `fc1 = nn.Dense(785, hidden)`): point there, where the fix usually is. */
+    const dtl_expr *who = u->callee ? strip(u->callee) : NULL;
+    if (who && who->kind == DTL_EXPR_MEMBER && who->sym && who->sym->kind == DTL_SYM_FN)
+        who = strip(who->u.member.base);
+    const dtl_sym *m = who ? who->sym : NULL;
+    if (u->inst && m && m->kind == DTL_SYM_MEMBER && m->decl && m->decl->u.bind.value)
+        dtl_diag_note(c->d, m->decl->u.bind.value->span, "'%s' is %s, made here", m->name,
+                      tystr(c, u->inst));
 }
 
 /* x, whose shape is pending, is passed as parameter p: its shape is p's, with the train's
@@ -2061,7 +2072,7 @@ static dtl_type *call_fn(chk *c, dtl_expr *e, dtl_fn *f, dtl_type *inst, dtl_cal
         return c->err;
 
     dtl_subst *S = inst ? inst_subst(c, inst) : dtl_arena_alloc(c->a, sizeof *S);
-    unify u = {c, f, S};
+    unify u = {c, f, S, e->u.call.callee, inst};
     dtl_type **types = dtl_arena_array(c->a, np ? np : 1, sizeof *types);
     bool ok = true;
     /* Host parameters first: they bind int parameters used as dims. */
