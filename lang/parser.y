@@ -240,9 +240,15 @@ static void top_push(dtl_parser *ps, struct yyParser *p, dtl_decl *d)
 
 static dtl_expr *expr_check(dtl_parser *ps, struct yyParser *p, dtl_expr *e)
 {
-    if (e->depth == DTL_AST_MAX_DEPTH + 1)
+    if (e->depth == DTL_AST_MAX_DEPTH + 1) {
         parser_error(ps, p, e->span, "expression is nested too deeply (more than %d levels)",
                      DTL_AST_MAX_DEPTH);
+        /* A long chain `a + b + c …` nests too: each operator is a level. */
+        if (e->kind == DTL_EXPR_BINARY)
+            dtl_diag_note(&CTX->diags, e->u.binary.op_span,
+                          "each operator of a chain like `a + b + c` is a level; split the "
+                          "chain with let bindings (let s1 = a + b …)");
+    }
     return e;
 }
 
