@@ -740,6 +740,13 @@ static dtl_run_status infer(runner *r)
     dopts.dtype = xn->dtype;
     if (!dtl_data_load_npy(&d, o->input, NULL, &dopts, r->err))
         return DTL_RUN_FAILED;
+    if (d.from_ints) {   /* raw pixels, say: the data set's scale would silently be missing */
+        dtl_err_set(r->err, DTL_ERR_FORMAT, "%s holds integers: --infer takes the features as "
+                    "the model sees them, float32 or float64 and already scaled as the data "
+                    "set scales them (e.g. x / 255.0 for scale = 1/255)", o->input);
+        dtl_data_free(&d);
+        return DTL_RUN_FAILED;
+    }
     dtl_run_status st = DTL_RUN_FAILED;
     void *ybuf = NULL;
     const dtl_graph *g = &r->L.infer;

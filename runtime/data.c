@@ -375,6 +375,7 @@ static bool data_alloc(dtl_data *d, const char *path, const uint64_t *dims, int 
 static void put_features(dtl_data *d, const unsigned char *src, el_kind k, bool big, double scale)
 {
     size_t count = (size_t)d->n * (size_t)d->features, sz = el_info[k].size;
+    d->from_ints = el_info[k].is_int;
     if (d->dtype == DTL_DTYPE_F32) {
         float *x = d->x;
         for (size_t i = 0; i < count; i++)

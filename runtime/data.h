@@ -38,6 +38,7 @@ typedef struct dtl_data {
     void *x;                          /* n × features elements of dtype */
     int64_t *y;                       /* n labels */
     int64_t classes;                  /* max label + 1 */
+    bool from_ints;                   /* the file held integer features (before scaling) */
 } dtl_data;
 
 typedef struct dtl_data_opts {

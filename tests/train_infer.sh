@@ -33,6 +33,7 @@ x = [float(v) for r in rows for v in r[1:]]
 save("x.npy", "f", "<f4", x, "(50, 16)")
 save("x64.npy", "d", "<f8", x, "(50, 16)")
 save("wide.npy", "f", "<f4", x[:17 * 40], "(40, 17)")
+save("u8.npy", "B", "|u1", [int(abs(v)) % 256 for v in x], "(50, 16)")
 with open(t + "/labels", "w") as f:
     f.write(" ".join(r[0] for r in rows))
 PYEOF
@@ -74,6 +75,13 @@ st=$?
 grep -qF "wide.npy: rows of 17 values, but the model's x is f32[B, 16] (16 values a row)" "$T/err" &&
     [ "$st" = 1 ] || { echo "FAIL: rows of the wrong width (status $st):"; cat "$T/err"; fail=1; }
 [ -e "$T/yw.npy" ] && { echo "FAIL: a failed inference left an output"; fail=1; }
+# Integer features (raw pixels, say) would miss the data set's scale: refused.
+"$DTLC" run "$T/net.dtl" --infer --load "$T/w.st" --input "$T/u8.npy" --output "$T/yu.npy" \
+    2> "$T/err"
+st=$?
+grep -qF "u8.npy holds integers: --infer takes the features as the model sees them" "$T/err" &&
+    [ "$st" = 1 ] || { echo "FAIL: integer features (status $st):"; cat "$T/err"; fail=1; }
+[ -e "$T/yu.npy" ] && { echo "FAIL: a refused inference left an output"; fail=1; }
 "$DTLC" run "$T/net.dtl" --infer --load "$T/w.st" --input "$T/nothere.npy" --output "$T/yn.npy" \
     2> "$T/err"
 st=$?
