@@ -98,6 +98,8 @@ static void diag_print_line(const dtl_diag *g, const dtl_source *src, FILE *out,
 {
     size_t start, len;
     dtl_src_line(src, g->span.off, &start, &len);
+    if (start == 0 && len >= 3 && memcmp(src->text, "\xEF\xBB\xBF", 3) == 0)
+        start += 3, len -= 3;   /* a byte order mark is no column */
     enum { MAX_SHOWN = 240 };
     /* Long lines: show a window around the caret. */
     size_t caret = g->span.off >= start ? g->span.off - start : 0;

@@ -819,7 +819,7 @@ void dtl_lex_init(dtl_lexer *lx, dtl_ctx *ctx, const dtl_source *src)
     lx->line_start = lx->cur;
     lx->line = 1;
     if (src->len >= 3 && memcmp(src->text, "\xEF\xBB\xBF", 3) == 0)
-        lx->cur += 3;   /* a UTF-8 byte order mark (some editors write one) */
+        lx->line_start = lx->cur += 3;   /* a UTF-8 byte order mark: no column of its own */
     lx->last_span.file = src->id;
     lx->last_span.line = 1;
     lx->last_span.col = 1;

@@ -71,8 +71,10 @@ static void check_spans(const dtl_ctx *ctx)
                      s->path, g->span.off, g->span.len, s->len, g->msg);
             fail("a diagnostic's span lies outside its file", buf);
         }
-        uint32_t line = 1, col = 1;
-        for (uint32_t i = 0; i < g->span.off; i++) {
+        uint32_t line = 1, col = 1, from = 0;
+        if (s->len >= 3 && memcmp(s->text, "\xEF\xBB\xBF", 3) == 0 && g->span.off >= 3)
+            from = 3;   /* a leading byte order mark takes no column */
+        for (uint32_t i = from; i < g->span.off; i++) {
             if (s->text[i] == '\n')
                 line++, col = 1;
             else
