@@ -2798,6 +2798,25 @@ static bool int_setting(chk *c, dtl_decl *it, int64_t min, int64_t *out)
     return true;
 }
 
+/* A setting whose value must be of one kind (an optimizer, a metric, …), written as a call
+ * or, when bare, as a builtin's plain name (`parallel = data`): *out gets it; anything else
+ * is reported as "<must>, found <type>". */
+static void kind_setting(chk *c, dtl_expr *v, unsigned allow, bool bare, dtl_type_kind want,
+                         const char *must, dtl_type **out)
+{
+    c->allow = allow;
+    dtl_type *ty = check_expr(c, v);
+    if (!is_err(ty) && bare)
+        ty = bare_builtin(c, v, ty, allow);
+    if (is_err(ty))
+        return;
+    if (ty->kind != want) {
+        dtl_diag_error(c->d, v->span, "%s, found %s", must, tystr(c, ty));
+        return;
+    }
+    *out = ty;
+}
+
 static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
 {
     dtl_expr *v = it->u.bind.value;
@@ -2834,57 +2853,26 @@ static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
         }
         break;
     case DTL_SET_OPTIMIZER:
-        c->allow = ALLOW_OPT;
-        ty = check_expr(c, v);
-        if (!is_err(ty) && ty->kind != DTL_TYPE_OPTIMIZER)
-            dtl_diag_error(c->d, v->span, "optimizer must be an optimizer such as "
-                           "adam(lr = 1e-3), found %s", tystr(c, ty));
-        else if (!is_err(ty))
-            t->optimizer = ty;
+        kind_setting(c, v, ALLOW_OPT, false, DTL_TYPE_OPTIMIZER,
+                     "optimizer must be an optimizer such as adam(lr = 1e-3)", &t->optimizer);
         break;
     case DTL_SET_EVALUATE:
-        c->allow = ALLOW_METRIC;
-        ty = check_expr(c, v);
-        if (!is_err(ty) && ty->kind != DTL_TYPE_METRIC)
-            dtl_diag_error(c->d, v->span, "evaluate must be a metric such as "
-                           "accuracy(ds.test), found %s", tystr(c, ty));
-        else if (!is_err(ty))
-            t->evaluate = ty;
+        kind_setting(c, v, ALLOW_METRIC, false, DTL_TYPE_METRIC,
+                     "evaluate must be a metric such as accuracy(ds.test)", &t->evaluate);
         break;
     case DTL_SET_PARALLEL:
-        c->allow = ALLOW_PARALLEL;
-        ty = check_expr(c, v);
-        if (!is_err(ty))
-            ty = bare_builtin(c, v, ty, c->allow);
-        if (!is_err(ty) && ty->kind != DTL_TYPE_PARALLEL)
-            dtl_diag_error(c->d, v->span, "parallel must be data, data(n), tensor(n), "
-                           "pipeline(stages = s, microbatches = m) or a product of those, "
-                           "found %s", tystr(c, ty));
-        else if (!is_err(ty))
-            t->parallel = ty;
+        kind_setting(c, v, ALLOW_PARALLEL, true, DTL_TYPE_PARALLEL,
+                     "parallel must be data, data(n), tensor(n), pipeline(stages = s, "
+                     "microbatches = m) or a product of those", &t->parallel);
         break;
     case DTL_SET_DEVICE:
-        c->allow = ALLOW_DEVICE;
-        ty = check_expr(c, v);
-        if (!is_err(ty))
-            ty = bare_builtin(c, v, ty, c->allow);
-        if (!is_err(ty) && ty->kind != DTL_TYPE_DEVICE)
-            dtl_diag_error(c->d, v->span, "device must be cpu, cuda or cuda(n), found %s",
-                           tystr(c, ty));
-        else if (!is_err(ty))
-            t->device = ty;
+        kind_setting(c, v, ALLOW_DEVICE, true, DTL_TYPE_DEVICE,
+                     "device must be cpu, cuda or cuda(n)", &t->device);
         break;
     case DTL_SET_SCHEDULE:
-        c->allow = ALLOW_SCHED;
-        ty = check_expr(c, v);
-        if (!is_err(ty))
-            ty = bare_builtin(c, v, ty, ALLOW_SCHED);
-        if (!is_err(ty) && ty->kind != DTL_TYPE_SCHEDULE)
-            dtl_diag_error(c->d, v->span, "schedule must be a learning-rate schedule: "
-                           "constant(), step(every = n, gamma = g) or cosine(floor = f, "
-                           "steps = n), found %s", tystr(c, ty));
-        else if (!is_err(ty))
-            t->schedule = ty;
+        kind_setting(c, v, ALLOW_SCHED, true, DTL_TYPE_SCHEDULE,
+                     "schedule must be a learning-rate schedule: constant(), step(every = n, "
+                     "gamma = g) or cosine(floor = f, steps = n)", &t->schedule);
         break;
     case DTL_SET_WARMUP:
         int_setting(c, it, 0, &t->warmup);
