@@ -373,6 +373,7 @@ static bool load_split(runner *r, const dtl_lower_data *ld, dtl_dtype dt, dtl_da
     dtl_data_opts o = dtl_data_opts_default();
     o.dtype = dt;
     o.scale = ld->scale;
+    o.compact = true;   /* batches come through dtl_data_gather: keep u8 images as bytes */
     switch (ld->kind) {
     case DTL_LDATA_IDX: {
         const char *dirs[2];

@@ -329,6 +329,7 @@ dtl_data_opts dtl_data_opts_default(void)
 void dtl_data_free(dtl_data *d)
 {
     free(d->x);
+    free(d->bytes);
     free(d->y);
     memset(d, 0, sizeof *d);
 }
@@ -341,9 +342,9 @@ static bool opts_ok(const dtl_data_opts *o, dtl_err *err)
     return true;
 }
 
-/* Sets d's shape (row dims dims[1..ndim)) and allocates x and y. */
+/* Sets d's shape (row dims dims[1..ndim)) and allocates y, and x unless compact. */
 static bool data_alloc(dtl_data *d, const char *path, const uint64_t *dims, int ndim,
-                       dtl_dtype dt, dtl_err *err)
+                       dtl_dtype dt, bool compact, dtl_err *err)
 {
     uint64_t n = dims[0], features = 1, bytes;
     if (ndim - 1 > DTL_DATA_MAX_DIMS)
@@ -358,9 +359,9 @@ static bool data_alloc(dtl_data *d, const char *path, const uint64_t *dims, int 
     if (!mul_ok(n, features, &bytes) || !mul_ok(bytes, dtl_dtype_size(dt), &bytes) ||
         bytes > SIZE_MAX || n > SIZE_MAX / sizeof(int64_t) || n > INT64_MAX)
         return dtl_err_set(err, DTL_ERR_NOMEM, "%s: too large for memory", path);
-    d->x = malloc(bytes);
+    d->x = compact ? NULL : malloc(bytes);
     d->y = calloc(n ? n : 1, sizeof(int64_t));
-    if (!d->x || !d->y)
+    if ((!compact && !d->x) || !d->y)
         return dtl_err_set(err, DTL_ERR_NOMEM, "%s: out of memory (%llu bytes)", path,
                            (ull)bytes);
     d->n = (int64_t)n;
@@ -372,8 +373,18 @@ static bool data_alloc(dtl_data *d, const char *path, const uint64_t *dims, int 
     return true;
 }
 
-static void put_features(dtl_data *d, const unsigned char *src, el_kind k, bool big, double scale)
+/* Fills x from the file's elements src — or, when d is compact, takes the buffer of bytes
+ * itself (*srcp becomes NULL). */
+static void put_features(dtl_data *d, unsigned char **srcp, el_kind k, bool big, double scale)
 {
+    const unsigned char *src = *srcp;
+    if (!d->x) {   /* compact: data_alloc left x out for a u8 file */
+        d->from_ints = true;
+        d->bytes = *srcp;
+        d->scale = scale;
+        *srcp = NULL;
+        return;
+    }
     size_t count = (size_t)d->n * (size_t)d->features, sz = el_info[k].size;
     d->from_ints = el_info[k].is_int;
     if (d->dtype == DTL_DTYPE_F32) {
@@ -483,10 +494,11 @@ bool dtl_data_load_idx(dtl_data *d, const char *images_path, const char *labels_
         ok = dtl_err_set(err, DTL_ERR_MISMATCH, "%s has %llu images but %s has %llu labels",
                          images_path, (ull)im.dims[0], labels_path, (ull)lb.dims[0]);
     ok = ok && (lbuf = rd_rest(&lb.r, lb.bytes, err)) && (ibuf = rd_rest(&im.r, im.bytes, err)) &&
-         data_alloc(d, images_path, im.dims, im.ndim, o->dtype, err) &&
+         data_alloc(d, images_path, im.dims, im.ndim, o->dtype, o->compact && im.kind == EL_U8,
+                    err) &&
          put_labels(d, lbuf, lb.kind, true, labels_path, err);
     if (ok)
-        put_features(d, ibuf, im.kind, true, o->scale);
+        put_features(d, &ibuf, im.kind, true, o->scale);
     else
         dtl_data_free(d);
     free(ibuf);
@@ -804,10 +816,10 @@ bool dtl_data_load_npy(dtl_data *d, const char *x_path, const char *y_path,
                          y_path, (ull)yf.dims[0], fmt_shape(s2, sizeof s2, yf.dims, yf.ndim));
     ok = ok && (!y_path || (ybuf = rd_rest(&yf.r, yf.bytes, err))) &&
          (xbuf = rd_rest(&xf.r, xf.bytes, err)) &&
-         data_alloc(d, x_path, xf.dims, xf.ndim, o->dtype, err) &&
+         data_alloc(d, x_path, xf.dims, xf.ndim, o->dtype, o->compact && xf.kind == EL_U8, err) &&
          (!y_path || put_labels(d, ybuf, yf.kind, yf.big, y_path, err));
     if (ok)
-        put_features(d, xbuf, xf.kind, xf.big, o->scale);
+        put_features(d, &xbuf, xf.kind, xf.big, o->scale);
     else
         dtl_data_free(d);
     free(xbuf);
@@ -1182,6 +1194,20 @@ int64_t dtl_data_batch_rows(int64_t n, int64_t batch, int world, int rank, int64
     return n - s < batch ? n - s : batch;
 }
 
+/* One row of a compact data set, converted as put_features would have. */
+static void bytes_to_row(const dtl_data *d, const unsigned char *src, void *out)
+{
+    if (d->dtype == DTL_DTYPE_F32) {
+        float *x = out;
+        for (int64_t j = 0; j < d->features; j++)
+            x[j] = (float)(src[j] * d->scale);
+    } else {
+        double *x = out;
+        for (int64_t j = 0; j < d->features; j++)
+            x[j] = src[j] * d->scale;
+    }
+}
+
 void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void *x_out,
                      int64_t *y_out)
 {
@@ -1192,7 +1218,12 @@ void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void 
                     __FILE__, __LINE__, (ll)idx[i], (ll)d->n);
             abort();
         }
-        memcpy((char *)x_out + (size_t)i * row, (const char *)d->x + (size_t)idx[i] * row, row);
+        if (d->bytes)
+            bytes_to_row(d, d->bytes + (size_t)idx[i] * (size_t)d->features,
+                         (char *)x_out + (size_t)i * row);
+        else
+            memcpy((char *)x_out + (size_t)i * row, (const char *)d->x + (size_t)idx[i] * row,
+                   row);
         y_out[i] = d->y[idx[i]];
     }
 }

@@ -6,7 +6,9 @@
  *   dtl_data completely or not at all: on failure it returns false with err set and leaves
  *   *d empty (dtl_data_free on it is harmless), never a half-loaded set.
  * - Features are one contiguous row-major array of n × features elements, f32 or f64 as
- *   asked, already multiplied by opts.scale (computed in f64, then rounded once). Labels are
+ *   asked, already multiplied by opts.scale (computed in f64, then rounded once) — or, for
+ *   u8 files loaded with opts.compact, the raw bytes, converted the same way by
+ *   dtl_data_gather. Labels are
  *   int64 with 0 <= y <= INT32_MAX; classes = max label + 1. A dataset has at least one row.
  * - Any file may be gzip-compressed: it is recognised by its contents, not its name.
  * - Errors name the file and the problem ("x.npy: truncated: expected 4128 bytes, found
@@ -39,11 +41,17 @@ typedef struct dtl_data {
     int64_t *y;                       /* n labels */
     int64_t classes;                  /* max label + 1 */
     bool from_ints;                   /* the file held integer features (before scaling) */
+    /* Compact storage (dtl_data_opts.compact, u8 files): x is NULL and bytes holds the
+     * n × features raw bytes; element = (dtype)(byte * scale), made by dtl_data_gather and
+     * equal to what x would hold. A quarter of the memory for image data sets. */
+    unsigned char *bytes;
+    double scale;
 } dtl_data;
 
 typedef struct dtl_data_opts {
     dtl_dtype dtype;          /* of the features: DTL_DTYPE_F32 or DTL_DTYPE_F64 */
     double scale;             /* features are multiplied by it: 1.0/255 for bytes to [0, 1] */
+    bool compact;             /* IDX/npy files of u8 features: keep the bytes (see dtl_data) */
     /* CSV only. */
     bool csv_header;          /* the first non-empty line names the columns */
     const char *csv_label;    /* the label column by its name in the header; NULL: by index */
@@ -109,8 +117,9 @@ int64_t dtl_data_steps(int64_t n, int64_t batch, int world, bool drop_last);
 int64_t dtl_data_batch_rows(int64_t n, int64_t batch, int world, int rank, int64_t step,
                             int64_t *start);
 
-/* Copies rows idx[0..count) into x_out (count × features elements of d->dtype) and their
- * labels into y_out. Every idx[i] must be in [0, d->n). */
+/* Copies rows idx[0..count) into x_out (count × features elements of d->dtype, converted
+ * from the bytes when d is compact) and their labels into y_out. Every idx[i] must be in
+ * [0, d->n). */
 void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void *x_out,
                      int64_t *y_out);
 

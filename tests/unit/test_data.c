@@ -257,6 +257,19 @@ static void test_idx_u8(void)
                             : ((float *)d.x)[i] == (float)(px[i] * (1.0 / 255));
             CHECK(d.x && same);
             CHECK(!f64 || ((double *)d.x)[17] == 1.0);
+            /* Compact: the bytes are kept and gathered rows equal x's, bit for bit. */
+            dtl_data c;
+            o.compact = true;
+            CHECK(dtl_data_load_idx(&c, ip, lp, &o, &e));
+            CHECK(c.x == NULL && c.bytes && c.from_ints && c.n == 3 && c.features == 6);
+            double got[18], want[18];
+            int64_t rows[3] = {2, 0, 1}, yc[3], yx[3];
+            dtl_data_gather(&c, rows, 3, got, yc);
+            dtl_data_gather(&d, rows, 3, want, yx);
+            CHECK(memcmp(got, want, 18 * dtl_dtype_size(o.dtype)) == 0);
+            CHECK(yc[0] == 1 && yc[1] == 2 && yc[2] == 0 && memcmp(yc, yx, sizeof yc) == 0);
+            dtl_data_free(&c);
+            CHECK(c.bytes == NULL && c.n == 0);
             dtl_data_free(&d);
             CHECK(d.x == NULL && d.n == 0);
         }
