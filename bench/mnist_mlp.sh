@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # bench/mnist_mlp.sh — examples/mnist_mlp.dtl on dtl's backends against the PyTorch baseline
 # (bench/mnist_mlp_torch.py: the same model, init family, loss, optimizer and batch), side by
-# side in one run, on Fashion-MNIST. Prints each one's training seconds per epoch, samples/s
-# and test accuracy, and the ratio of PyTorch's time to dtl's (> 1: dtl is faster).
+# side in one run, on Fashion-MNIST. Prints, for each, the training seconds per epoch,
+# samples/s, test accuracy and the peak resident memory of the whole run (data loading
+# included), then the ratios the LLVM backend is judged by: its samples/s over PyTorch's
+# (target >= 10) and PyTorch's peak memory over its (target >= 3), both at 2 threads.
 #
 #   bench/mnist_mlp.sh [EPOCHS]          (run by `make bench`; DTLC, DTL_PYTHON from the build)
 #
-# PyTorch runs with 1 thread (the reference backend is single-threaded) and with all cores.
-# Skips PyTorch with a message when `import torch` fails (Debian: python3-torch).
+# dtl's llvm backend runs with DTL_THREADS=1 and 2, the reference backend (single-threaded)
+# once, PyTorch with 1 and 2 threads. A backend this dtlc lacks, or a missing PyTorch
+# (Debian: python3-torch), is skipped with a message. Peak memory comes from GNU time
+# (Debian: time) when it is installed.
 set -euo pipefail
 epochs=${1:-${DTL_BENCH_EPOCHS:-1}}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,7 +21,7 @@ py=${DTL_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# mean of a field over the metrics lines of epochs 1..N
+# mean of a field over the metrics lines of epochs 1..N; the last line's value
 field() { "$py" -c 'import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(sum(r[sys.argv[2]] for r in rows)/len(rows))' "$1" "$2"; }
@@ -25,25 +29,63 @@ last() { "$py" -c 'import json,sys
 rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(rows[-1][sys.argv[2]])' "$1" "$2"; }
 
+# timed NAME CMD...: runs CMD, its peak RSS (MB) into $tmp/NAME.rss ("-" without GNU time)
+timed() {
+    local name=$1
+    shift
+    if [[ -x /usr/bin/time ]]; then
+        /usr/bin/time -f '%M' -o "$tmp/$name.rss" "$@"
+        echo $(( $(tail -n1 "$tmp/$name.rss") / 1024 )) >"$tmp/$name.rss"
+    else
+        "$@"
+        echo - >"$tmp/$name.rss"
+    fi
+}
+
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "date:    $(date -u +%Y-%m-%d)"
 echo "epochs:  $epochs (Fashion-MNIST, 60000 train / 10000 test, batch 32, Adam lr 1e-3)"
-printf '\n%-26s %12s %12s %10s\n' "system" "s/epoch" "samples/s" "test acc"
+printf '\n%-28s %10s %12s %10s %10s\n' "system" "s/epoch" "samples/s" "test acc" "peak MB"
 
-"$dtlc" run "$src/examples/mnist_mlp.dtl" --epochs "$epochs" --progress=none \
-    --metrics "$tmp/dtl.jsonl" >/dev/null
-dtl_s=$(field "$tmp/dtl.jsonl" seconds)
-printf '%-26s %12.2f %12.0f %10.4f\n' "dtl ref backend" "$dtl_s" \
-    "$(field "$tmp/dtl.jsonl" samples_per_s)" "$(last "$tmp/dtl.jsonl" test_accuracy)"
+row() {   # row NAME LABEL
+    printf '%-28s %10.3f %12.0f %10.4f %10s\n' "$2" "$(field "$tmp/$1.jsonl" seconds)" \
+        "$(field "$tmp/$1.jsonl" samples_per_s)" "$(last "$tmp/$1.jsonl" test_accuracy)" \
+        "$(cat "$tmp/$1.rss")"
+}
+
+dtl_run() {   # dtl_run NAME BACKEND THREADS
+    if ! DTL_THREADS=$3 timed "$1" "$dtlc" run "$src/examples/mnist_mlp.dtl" --epochs "$epochs" \
+            --backend "$2" --progress=none --metrics "$tmp/$1.jsonl" >/dev/null 2>"$tmp/$1.err"; then
+        echo "dtl $2 backend: skipped ($(head -n1 "$tmp/$1.err"))"
+        return 1
+    fi
+    row "$1" "dtl $2 ($3 thr)"
+}
+
+have_llvm=0
+dtl_run llvm1 llvm 1 && dtl_run llvm2 llvm 2 && have_llvm=1
+dtl_run ref ref 1 || true
 
 if ! "$py" -c 'import torch' 2>/dev/null; then
     echo "PyTorch: not available ($py cannot import torch); skipped"
     exit 0
 fi
-for threads in 1 "$(nproc)"; do
-    "$py" "$here/mnist_mlp_torch.py" --epochs "$epochs" --threads "$threads" >"$tmp/torch$threads.jsonl"
-    t=$(field "$tmp/torch$threads.jsonl" seconds)
-    printf '%-26s %12.2f %12.0f %10.4f   ratio torch/dtl %.2f\n' "PyTorch $("$py" -c 'import torch;print(torch.__version__)') ($threads thr)" \
-        "$t" "$(field "$tmp/torch$threads.jsonl" samples_per_s)" \
-        "$(last "$tmp/torch$threads.jsonl" test_accuracy)" "$("$py" -c "print($t/$dtl_s)")"
+tv=$("$py" -c 'import torch;print(torch.__version__)')
+for threads in 1 2; do
+    timed "torch$threads" "$py" "$here/mnist_mlp_torch.py" --epochs "$epochs" \
+        --threads "$threads" >"$tmp/torch$threads.jsonl"
+    row "torch$threads" "PyTorch $tv ($threads thr)"
 done
+
+ratio() { "$py" -c "print('%.2f' % ($1))"; }
+echo
+if [[ $have_llvm = 1 ]]; then
+    echo "llvm vs PyTorch, 1 thread:  samples/s x$(ratio "$(field "$tmp/llvm1.jsonl" samples_per_s)/$(field "$tmp/torch1.jsonl" samples_per_s)")"
+    echo "llvm vs PyTorch, 2 threads: samples/s x$(ratio "$(field "$tmp/llvm2.jsonl" samples_per_s)/$(field "$tmp/torch2.jsonl" samples_per_s)") (target >= 10)"
+    if [[ $(cat "$tmp/llvm2.rss") != - ]]; then
+        echo "peak memory, PyTorch / llvm (2 threads): x$(ratio "$(cat "$tmp/torch2.rss")/$(cat "$tmp/llvm2.rss")") (target >= 3)"
+    fi
+fi
+if [[ -f $tmp/ref.jsonl ]]; then
+    echo "ref vs PyTorch, 1 thread:   samples/s x$(ratio "$(field "$tmp/ref.jsonl" samples_per_s)/$(field "$tmp/torch1.jsonl" samples_per_s)")"
+fi

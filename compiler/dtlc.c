@@ -32,7 +32,14 @@
 #include "../lang/print.h"
 #include "graph.h"
 #include "lower.h"
+#include "passes/passes.h"
+#include "passes/fuse.h"
+#include "repl.h"
 #include "run.h"
+#ifdef HAVE_LLVM
+#include "llvm/aot.h"
+#include "llvm/llvm.h"
+#endif
 
 #if defined(DTL_VERSION)
 #define DTLC_VERSION DTL_VERSION
@@ -52,7 +59,7 @@ typedef enum dtlc_opt_id {
     /* run */
     OPT_EPOCHS, OPT_DATA, OPT_SEED, OPT_BACKEND, OPT_DTYPE, OPT_METRICS, OPT_SAVE, OPT_RESUME,
     OPT_LOAD, OPT_CKPT_EVERY, OPT_STEPS, OPT_LIMIT_TRAIN, OPT_LIMIT_TEST, OPT_NO_SHUFFLE,
-    OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG,
+    OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG, OPT_DEVICE,
     OPT_HELP, OPT_COUNT
 } dtlc_opt_id;
 _Static_assert(OPT_COUNT <= 32, "options are bits of an unsigned");
@@ -72,7 +79,7 @@ static const dtlc_option options[] = {
     {OPT_NO_WARN_UNUSED, "--no-warn-unused", NULL, "no warnings for unused names"},
     {OPT_MAX_ERRORS, "--max-errors", "N", "show at most N errors (default 50; 0: all)"},
     {OPT_COLOR, "--color", "WHEN", "color diagnostics: auto (default), always, never"},
-    {OPT_EMIT, "--emit", "STAGE", "what to emit: ast (canonical source), types, graph"},
+    {OPT_EMIT, "--emit", "STAGE", "what to emit: one of the stages listed above"},
     {OPT_BATCH, "--batch", "N", "bind the batch dimension B to N (default: the train block's)"},
     {OPT_OUTPUT, "-o", "FILE", "write the output to FILE (default: standard output)"},
     {OPT_EPOCHS, "--epochs", "N", "train for N epochs in all (default: the train block's)"},
@@ -80,7 +87,11 @@ static const dtlc_option options[] = {
      "/usr/share/datasets)"},
     {OPT_SEED, "--seed", "N", "seed of the initial weights, shuffles and dropout (default: "
      "the train block's, else 0)"},
+#ifdef HAVE_LLVM
+    {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: llvm (default), ref"},
+#else
     {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: ref (default)"},
+#endif
     {OPT_DTYPE, "--dtype", "TYPE", "compute in f32 (default: as written) or f64"},
     {OPT_METRICS, "--metrics", "FILE", "write one JSON object per epoch to FILE (JSON Lines; --resume "
      "appends)"},
@@ -98,6 +109,7 @@ static const dtlc_option options[] = {
     {OPT_INFER, "--infer", NULL, "infer instead of training: --load W --input X --output Y"},
     {OPT_INPUT, "--input", "FILE", "--infer: the features, a .npy file"},
     {OPT_OUTPUT_LONG, "--output", "FILE", "--infer: where the outputs go, a .npy file"},
+    {OPT_DEVICE, "--device", "DEV", "cpu (the default backend) or cuda (--backend cuda)"},
     {OPT_HELP, "--help", NULL, "show this help (also -h)"},
 };
 _Static_assert(sizeof options / sizeof options[0] == OPT_COUNT, "one row per option");
@@ -137,6 +149,7 @@ static int cmd_check(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_graph(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_run(const dtlc_command *cmd, dtlc_opts *o);
+static int cmd_repl(const dtlc_command *cmd, dtlc_opts *o);
 static int cmd_help(const dtlc_command *cmd, dtlc_opts *o);
 
 #define DIAG_OPTS                                                                         \
@@ -151,18 +164,33 @@ static const dtlc_command commands[] = {
      "dtlc check examples/mnist_mlp.dtl\n"
      "dtlc check --werror -I mylib model.dtl other.dtl\n",
      DIAG_OPTS, cmd_check},
-    {"compile", "[options] FILE --emit=STAGE [-o OUT]", "compile a file and emit a stage",
+    {"compile", "[options] FILE --emit=STAGE [-o OUT] | FILE -o MODEL.o|MODEL.so",
+     "compile a file and emit a stage, or native code to embed",
      "Compiles FILE up to STAGE and writes that stage to standard output or OUT:\n"
      "  ast    the parsed file printed back as canonical source (parsing only)\n"
      "  types  every binding with its inferred type (parsing and checking)\n"
      "  graph  the first train block's training step as a dataflow graph: forward pass,\n"
      "         loss, gradients and optimizer update, one node per line (--batch N binds\n"
      "         the batch dimension)\n"
-     "Diagnostics go to standard error; nothing is written when there are errors.\n"
-     "Code generation arrives in later versions.\n",
+     "  fold, cse, simplify, dce\n"
+     "         the graph after that pass of the pipeline (constant folding, common\n"
+     "         subexpression elimination, algebraic simplification, dead code\n"
+     "         elimination), each run after the ones before it; see docs/compiler.md\n"
+     "  fused  the graph after every pass, fused into kernels (loops) with its memory\n"
+     "         plan: where each stored value lives, arena offsets, updates in place\n"
+     "  llvm   the fused step as LLVM IR, optimized for this CPU: what the llvm backend\n"
+     "         JIT-compiles (one function per kernel loop, and the step)\n"
+     "  asm    the same as this CPU's assembly\n"
+     "  obj, so\n"
+     "         native code of the model's inference and training step for this CPU, as\n"
+     "         an object file or a shared library (-o OUT is needed; with no --emit, an\n"
+     "         OUT ending in .o or .so picks it), and OUT's name with .h: the C API to\n"
+     "         call it from C; see docs/aot.md\n"
+     "Diagnostics go to standard error; nothing is written when there are errors.\n",
      "dtlc compile model.dtl --emit=ast\n"
      "dtlc compile model.dtl --emit=types -o model.types\n"
-     "dtlc compile model.dtl --emit=graph --batch 2\n",
+     "dtlc compile model.dtl --emit=graph --batch 2\n"
+     "dtlc compile model.dtl -o model.so      # and model.h\n",
      DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_OUTPUT), cmd_compile},
     {"graph", "[options] FILE [-o OUT]", "write a train block's step graph as Graphviz DOT",
      "Compiles the first train block of FILE to its training step graph (forward pass,\n"
@@ -173,7 +201,8 @@ static const dtlc_command commands[] = {
      "dtlc graph --batch 4 model.dtl | dot -Tsvg > step.svg\n",
      DIAG_OPTS | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_OUTPUT), cmd_graph},
     {"run", "[options] FILE", "train a model (or infer with it)",
-     "Trains the first train block of FILE on the reference backend: one summary line per\n"
+     "Trains the first train block of FILE (on the LLVM backend, JIT-compiled for this CPU, when\n"
+     "the build has it, else on the reference backend): one summary line per\n"
      "epoch on standard output (train_loss, test_loss, test_accuracy, seconds, samples/s),\n"
      "progress on standard error (a bar on a terminal, else a line every 10 seconds).\n"
      "The same seed gives the same weights and metrics bit for bit; a run resumed from a\n"
@@ -191,15 +220,45 @@ static const dtlc_command commands[] = {
          OPT_BIT(OPT_SAVE) | OPT_BIT(OPT_RESUME) | OPT_BIT(OPT_LOAD) | OPT_BIT(OPT_CKPT_EVERY) |
          OPT_BIT(OPT_STEPS) | OPT_BIT(OPT_LIMIT_TRAIN) | OPT_BIT(OPT_LIMIT_TEST) |
          OPT_BIT(OPT_NO_SHUFFLE) | OPT_BIT(OPT_PROGRESS) | OPT_BIT(OPT_INFER) |
-         OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG),
+         OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG) | OPT_BIT(OPT_DEVICE),
      cmd_run},
+    {"repl", "[options] [FILE...]", "interactive session: tensors, layers, training",
+     "Loads each FILE (as :load does) and prompts for declarations (use, model, fn,\n"
+     "dataset, train, let), expressions to evaluate and print, and commands (:help lists\n"
+     "them: :type, :graph, :load, :train N, :eval, :params, :save …). At a terminal: line\n"
+     "editing, history ($XDG_STATE_HOME/dtl/history or ~/.dtl_history), Tab completion;\n"
+     "Ctrl-C cancels, Ctrl-D quits. From a pipe or a file it runs the same session without\n"
+     "prompts, printing only results, and exits with 1 if an input had errors.\n"
+     "See docs/repl.md.\n",
+     "dtlc repl\n"
+     "dtlc repl examples/mnist_mlp.dtl\n"
+     "dtlc repl < session.dtl\n",
+     OPT_BIT(OPT_INCLUDE) | OPT_BIT(OPT_COLOR) | OPT_BIT(OPT_HELP) | OPT_BIT(OPT_SEED) |
+         OPT_BIT(OPT_DATA) | OPT_BIT(OPT_BACKEND),
+     cmd_repl},
     {"help", "[COMMAND]", "show help for dtlc or for one command",
      "Without COMMAND, lists the commands; with one, shows its options and examples.\n",
      "dtlc help check\n", OPT_BIT(OPT_HELP), cmd_help},
 };
 enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 
-static const char *const emit_stages[] = {"ast", "types", "graph"};
+/* The stages of --emit, in pipeline order: the messages and the suggestion read this list,
+ * so a new stage is one entry here (plus its line in compile's help and its case in
+ * compile_file). The graph passes are stages by the names of compiler/passes/passes.h. */
+static const char *const emit_stages[] = {"ast", "types", "graph", "fold", "cse", "simplify",
+                                          "dce", "fused", "llvm", "asm", "obj", "so"};
+enum { NSTAGES = sizeof emit_stages / sizeof emit_stages[0] };
+
+/* "'ast', 'types' or 'graph'" (with last_word "or") for the messages. */
+static const char *stage_list(char *buf, size_t len, const char *last_word)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < NSTAGES && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s'%s'",
+                               i == 0 ? "" : i + 1 == NSTAGES ? last_word : ", ", emit_stages[i]);
+    return buf;
+}
 
 /* ---- Messages ---- */
 
@@ -427,6 +486,14 @@ static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_col
     case OPT_BACKEND:
         o->run.backend = val;
         return true;
+    case OPT_DEVICE:   /* the device's backend; a --backend given too wins */
+        if (strcmp(val, "cpu") != 0 && strcmp(val, "cuda") != 0 && strcmp(val, "gpu") != 0) {
+            say(o->color, "error", "--device expects cpu or cuda, found '%s'", val);
+            return false;
+        }
+        if (!o->run.backend && strcmp(val, "cpu") != 0)
+            o->run.backend = "cuda";
+        return true;
     case OPT_DTYPE:
         if (strcmp(val, "f32") != 0 && strcmp(val, "f64") != 0) {
             say(o->color, "error", "--dtype expects f32 or f64, found '%s'", val);
@@ -645,11 +712,18 @@ typedef struct dtlc_emit {
     const dtl_module *module;  /* types */
     const dtl_graph *graph;    /* graph */
     bool dot;                  /* graph: as Graphviz DOT */
+    const dtl_kprog *kprog;    /* fused */
+    const char *text;          /* llvm, asm: the text to write */
+    size_t textlen;
 } dtlc_emit;
 
 static void emit_to(FILE *out, const dtlc_emit *e)
 {
-    if (e->graph && e->dot)
+    if (e->text)
+        fwrite(e->text, 1, e->textlen, out);
+    else if (e->kprog)
+        dtl_kprog_print(out, e->kprog);
+    else if (e->graph && e->dot)
         dtl_graph_dot(e->graph, out);
     else if (e->graph)
         dtl_graph_print(e->graph, out);
@@ -728,23 +802,71 @@ static int compile_file(const dtlc_opts *o, dtlc_emit *e)
     dtl_ctx ctx;
     ctx_open(&ctx, o);
     int status = EXIT_USAGE;
-    dtl_graph g;
-    bool have_graph = false;
+    dtl_graph g, pg;   /* lowered; after the passes */
+    bool have_graph = false, have_passed = false;
+    const dtl_pass *pass = dtl_pass_find(e->stage);
+    bool fused = strcmp(e->stage, "fused") == 0;
+    dtl_kprog *kprog = NULL;
+    bool native = strcmp(e->stage, "llvm") == 0 || strcmp(e->stage, "asm") == 0;
+    char *text = NULL;
+    bool graph_stage = strcmp(e->stage, "graph") == 0 || pass || fused || native;
     const dtl_source *src = load(&ctx, o, o->files[0]);
     if (src) {
         if (strcmp(e->stage, "ast") == 0)
             e->file = dtl_parse(&ctx, src);
         else
             e->module = dtl_check_source(&ctx, src);
-        if (strcmp(e->stage, "graph") == 0 && e->module && !dtl_diag_failed(&ctx.diags)) {
+        if (graph_stage && e->module && !dtl_diag_failed(&ctx.diags)) {
             have_graph = lower_step(&ctx, o, o->files[0], e->module, &g);
             e->graph = have_graph ? &g : NULL;
         }
         status = report(&ctx, o);
-        bool ready = strcmp(e->stage, "graph") == 0 ? e->graph != NULL : e->file || e->module;
+        if (status == EXIT_CLEAN && have_graph && (pass || fused)) {
+            dtl_err err = {DTL_ERR_NONE, ""};
+            have_passed = true;   /* pg is initialized even on failure */
+            if (dtl_passes_run(&pg, &g, pass ? pass->name : NULL, &err)) {
+                e->graph = &pg;
+                if (fused)   /* after every pass: what the llvm and cuda backends compile */
+                    e->kprog = kprog = dtl_fuse(&pg, NULL);
+            } else {
+                say(o->color, "error", "%s", err.msg);
+                e->graph = NULL;
+                status = EXIT_DIAG;
+            }
+        }
+        if (status == EXIT_CLEAN && have_graph && native) {
+            /* The passes, fusion and LLVM (compiler/llvm/llvm.h), into a string first: a
+             * failure writes nothing. */
+#ifdef HAVE_LLVM
+            dtl_err err = {DTL_ERR_NONE, ""};
+            size_t len = 0;
+            FILE *f = open_memstream(&text, &len);
+            bool ok = f && dtl_llvm_emit(f, &g, strcmp(e->stage, "asm") == 0, &err);
+            if (f)
+                fclose(f);
+            if (!f)
+                dtl_err_set(&err, DTL_ERR_NOMEM, "out of memory");
+            e->text = ok ? text : NULL;
+            e->textlen = len;
+            if (!ok) {
+                say(o->color, "error", "%s", err.msg);
+                e->graph = NULL;
+                status = err.kind == DTL_ERR_NOMEM ? EXIT_USAGE : EXIT_DIAG;
+            }
+#else
+            say(o->color, "error", "this dtlc was built without LLVM: --emit=%s needs it "
+                "(configure --with-llvm)", e->stage);
+            status = EXIT_USAGE;
+#endif
+        }
+        bool ready = graph_stage ? e->graph != NULL : e->file || e->module;
         if (status == EXIT_CLEAN && ready)
             status = write_output(o, e);
     }
+    free(text);
+    dtl_kprog_free(kprog);
+    if (have_passed)
+        dtl_graph_free(&pg);
     if (have_graph)
         dtl_graph_free(&g);
     dtl_ctx_free(&ctx);
@@ -764,25 +886,87 @@ static bool one_file(const dtlc_command *cmd, const dtlc_opts *o)
     return false;
 }
 
+/* Ahead of time (--emit=obj|so, or -o FILE.o|FILE.so): the first train block's infer and
+ * step graphs to native code and a header (compiler/llvm/aot.h). */
+static int compile_aot(const dtlc_opts *o, bool shared)
+{
+    if (!o->output || strcmp(o->output, "-") == 0) {
+        say(o->color, "error", "--emit=%s needs -o FILE: native code is not written to "
+            "standard output", shared ? "so" : "obj");
+        return EXIT_USAGE;
+    }
+#ifndef HAVE_LLVM
+    say(o->color, "error", "this dtlc was built without LLVM: ahead-of-time compilation "
+        "needs it (configure --with-llvm)");
+    return EXIT_USAGE;
+#else
+    dtl_ctx ctx;
+    ctx_open(&ctx, o);
+    int status = EXIT_USAGE;
+    const dtl_source *src = load(&ctx, o, o->files[0]);
+    if (src) {
+        const dtl_module *m = dtl_check_source(&ctx, src);
+        const dtl_train *t = NULL;
+        if (m && !dtl_diag_failed(&ctx.diags) && !(t = dtl_lower_find_train(m, NULL))) {
+            static const dtl_span nowhere;
+            dtl_diag_error(&ctx.diags, nowhere, "%s has no train block: nothing to compile",
+                           o->files[0]);
+        }
+        status = report(&ctx, o);
+        dtl_lowered L;
+        dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32};
+        if (status == EXIT_CLEAN && t) {
+            ctx.diags.first = ctx.diags.last = NULL;   /* the warnings are out (as in run) */
+            ctx.diags.nwarnings = 0;
+            if (!dtl_lower_train(&ctx, t, &lo, &L))
+                status = (report(&ctx, o), EXIT_DIAG);
+            else {
+                dtl_aot_opts ao = {shared ? DTL_AOT_SHARED : DTL_AOT_OBJECT, o->output,
+                                   o->files[0], t->inst->u.m.model->name, NULL, NULL};
+                dtl_err err = {DTL_ERR_NONE, ""};
+                if (!dtl_aot_compile(&L, &ao, &err)) {
+                    say(o->color, "error", "%s", err.msg);
+                    status = err.kind == DTL_ERR_IO || err.kind == DTL_ERR_NOMEM ? EXIT_USAGE
+                                                                               : EXIT_DIAG;
+                }
+                dtl_lowered_free(&L);
+            }
+        }
+    }
+    dtl_ctx_free(&ctx);
+    return status;
+#endif
+}
+
 static int cmd_compile(const dtlc_command *cmd, dtlc_opts *o)
 {
     if (!one_file(cmd, o))
         return EXIT_USAGE;
+    /* Native code: --emit=obj|so, or no --emit and -o FILE.o|FILE.so. */
+    bool obj = o->emit && strcmp(o->emit, "obj") == 0, so = o->emit && strcmp(o->emit, "so") == 0;
+    if (!o->emit && o->output) {
+        size_t n = strlen(o->output);
+        obj = n > 2 && strcmp(o->output + n - 2, ".o") == 0;
+        so = n > 3 && strcmp(o->output + n - 3, ".so") == 0;
+    }
+    if (obj || so)
+        return compile_aot(o, so);
     if (!o->emit) {
-        say(o->color, "error", "--emit is required: this build can emit 'ast', 'types' and "
-            "'graph'");
+        char list[200];
+        say(o->color, "error", "--emit is required: this build can emit %s",
+            stage_list(list, sizeof list, " and "));
         return EXIT_USAGE;
     }
-    dtlc_emit e = {NULL, NULL, NULL, NULL, false};
-    for (size_t i = 0; i < sizeof emit_stages / sizeof emit_stages[0]; i++)
+    dtlc_emit e = {NULL, NULL, NULL, NULL, false, NULL, NULL, 0};
+    for (size_t i = 0; i < NSTAGES; i++)
         if (strcmp(o->emit, emit_stages[i]) == 0)
             e.stage = emit_stages[i];
     if (!e.stage) {
-        const char *near =
-            dtl_diag_suggest(o->emit, emit_stages, sizeof emit_stages / sizeof emit_stages[0]);
-        say(o->color, "error", "unknown stage '%s' for --emit; expected 'ast', 'types' or "
-            "'graph'%s%s%s",
-            o->emit, near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+        const char *near = dtl_diag_suggest(o->emit, emit_stages, NSTAGES);
+        char list[200];
+        say(o->color, "error", "unknown stage '%s' for --emit; expected %s%s%s%s", o->emit,
+            stage_list(list, sizeof list, " or "), near ? " (did you mean '" : "",
+            near ? near : "", near ? "'?)" : "");
         return EXIT_USAGE;
     }
     return compile_file(o, &e);
@@ -792,7 +976,7 @@ static int cmd_graph(const dtlc_command *cmd, dtlc_opts *o)
 {
     if (!one_file(cmd, o))
         return EXIT_USAGE;
-    dtlc_emit e = {"graph", NULL, NULL, NULL, true};
+    dtlc_emit e = {"graph", NULL, NULL, NULL, true, NULL, NULL, 0};
     return compile_file(o, &e);
 }
 
@@ -832,6 +1016,23 @@ static int cmd_run(const dtlc_command *cmd, dtlc_opts *o)
     }
     dtl_ctx_free(&ctx);
     return status;
+}
+
+static int cmd_repl(const dtlc_command *cmd, dtlc_opts *o)
+{
+    (void)cmd;
+    dtl_repl_opts ro;
+    dtl_repl_opts_default(&ro);
+    ro.includes = o->includes;
+    ro.nincludes = o->nincludes;
+    ro.files = o->files;
+    ro.nfiles = o->nfiles;
+    ro.color = o->color;
+    ro.seed_set = o->run.seed_set;
+    ro.seed = o->run.seed;
+    ro.data_dir = o->run.data_dir;
+    ro.backend = o->run.backend;
+    return dtl_repl_run(&ro);
 }
 
 static int cmd_help(const dtlc_command *cmd, dtlc_opts *o)

@@ -799,6 +799,33 @@ dtl_val dtl_g_scatter_add(dtl_graph *g, dtl_val upd, dtl_val idx, uint32_t axis,
     return node_add(g, __func__, &n);
 }
 
+dtl_val dtl_g_copy(dtl_graph *g, const dtl_node *proto, const dtl_val *in)
+{
+    if ((unsigned)proto->op >= DTL_OP_COUNT)
+        G_ABORT("bad op %d", (int)proto->op);
+    dtl_node n = node_make(g, __func__, proto->op, proto->nin, in);
+    n.role = proto->role;
+    n.dtype = proto->dtype;
+    set_shape(&n, __func__, proto->rank, proto->shape);
+    n.attr = proto->attr;
+    if (proto->name)
+        n.name = dtl_arena_strdup(&g->arena, proto->name);
+    node_type t;
+    char why[512];
+    if (!node_check(g, g->nnodes, &n, &t, why, sizeof why))   /* shape sane before copying */
+        G_ABORT("%s", why);
+    if (t.dtype != proto->dtype || !shape_eq(t.rank, t.shape, proto->rank, proto->shape)) {
+        char b1[TYPE_LEN], b2[TYPE_LEN];
+        G_ABORT("a copy of %s %s would be %s", dtl_op_name(proto->op), NODE_TYPE(b1, proto),
+                dtl_tensor_str(b2, sizeof b2, t.dtype, t.rank, t.shape));
+    }
+    if (n.op == DTL_OP_CONST && proto->attr.cst.data)
+        n.attr.cst.data = copy_data(g, n.dtype, n.rank, n.shape, proto->attr.cst.data);
+    if (n.op == DTL_OP_PARAM && proto->attr.init.kind == DTL_INIT_DATA)
+        n.attr.init.data = copy_data(g, n.dtype, n.rank, n.shape, proto->attr.init.data);
+    return node_add(g, __func__, &n);
+}
+
 /* ---- outputs ----------------------------------------------------------------------------- */
 
 /* Checks output o against the graph and the outputs before it (index k). */

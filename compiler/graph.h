@@ -197,6 +197,12 @@ dtl_val dtl_g_scatter_add(dtl_graph *g, dtl_val upd, dtl_val idx, uint32_t axis,
 void dtl_g_output(dtl_graph *g, dtl_out_kind kind, const char *name, dtl_val val,
                   dtl_val target);
 
+/* For passes: appends a copy of proto (a node of any graph) with its inputs replaced by
+ * in[0..proto->nin) (ids of g). Op, role, label or name, dtype, shape and attributes are
+ * proto's; constant data and init data are copied into g. Aborts (a caller's bug) if the
+ * node does not check or its dtype and shape differ from proto's. */
+dtl_val dtl_g_copy(dtl_graph *g, const dtl_node *proto, const dtl_val *in);
+
 static inline const dtl_node *dtl_g_node(const dtl_graph *g, dtl_val v)
 {
     return &g->nodes[v];

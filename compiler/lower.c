@@ -41,6 +41,7 @@
 #include "../runtime/philox.h"
 #include "autodiff.h"
 #include "nnops.h"
+#include "repl_ctors.h"
 
 /* Evaluation nests at most this deep (expressions inside inlined calls inside …), so no
  * input can exhaust the C stack; a graph grows to at most MAX_NODES nodes (inlining can
@@ -133,6 +134,8 @@ typedef struct low {
     size_t nlets, caplets;
     memo *memos;
     size_t nmemos, capmemos;
+    bool expr;                 /* dtl_lower_expr: a free-standing expression (t is NULL) */
+    uint64_t nrandom;          /* rand/randn lowered so far: the next one's stream */
 } low;
 
 static bool eval(low *l, env *e, const dtl_expr *x, lv *out);
@@ -906,13 +909,45 @@ static bool toplevel_let(low *l, const dtl_sym *s, dtl_span at, lv *out)
             *out = l->letv[i];
             return true;
         }
-    if (!s->decl)
-        return fail(l, at, "internal error: let '%s' has no declaration", s->name);
-    env e;
-    env_init(l, &e, NULL, s->module);
     lv v;
-    if (!eval(l, &e, s->decl->u.bind.value, &v))
-        return false;
+    if (!s->decl) {
+        /* A value of a dtlc repl session (lang/check.h's hooks): an INPUT of that name. */
+        int64_t shape[DTL_MAX_RANK];
+        const dtl_type *t = s->type;
+        if (!l->expr || !t || t->kind != DTL_TYPE_TENSOR || t->u.t.rank > DTL_MAX_RANK ||
+            !type_shape(t, NULL, true, shape))
+            return fail(l, at, "'%s' is a value computed at the prompt: only what is typed at "
+                        "the prompt can use it", s->name);
+        /* The checker gives every use its own symbol: one INPUT per name. */
+        dtl_val in = DTL_VAL_NONE;
+        for (uint32_t k = 0; k < l->g->nnodes && in == DTL_VAL_NONE; k++)
+            if (l->g->nodes[k].op == DTL_OP_INPUT && strcmp(l->g->nodes[k].name, s->name) == 0)
+                in = k;
+        if (in == DTL_VAL_NONE)
+            in = dtl_g_input(l->g, s->name, mapdt(l, t->u.t.dtype), t->u.t.rank, shape);
+        v = lv_tensor(in);
+    } else {
+        env e;
+        env_init(l, &e, NULL, s->module);
+        const dtl_expr *val = strip(s->decl->u.bind.value);
+        const dtl_sym *cs = val && val->kind == DTL_EXPR_CALL ? val->sym : NULL;
+        if (cs && cs->kind == DTL_SYM_CALL && cs->u.call->kind == DTL_CALL_NEW) {
+            /* let d = nn.Dense(3, 2) at the prompt: an instance whose params are "d.w" … */
+            if (!l->expr)
+                return fail(l, at, "let '%s' makes a model instance, which only expressions "
+                            "typed at the prompt can use", s->name);
+            lv *args;
+            inst *in;
+            if (!ctor_args(l, &e, val, cs->u.call, &args) ||
+                !new_inst(l, cs->u.call->model, args,
+                          dtl_arena_printf(&l->scratch, "%s.", s->name), s->span, &in))
+                return false;
+            v.kind = LV_INST;
+            v.u.in = in;
+        } else if (!eval(l, &e, s->decl->u.bind.value, &v)) {
+            return false;
+        }
+    }
     v = coerce_host(s->type, v);
     coerce_tensor(l, s->type, &v);
     if (l->nlets == l->caplets) {
@@ -1462,11 +1497,106 @@ static bool need_tensor(low *l, dtl_span at, const lv *v)
     return fail(l, at, "internal error: a builtin's argument is not a tensor");
 }
 
+/* ---- the prompt's tensor constructors (compiler/repl_ctors.h) ------------------------------ */
+
+/* The INPUT that positions the random streams: "repl.step" in an expression of the prompt,
+ * the train block's "step" otherwise. */
+static dtl_val rng_step(low *l)
+{
+    if (!l->expr)
+        return dtl_nn_step(l->g);
+    for (uint32_t v = 0; v < l->g->nnodes; v++)
+        if (l->g->nodes[v].op == DTL_OP_INPUT && strcmp(l->g->nodes[v].name, "repl.step") == 0)
+            return v;
+    return dtl_g_input(l->g, "repl.step", DTL_DTYPE_I64, 0, NULL);
+}
+
+static bool ctor_num(low *l, env *e, const dtl_expr *x, const dtl_call *c, unsigned i, lv *v)
+{
+    return c->args[i] ? eval(l, e, c->args[i], v) : type_value(l, x->span, c->argtypes[i], v);
+}
+
+static bool lower_ctor(low *l, env *e, const dtl_expr *x, const dtl_call *c, dtl_ctor_id id,
+                       lv *out)
+{
+    dtl_graph *g = l->g;
+    const dtl_type *t = x->type;
+    int64_t shape[DTL_MAX_RANK];
+    if (!t || t->kind != DTL_TYPE_TENSOR || t->u.t.rank > DTL_MAX_RANK ||
+        !type_shape(t, NULL, true, shape))
+        return fail(l, x->span, "internal error: a constructor without a constant shape");
+    uint32_t rank = t->u.t.rank;
+    dtl_dtype dt = mapdt(l, t->u.t.dtype);
+    if (!shape_ok(l, x->span, "this tensor", dt, rank, shape))
+        return false;
+    dtl_val v;
+    switch (id) {
+    case DTL_CTOR_ZEROS:
+    case DTL_CTOR_ONES:
+        v = dtl_g_const(g, dt, rank, shape, id == DTL_CTOR_ONES);
+        break;
+    case DTL_CTOR_RAND:
+        v = dtl_g_rng_uniform(g, rng_step(l), dt, rank, shape,
+                              dtl_rng_stream_id("repl", l->nrandom++));
+        break;
+    case DTL_CTOR_RANDN: {
+        /* Box-Muller: sqrt(-2 log(1 - u1)) cos(2 pi u2), u1 and u2 uniform in [0, 1). */
+        dtl_val st = rng_step(l);
+        dtl_val u1 = dtl_g_rng_uniform(g, st, dt, rank, shape,
+                                       dtl_rng_stream_id("repl", l->nrandom++));
+        dtl_val u2 = dtl_g_rng_uniform(g, st, dt, rank, shape,
+                                       dtl_rng_stream_id("repl", l->nrandom++));
+        dtl_val r = dtl_g_binary(g, DTL_OP_SUB, dtl_g_scalar(g, dt, 1), u1);
+        r = dtl_g_unary(g, DTL_OP_SQRT, dtl_g_binary(g, DTL_OP_MUL, dtl_g_scalar(g, dt, -2),
+                                                   dtl_g_unary(g, DTL_OP_LOG, r)));
+        dtl_val a = dtl_g_unary(g, DTL_OP_COS, dtl_g_binary(g, DTL_OP_MUL, u2,
+                                                          dtl_g_scalar(g, dt, 6.283185307179586)));
+        v = dtl_g_binary(g, DTL_OP_MUL, r, a);
+        break;
+    }
+    case DTL_CTOR_ARANGE: {
+        lv a[3];
+        for (unsigned i = 0; i < 3; i++)
+            if (!ctor_num(l, e, x, c, i, &a[i]))
+                return false;
+        double start = num(&a[0]), step = num(&a[2]);
+        if (a[1].kind == LV_NONE)
+            start = 0;
+        /* Integer results from fractional bounds are computed in f64, then converted. */
+        dtl_dtype cdt = dtl_dtype_is_int(dt) && (start != floor(start) || step != floor(step))
+                            ? DTL_DTYPE_F64 : dt;
+        v = dtl_g_iota(g, cdt, 1, shape, 0);
+        if (step != 1)
+            v = dtl_g_binary(g, DTL_OP_MUL, v, dtl_g_scalar(g, cdt, step));
+        if (start != 0)
+            v = dtl_g_binary(g, DTL_OP_ADD, v, dtl_g_scalar(g, cdt, start));
+        if (cdt != dt)
+            v = dtl_g_cast(g, v, dt);
+        break;
+    }
+    case DTL_CTOR_EYE: {
+        dtl_val r = dtl_g_iota(g, DTL_DTYPE_I64, 2, shape, 0);
+        dtl_val k = dtl_g_iota(g, DTL_DTYPE_I64, 2, shape, 1);
+        v = dtl_g_binary(g, DTL_OP_EQ, r, k);
+        if (dt != DTL_DTYPE_BOOL)
+            v = dtl_g_cast(g, v, dt);
+        break;
+    }
+    default:
+        return fail(l, x->span, "internal error: %s() is not a constructor", c->builtin->name);
+    }
+    *out = lv_tensor(v);
+    return true;
+}
+
 static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, lv *out)
 {
     const dtl_builtin *b = c->builtin;
     lv a[DTL_BUILTIN_MAX_PARAMS];
     memset(a, 0, sizeof a);
+    dtl_ctor_id cid;
+    if (dtl_ctor_is(b, &cid))
+        return lower_ctor(l, e, x, c, cid, out);
     if (b->kind != DTL_BUILTIN_OP && b->kind != DTL_BUILTIN_LOSS)
         return fail(l, x->span, "internal error: %s() is not an op", b->name);
     for (unsigned i = 0; i < b->nparams && i < c->nargs; i++) {
@@ -2428,6 +2558,63 @@ bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opt
         return false;
     }
     return true;
+}
+
+/* A free-standing expression (dtlc repl): evaluated like a train block's setting, with the
+ * prompt's values as inputs and its instances' params as params. */
+bool dtl_lower_expr(dtl_ctx *ctx, const dtl_module *m, const dtl_expr *e,
+                    const dtl_lower_opts *opts, dtl_graph *g)
+{
+    static const dtl_span nowhere;
+    dtl_graph_init(g);
+    if (opts && opts->compute != DTL_DTYPE_F32 && opts->compute != DTL_DTYPE_F64 &&
+        opts->compute != 0) {
+        dtl_diag_error(&ctx->diags, nowhere, "lowering: the compute dtype must be f32 or f64, "
+                       "found %s", dtl_dtype_name(opts->compute));
+        dtl_graph_free(g);
+        return false;
+    }
+    if (ctx->diags.nerrors > 0 || !m || !e) {
+        dtl_diag_error(&ctx->diags, nowhere, "not lowering: the program has errors");
+        dtl_graph_free(g);
+        return false;
+    }
+    low *l = calloc(1, sizeof *l);
+    jmp_buf jb;
+    jmp_buf *prev = ctx->arena.oom_jump;
+    if (!l || setjmp(jb)) {
+        ctx->arena.oom_jump = prev;
+        dtl_diag_error(&ctx->diags, nowhere, "out of memory");
+        low_free(l);
+        dtl_graph_free(g);
+        return false;
+    }
+    l->ctx = ctx;
+    l->d = &ctx->diags;
+    l->ca = &ctx->arena;
+    dtl_arena_init(&l->scratch);
+    l->g = g;
+    l->kind = DTL_LOWER_INFER;   /* dropout is the identity; calls are memoized */
+    l->fdt = opts && opts->compute == DTL_DTYPE_F64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
+    l->batch = 1;
+    l->mod = m;
+    l->expr = true;
+    ctx->arena.oom_jump = &jb;
+    l->scratch.oom_jump = &jb;
+    g->arena.oom_jump = &jb;
+    env en;
+    env_init(l, &en, NULL, m);
+    lv v;
+    bool ok = eval(l, &en, e, &v);
+    if (ok && v.kind == LV_TENSOR)
+        dtl_g_output(g, DTL_OUT_VALUE, "result", v.u.t, DTL_VAL_NONE);
+    ok = ok && graph_ok(l, e->span) && verified(l, "expression");
+    ctx->arena.oom_jump = prev;
+    g->arena.oom_jump = NULL;
+    low_free(l);
+    if (!ok)
+        dtl_graph_free(g);
+    return ok;
 }
 
 void dtl_lowered_free(dtl_lowered *l)

@@ -110,6 +110,17 @@ const dtl_train *dtl_lower_find_train(const dtl_module *m, const char *name);
 bool dtl_lower_graph(dtl_ctx *ctx, const dtl_train *t, dtl_lower_kind kind,
                      const dtl_lower_opts *opts, dtl_graph *g);
 
+/* `dtlc repl`: expression e of module m (checked without errors, possibly with the hooks of
+ * lang/check.h) into g (initialized here; freed on failure). A tensor value is the output
+ * "result" (DTL_OUT_VALUE); other values (host numbers, instances) give no output, but the
+ * params of every instance met are in g. Names the hooks bound to the session's tensors
+ * become INPUTs of those names; `let d = nn.Dense(3, 2)` in m is an instance whose params are
+ * "d.w", "d.b"; the tensor constructors (compiler/repl_ctors.h) take their random streams'
+ * position from the INPUT "repl.step". Dropout is the identity. Only opts->compute is read
+ * (opts may be NULL). Errors are diagnostics in ctx, as for the train graphs. */
+bool dtl_lower_expr(dtl_ctx *ctx, const dtl_module *m, const dtl_expr *e,
+                    const dtl_lower_opts *opts, dtl_graph *g);
+
 /* All three graphs and the settings. On failure nothing is left allocated in out. */
 bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opts,
                      dtl_lowered *out);

@@ -38,6 +38,10 @@
 #include "../runtime/safetensors.h"
 #include "../lang/print.h"
 #include "lower.h"
+#include "../kernels/cuda/cuda.h"
+#ifdef HAVE_LLVM
+#include "llvm/llvm.h"
+#endif
 
 #define CKPT_FORMAT "dtl.checkpoint.v1"
 
@@ -88,11 +92,56 @@ typedef struct runner {
     int64_t ck_batch, ck_rows;
 } runner;
 
-static const dtl_backend *const backends[] = {&dtl_backend_ref};
+/* With no --backend the LAST entry is used. cuda is not here: it is a plugin, loaded only when
+ * asked for (--backend cuda, --device cuda or `device = cuda` in the train block), by
+ * backend_named; it is never the default. */
+static const dtl_backend *const backends[] = {
+    &dtl_backend_ref,
+#ifdef HAVE_LLVM
+    &dtl_backend_llvm,   /* the default when LLVM is built in */
+#endif
+};
 
 static dtl_run_status fail_usage(runner *r, const char *fmt, const char *a)
 {
     dtl_err_set(r->err, DTL_ERR_USAGE, fmt, a);
+    return DTL_RUN_USAGE;
+}
+
+/* The backend called name (NULL: the default). cuda is loaded now (kernels/cuda/cuda.h): when
+ * it cannot be, NULL with the reason in err. NULL with err untouched: no such backend. */
+static const dtl_backend *backend_named(const char *name, dtl_err *err)
+{
+    if (name && strcmp(name, "cuda") == 0) {
+        const dtl_backend *be = dtl_cuda_backend(err);
+        if (!be) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            dtl_err_set(err, DTL_ERR_USAGE, "backend 'cuda': %s", why);
+        }
+        return be;
+    }
+    const dtl_backend *be = NULL;
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        if (!name || strcmp(name, backends[i]->name) == 0)
+            be = backends[i];
+    return be;
+}
+
+/* "unknown backend 'x'; this build has: cuda, ref, llvm" */
+static dtl_run_status unknown_backend(runner *r, const char *name)
+{
+#ifdef HAVE_CUDA
+    char list[120] = "cuda";
+    size_t at = strlen(list);
+#else
+    char list[120] = "";
+    size_t at = 0;
+#endif
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0] && at < sizeof list; i++)
+        at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", at ? ", " : "",
+                               backends[i]->name);
+    dtl_err_set(r->err, DTL_ERR_USAGE, "unknown backend '%s'; this build has: %s", name, list);
     return DTL_RUN_USAGE;
 }
 
@@ -151,6 +200,8 @@ static void params_hash(const dtl_graph *g, char out[17])
 
 static bool save_checkpoint(runner *r, const char *path)
 {
+    if (!dtl_store_sync(r->store, DTL_SYNC_TO_HOST, r->err))   /* a device backend's values */
+        return false;
     size_t n = dtl_store_count(r->store);
     dtl_st_tensor *ts = calloc(n ? n : 1, sizeof *ts);
     if (!ts)
@@ -269,7 +320,7 @@ static bool apply_tensors(runner *r, const char *path, const dtl_st_file *f, boo
         if (t->nbytes)
             memcpy(e->t.data, t->data, t->nbytes);
     }
-    return true;
+    return dtl_store_sync(r->store, DTL_SYNC_TO_DEVICE, r->err);   /* a device backend's copy */
 }
 
 /* --load: the weights (params only) of any safetensors file with the model's names. */
@@ -925,11 +976,18 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     if (st != DTL_RUN_OK)
         return st;
     r.be = NULL;
-    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
-        if (!o->backend || strcmp(o->backend, backends[i]->name) == 0)
-            r.be = backends[i];
-    if (!r.be)
-        return fail_usage(&r, "unknown backend '%s'; this build has: ref", o->backend);
+    /* `device = cuda` in the train block picks the cuda backend unless one is named. */
+    const char *want = o->backend, *dev_why = o->backend ? "--backend was given" : NULL;
+    char dev_buf[320];
+    bool dev_cuda = t->device && strcmp(t->device->u.cfg.builtin->name, "cuda") == 0;
+    if (!want && dev_cuda) {   /* (loads the CUDA plugin: only when asked for) */
+        if (dtl_cuda_available(dev_buf, sizeof dev_buf))
+            want = "cuda";
+        else
+            dev_why = dev_buf;
+    }
+    if (!(r.be = backend_named(want, err)))
+        return want && strcmp(want, "cuda") == 0 ? DTL_RUN_USAGE : unknown_backend(&r, want);
 
     r.lo.batch = o->batch;
     r.lo.compute = o->f64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
@@ -982,10 +1040,11 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
         fprintf(progress_out, "dtlc: note: parallel = %s is not acted on yet: this build trains "
                 "in one process\n", dtl_print_expr(&ctx->arena,
                                                    t->settings[DTL_SET_PARALLEL]->u.bind.value));
-    if (dev && strcmp(dev->u.cfg.builtin->name, "cpu") != 0)
-        fprintf(progress_out, "dtlc: note: device = %s is not acted on yet: this build trains on "
-                "the CPU\n", dtl_print_expr(&ctx->arena,
-                                           t->settings[DTL_SET_DEVICE]->u.bind.value));
+    if (dev && strcmp(dev->u.cfg.builtin->name, "cpu") != 0 && strcmp(r.be->name, "cuda") != 0)
+        fprintf(progress_out, "dtlc: note: device = %s is not acted on yet: %s; this run trains "
+                "on the CPU (backend %s)\n", dtl_print_expr(&ctx->arena,
+                                           t->settings[DTL_SET_DEVICE]->u.bind.value),
+                dev_why ? dev_why : "only cuda is", r.be->name);
     st = DTL_RUN_FAILED;
     if (o->load && !load_weights(&r, o->load))
         goto out;
@@ -1003,4 +1062,188 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
 out:
     cleanup(&r);
     return st;
+}
+
+/* ---- stepping a train block (dtlc repl) ------------------------------------------------------ */
+
+struct dtl_trainer {
+    runner r;
+    dtl_run_opts opts;       /* r.o points here */
+    bool in_epoch;           /* the loader has started epoch r.epoch */
+};
+
+dtl_trainer *dtl_trainer_new(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o,
+                             dtl_run_status *st, dtl_err *err)
+{
+    dtl_trainer *tr = calloc(1, sizeof *tr);
+    *st = DTL_RUN_FAILED;
+    if (!tr) {
+        dtl_err_set(err, DTL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    tr->opts = *o;
+    tr->opts.save = tr->opts.resume = tr->opts.metrics = NULL;
+    tr->opts.infer = false;
+    tr->opts.ckpt_every = 0;
+    runner *r = &tr->r;
+    r->ctx = ctx;
+    r->t = t;
+    r->o = &tr->opts;
+    r->err = err;
+    r->saved_step = -1;
+    r->last_lr = NAN;
+    if (!(r->be = backend_named(o->backend, err))) {
+        *st = o->backend && strcmp(o->backend, "cuda") == 0 ? DTL_RUN_USAGE
+                                                            : unknown_backend(r, o->backend);
+        free(tr);
+        return NULL;
+    }
+    r->lo.batch = o->batch;
+    r->lo.compute = o->f64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
+    if (!dtl_lower_train(ctx, t, &r->lo, &r->L)) {
+        *st = DTL_RUN_DIAG;
+        free(tr);
+        return NULL;
+    }
+    r->lowered = true;
+    r->batch = r->L.batch;
+    r->epochs = o->epochs > 0 ? o->epochs : r->L.epochs;
+    r->seed = o->seed_set ? o->seed : r->L.seed >= 0 ? (uint64_t)r->L.seed : 0;
+    r->model = t->inst->u.m.model->name;
+    params_hash(&r->L.step, r->hash);
+    if (!(r->store = dtl_store_new(r->seed))) {
+        dtl_err_set(err, DTL_ERR_NOMEM, "out of memory");
+        cleanup(r);
+        free(tr);
+        return NULL;
+    }
+    if ((*st = setup_training(r)) != DTL_RUN_OK ||
+        (o->load && !load_weights(r, o->load) && (*st = DTL_RUN_FAILED))) {
+        cleanup(r);
+        free(tr);
+        return NULL;
+    }
+    return tr;
+}
+
+bool dtl_trainer_step(dtl_trainer *tr, double *loss, dtl_err *err)
+{
+    runner *r = &tr->r;
+    r->err = err;
+    const dtl_batch *b = NULL;
+    for (int tries = 0; tries < 2 && !b; tries++) {
+        if (!tr->in_epoch) {
+            if (!dtl_loader_start_epoch(r->ltrain, (uint64_t)r->epoch, err))
+                return false;
+            tr->in_epoch = true;
+        }
+        if (!(b = dtl_loader_next(r->ltrain))) {   /* the epoch is over: the next one */
+            tr->in_epoch = false;
+            r->epoch++;
+            r->epoch_step = 0;
+            r->loss_sum = 0;
+        }
+    }
+    if (!b)
+        return dtl_err_set(err, DTL_ERR_USAGE, "the training data gives no batch");
+    double l = NAN, lr = NAN;
+    bool ok = run_batch(r, r->step_plan, &r->L.step, b->x, b->y, b->rows, r->step + 1) &&
+              read_scalar(r, r->step_plan, "loss", &l) &&
+              read_scalar(r, r->step_plan, "lr", &lr);
+    dtl_loader_release(r->ltrain, b);
+    if (!ok)
+        return false;
+    if (!isfinite(l))
+        return dtl_err_set(err, DTL_ERR_FORMAT, "step %" PRId64 ": the loss is %s: training "
+                           "diverged (a lower learning rate may help)", r->step + 1,
+                           isnan(l) ? "NaN" : "infinite");
+    r->last_lr = lr;
+    r->step++;
+    r->epoch_step++;
+    r->loss_sum += l;
+    if (r->epoch_step == r->steps_per_epoch) {   /* as dtl_run records an epoch's end */
+        tr->in_epoch = false;
+        r->epoch++;
+        r->epoch_step = 0;
+        r->loss_sum = 0;
+    }
+    *loss = l;
+    return true;
+}
+
+bool dtl_trainer_eval(dtl_trainer *tr, double *loss, double *acc, dtl_err *err)
+{
+    runner *r = &tr->r;
+    r->err = err;
+    if (!r->have_test)
+        return dtl_err_set(err, DTL_ERR_USAGE, "the train block has no test split to evaluate "
+                           "on (evaluate = accuracy(ds.test))");
+    return evaluate(r, loss, acc);
+}
+
+bool dtl_trainer_save(dtl_trainer *tr, const char *path, dtl_err *err)
+{
+    tr->r.err = err;
+    return save_checkpoint(&tr->r, path);
+}
+
+bool dtl_trainer_set_backend(dtl_trainer *tr, const char *name, dtl_err *err)
+{
+    runner *r = &tr->r;
+    r->err = err;
+    const dtl_backend *be = backend_named(name, err);
+    if (!be && strcmp(name, "cuda") != 0)
+        dtl_err_set(err, DTL_ERR_USAGE, "unknown backend '%s'", name);
+    if (!be)
+        return false;
+    dtl_plan *sp = dtl_plan_new(be, &r->L.step, r->store, NULL, err);
+    dtl_plan *ep = sp ? dtl_plan_new(be, &r->L.eval, r->store, NULL, err) : NULL;
+    if (!ep) {
+        dtl_plan_free(sp);
+        return false;
+    }
+    dtl_plan_free(r->step_plan);
+    dtl_plan_free(r->eval_plan);
+    dtl_plan_free(r->eval_tail);
+    r->eval_tail = NULL;
+    if (r->have_eval_tail_g)
+        dtl_graph_free(&r->eval_tail_g);
+    r->have_eval_tail_g = false;
+    r->step_plan = sp;
+    r->eval_plan = ep;
+    r->be = be;
+    return true;
+}
+
+int64_t dtl_trainer_step_count(const dtl_trainer *tr)
+{
+    return tr->r.step;
+}
+
+int64_t dtl_trainer_epoch(const dtl_trainer *tr)
+{
+    return tr->r.epoch;
+}
+
+int64_t dtl_trainer_steps_per_epoch(const dtl_trainer *tr)
+{
+    return tr->r.steps_per_epoch;
+}
+
+dtl_store *dtl_trainer_store(dtl_trainer *tr)
+{
+    return tr->r.store;
+}
+
+const dtl_graph *dtl_trainer_step_graph(const dtl_trainer *tr)
+{
+    return &tr->r.L.step;
+}
+
+void dtl_trainer_free(dtl_trainer *tr)
+{
+    if (!tr)
+        return;
+    cleanup(&tr->r);
+    free(tr);
 }

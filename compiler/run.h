@@ -32,6 +32,7 @@
 #include "../lang/check.h"
 #include "../lang/ctx.h"
 #include "../runtime/err.h"
+#include "graph.h"
 
 typedef enum dtl_run_progress {
     DTL_PROGRESS_AUTO,   /* a bar on a terminal, else plain lines */
@@ -78,5 +79,35 @@ typedef enum dtl_run_status {
 /* Runs train block t of a module checked without errors. */
 dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, FILE *out,
                        FILE *progress_out, dtl_err *err);
+
+/* ---- stepping a train block one update at a time (dtlc repl's :train, :eval, :save) ----
+ * dtl_trainer_new does what dtl_run does before its first step: lowers t, loads the data
+ * (the limits, data_dir, batch, seed, backend, f64 and no_shuffle of o are read; save, resume,
+ * metrics, progress and infer are not), and plans the step and eval graphs over a new store.
+ * Then each dtl_trainer_step is one update on the next batch, in dtl_run's order (epoch e's
+ * order from (seed, e); an epoch rolls over to the next by itself), so N steps here compute
+ * what `dtlc run --steps N` computes. ctx and t must outlive the trainer (a short last test
+ * batch is lowered when first met). On failure: NULL with *st = DTL_RUN_DIAG (diagnostics in
+ * ctx) or another status and err set. */
+typedef struct dtl_trainer dtl_trainer;
+struct dtl_store;
+
+dtl_trainer *dtl_trainer_new(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o,
+                             dtl_run_status *st, dtl_err *err);
+/* One update; *loss is the batch's loss. A non-finite loss is an error (nothing changes). */
+bool dtl_trainer_step(dtl_trainer *tr, double *loss, dtl_err *err);
+/* The test split's loss and accuracy, as dtl_run reports them after an epoch; an error when
+ * the train block has no `evaluate` (or its test split no file). */
+bool dtl_trainer_eval(dtl_trainer *tr, double *loss, double *acc, dtl_err *err);
+/* A checkpoint of the position, params and optimizer state (what `dtlc run --resume` reads). */
+bool dtl_trainer_save(dtl_trainer *tr, const char *path, dtl_err *err);
+/* Plans the graphs again on backend `name` ("ref" …), keeping the store and the position. */
+bool dtl_trainer_set_backend(dtl_trainer *tr, const char *name, dtl_err *err);
+int64_t dtl_trainer_step_count(const dtl_trainer *tr);   /* updates done */
+int64_t dtl_trainer_epoch(const dtl_trainer *tr);        /* 0-based epoch in progress */
+int64_t dtl_trainer_steps_per_epoch(const dtl_trainer *tr);
+struct dtl_store *dtl_trainer_store(dtl_trainer *tr);
+const dtl_graph *dtl_trainer_step_graph(const dtl_trainer *tr);
+void dtl_trainer_free(dtl_trainer *tr);   /* NULL is fine */
 
 #endif

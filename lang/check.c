@@ -79,6 +79,11 @@
  * instance type carries the arguments and is applied by substitution where a member of
  * an instance is used. A fn call binds the callee's symbolic dims by unification.
  *
+ * dtlc repl checks its session as one root module with hooks (check.h): names the root does
+ * not declare may be the session's tensors (lookup, after the scopes, before the builtins),
+ * its tensor constructors are extra builtins with their own rule, and a top-level let of the
+ * root may hold any value (ALLOW_NEW: `let d = nn.Dense(3, 2)`).
+ *
  * Errors never cascade: an expression with an error gets DTL_TYPE_ERROR and everything
  * that meets one stays silent. Recursion over expressions is bounded by the AST's depth
  * limit; nesting of lazily checked declarations and of modules is bounded too, so no input
@@ -151,6 +156,8 @@ typedef struct chk {
     size_t nblock, block_at;
     unsigned allow;
     bool allow_pending;      /* the next NAME may be a train's x whose shape is pending */
+    const dtl_check_hooks *hooks;   /* dtlc repl's (check.h); NULL: none */
+    dtl_module *root;        /* the module the hooks apply to */
 } chk;
 
 typedef struct saved {
@@ -467,8 +474,34 @@ static dtl_sym *lookup(chk *c, const char *name)
         if (sym)
             return sym;
     }
+    const dtl_check_hooks *h = c->hooks && c->mod == c->root ? c->hooks : NULL;
+    dtl_type *gt = h && h->global ? h->global(h->user, c->a, name) : NULL;
+    if (gt) {
+        static const dtl_span nowhere;
+        dtl_sym *s = sym_new(c, DTL_SYM_LET, dtl_arena_strdup(c->a, name), nowhere);
+        s->type = gt;
+        s->state = ST_DONE;
+        return s;
+    }
     const dtl_builtin *b = dtl_builtin_lookup(name);
+    for (size_t i = 0; !b && h && i < h->nbuiltins; i++)
+        if (strcmp(h->builtins[i].name, name) == 0)
+            b = &h->builtins[i];
     return b ? builtin_sym(c, b) : NULL;
+}
+
+/* An extra builtin of the hooks (or NULL): b itself, or the one named like b. */
+static const dtl_builtin *hook_builtin(const chk *c, const dtl_builtin *b)
+{
+    const dtl_check_hooks *h = c->hooks && c->mod == c->root ? c->hooks : NULL;
+    if (!h)
+        return NULL;
+    if (h->nbuiltins && b >= h->builtins && b < h->builtins + h->nbuiltins)
+        return b;
+    for (size_t i = 0; i < h->nbuiltins; i++)
+        if (strcmp(h->builtins[i].name, b->name) == 0)
+            return &h->builtins[i];
+    return NULL;
 }
 
 /* ---- module loading ---- */
@@ -1834,6 +1867,13 @@ static dtl_type *call_builtin(chk *c, dtl_expr *e, const dtl_builtin *b, unsigne
     b = sched_builtin(b, allow);
     unsigned need;
     const char *where = where_kind_may_go(b, &need);
+    const dtl_builtin *hb = hook_builtin(c, b);
+    if (hb && hb != b && where && !(allow & need)) {
+        b = hb;   /* zeros(2, 3) at the prompt: the tensor constructor, not the initializer */
+        where = where_kind_may_go(b, &need);
+    }
+    if (hb != b)
+        hb = NULL;
     if (b->kind == DTL_BUILTIN_CONST) {
         dtl_diag_error(c->d, e->u.call.callee->span, "'%s' is a constant, not a function",
                        b->name);
@@ -1873,6 +1913,8 @@ static dtl_type *call_builtin(chk *c, dtl_expr *e, const dtl_builtin *b, unsigne
     memcpy(args, bound, n * sizeof *args);
     memcpy(types, bc.types, n * sizeof *types);
     record_call(c, e, DTL_CALL_BUILTIN, n, args, types)->builtin = b;
+    if (hb)
+        return c->hooks->rule(c->hooks->user, &bc);
     return dtl_builtin_check(&bc);
 }
 
@@ -2724,8 +2766,12 @@ static dtl_type *check_toplevel_let(chk *c, dtl_sym *s)
     c->mod = s->module;
     c->scope = s->module->scope;
     dtl_decl *d = s->decl;
+    bool any = c->hooks && c->hooks->lets_any && s->module == c->root;
+    if (any)
+        c->allow = ALLOW_NEW;   /* let d = nn.Dense(3, 2) */
     dtl_type *t = check_expr(c, d->u.bind.value);
-    if (!is_err(t) && !is_result(t)) {
+    c->allow = 0;
+    if (!is_err(t) && !is_result(t) && !any) {
         dtl_diag_error(c->d, d->u.bind.value->span, "let '%s' must be a value, found %s",
                        s->name, tystr(c, t));
         t = c->err;
@@ -3575,10 +3621,17 @@ static dtl_module *load_module(chk *c, const dtl_source *src, const char *fid)
 
 dtl_module *dtl_check_source(dtl_ctx *ctx, const dtl_source *src)
 {
+    return dtl_check_source_hooks(ctx, src, NULL);
+}
+
+dtl_module *dtl_check_source_hooks(dtl_ctx *ctx, const dtl_source *src,
+                                   const dtl_check_hooks *hooks)
+{
     chk cs;
     memset(&cs, 0, sizeof cs);
     chk *c = &cs;
     c->ctx = ctx;
+    c->hooks = hooks;
     c->a = &ctx->arena;
     c->d = &ctx->diags;
     jmp_buf jb;
@@ -3597,6 +3650,7 @@ dtl_module *dtl_check_source(dtl_ctx *ctx, const dtl_source *src)
     if (!m) {
         m = module_new(c, src, fid);
         result = m;
+        c->root = m;
         module_run(c, m);
     }
     result = m;

@@ -188,6 +188,31 @@ struct dtl_module {
 
 dtl_module *dtl_check_path(dtl_ctx *ctx, const char *path);
 dtl_module *dtl_check_source(dtl_ctx *ctx, const dtl_source *src);
+
+/* Hooks for `dtlc repl`, which checks its whole session again at every input as one module
+ * (the root). They apply to the root module only, never to the modules it uses:
+ *  - global: the type of a name the root does not declare (a tensor the session computed
+ *    already), looked up after the root's own names and before the builtins; the symbol is a
+ *    DTL_SYM_LET with no declaration (lowering makes it an INPUT of that name). NULL: none.
+ *  - builtins[0..nbuiltins): more builtins (the prompt's tensor constructors), looked up
+ *    after the builtin table; a table builtin that may not be used where it is called
+ *    (zeros() outside a param's initializer) gives way to an extra one of the same name.
+ *    `rule` checks a call of one of them, as dtl_builtin_check does for the table's.
+ *  - lets_any: a top-level `let` may hold any value, not just a host value or a tensor: a
+ *    model instance (`let d = nn.Dense(3, 2)` instantiates the model), a fn, a module …
+ * user is passed back to the callbacks. */
+typedef struct dtl_check_hooks {
+    dtl_type *(*global)(void *user, dtl_arena *a, const char *name);
+    const dtl_builtin *builtins;
+    size_t nbuiltins;
+    dtl_type *(*rule)(void *user, dtl_bcall *call);
+    bool lets_any;
+    void *user;
+} dtl_check_hooks;
+
+/* dtl_check_source with hooks (NULL: none). */
+dtl_module *dtl_check_source_hooks(dtl_ctx *ctx, const dtl_source *src,
+                                   const dtl_check_hooks *hooks);
 void dtl_check_print_types(FILE *out, const dtl_module *m);
 
 /* The name's symbol in scope s itself (not its parents), or NULL. */

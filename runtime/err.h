@@ -18,6 +18,7 @@ typedef enum dtl_err_kind {
     DTL_ERR_MISMATCH,  /* well-formed but not what was asked for: names, shapes, counts */
     DTL_ERR_NOMEM,
     DTL_ERR_USAGE,     /* a wrong argument from the caller */
+    DTL_ERR_INTERNAL,  /* a bug in dtl itself (a pass broke the graph): not the user's fault */
 } dtl_err_kind;
 
 typedef struct dtl_err {

@@ -60,6 +60,7 @@ struct dtl_store {
     uint64_t seed;
     dtl_store_entry **items;
     size_t len, cap;
+    dtl_store_mirror mirror;   /* owner NULL: none */
 };
 
 dtl_store *dtl_store_new(uint64_t seed)
@@ -76,8 +77,29 @@ void dtl_store_free(dtl_store *s)
 {
     if (!s)
         return;
+    if (s->mirror.owner && s->mirror.free)
+        s->mirror.free(s->mirror.impl);
     dtl_arena_free(&s->arena);
     free(s);
+}
+
+bool dtl_store_mirror_set(dtl_store *s, const dtl_store_mirror *m, dtl_err *err)
+{
+    if (s->mirror.owner && strcmp(s->mirror.owner, m->owner) != 0)
+        return dtl_err_set(err, DTL_ERR_USAGE, "store: its entries live on %s's device; "
+                           "%s cannot share them", s->mirror.owner, m->owner);
+    s->mirror = *m;
+    return true;
+}
+
+const dtl_store_mirror *dtl_store_mirror_get(const dtl_store *s)
+{
+    return s->mirror.owner ? &s->mirror : NULL;
+}
+
+bool dtl_store_sync(dtl_store *s, dtl_sync_dir dir, dtl_err *err)
+{
+    return !s->mirror.owner || !s->mirror.sync || s->mirror.sync(s->mirror.impl, s, dir, err);
 }
 
 uint64_t dtl_store_seed(const dtl_store *s)
@@ -240,6 +262,7 @@ typedef struct ref_plan {
     dtl_ref_arg **args;       /* per node: its operands' views */
     bool *computed;           /* per node: run calls its kernel */
     uint32_t *inputs, ninputs;
+    const void **input_data;  /* per input: this run's binding (dtl_inputs_bind) */
     ref_copy *stages, *commits;
     uint32_t nstages, ncommits;
     void **outptr;            /* per graph output: where to read it */
@@ -326,8 +349,7 @@ static void ref_free(void *vp)
     free(p);
 }
 
-static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
-                         dtl_err *err)
+bool dtl_graph_check(const dtl_graph *g, const char *who, dtl_err *err)
 {
     /* The graph must be sound: kernels trust shapes. Quote the verifier's first problem. */
     char why[400] = "";
@@ -337,9 +359,16 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
         fclose(f);
     if (!ok) {
         why[strcspn(why, "\n")] = '\0';
-        dtl_err_set(err, DTL_ERR_USAGE, "ref: the graph fails verification: %s", why);
-        return NULL;
+        return dtl_err_set(err, DTL_ERR_USAGE, "%s: the graph fails verification: %s", who, why);
     }
+    return true;
+}
+
+static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
+                         dtl_err *err)
+{
+    if (!dtl_graph_check(g, "ref", err))
+        return NULL;
     for (uint32_t id = 0; id < g->nnodes; id++)
         if (!dtl_ref_supports(g->nodes[id].dtype)) {
             dtl_err_set(err, DTL_ERR_USAGE, "ref: %%%u (%s): dtype %s is not supported", id,
@@ -363,6 +392,7 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
     p->args = dtl_arena_array(A, nn + 1, sizeof *p->args);
     p->computed = dtl_arena_array(A, nn + 1, sizeof *p->computed);
     p->inputs = dtl_arena_array(A, nn + 1, sizeof *p->inputs);
+    p->input_data = dtl_arena_array(A, nn + 1, sizeof *p->input_data);
     p->stages = dtl_arena_array(A, no + 1, sizeof *p->stages);
     p->commits = dtl_arena_array(A, no + 1, sizeof *p->commits);
     p->outptr = dtl_arena_array(A, no + 1, sizeof *p->outptr);
@@ -469,15 +499,15 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
     return p;
 }
 
-static bool ref_bind_inputs(ref_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
+bool dtl_inputs_bind(const dtl_graph *g, const uint32_t *inputs, uint32_t ninputs,
+                     const dtl_binding *in, size_t nin, const void **data, dtl_err *err)
 {
     char b1[160], b2[160];
     for (size_t j = 0; j < nin; j++)
         if (!in[j].name)
             return dtl_err_set(err, DTL_ERR_USAGE, "binding %zu has no name", j);
-    for (uint32_t k = 0; k < p->ninputs; k++) {
-        uint32_t v = p->inputs[k];
-        const dtl_node *n = &p->g->nodes[v];
+    for (uint32_t k = 0; k < ninputs; k++) {
+        const dtl_node *n = &g->nodes[inputs[k]];
         const dtl_binding *b = NULL;
         for (size_t j = 0; j < nin; j++)
             if (strcmp(in[j].name, n->name) == 0) {
@@ -498,8 +528,17 @@ static bool ref_bind_inputs(ref_plan *p, const dtl_binding *in, size_t nin, dtl_
                                    : dtl_tensor_str(b2, sizeof b2, b->dtype, b->rank, b->shape));
         if (!b->data && dtl_node_numel(n) > 0)
             return dtl_err_set(err, DTL_ERR_USAGE, "input \"%s\": data is NULL", n->name);
-        p->ptr[v] = (void *)b->data;   /* read only: kernels never write their operands */
+        data[k] = b->data;
     }
+    return true;
+}
+
+static bool ref_bind_inputs(ref_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
+{
+    if (!dtl_inputs_bind(p->g, p->inputs, p->ninputs, in, nin, p->input_data, err))
+        return false;
+    for (uint32_t k = 0; k < p->ninputs; k++)   /* read only: kernels never write operands */
+        p->ptr[p->inputs[k]] = (void *)p->input_data[k];
     return true;
 }
 

@@ -21,6 +21,13 @@
  *  - Outputs (LOSS, VALUE) are read by name after a run as host views valid until the next
  *    run or dtl_plan_free; PARAM/STATE outputs read as the store's (committed) entry.
  *  - The graph and the store must outlive every plan made from them.
+ *  - Device mirrors: a backend that keeps PARAM/STATE in device memory (cuda) attaches one
+ *    dtl_store_mirror to the store at prepare; its plans then read and update the device
+ *    copies, which are the current values. Code that reads the store's host entries between
+ *    runs (checkpoints) calls dtl_store_sync(DTL_SYNC_TO_HOST) first; code that writes them
+ *    (--load, --resume) calls dtl_store_sync(DTL_SYNC_TO_DEVICE) after. Without a mirror
+ *    (ref, llvm) both are no-ops. PARAM/STATE outputs read through dtl_plan_output are
+ *    brought to the host by the backend itself.
  * Errors: prepare, run and output return false/NULL with err set; nothing here prints.
  */
 #ifndef DTL_EXEC_H
@@ -68,6 +75,22 @@ dtl_store_entry *dtl_store_add(dtl_store *s, const char *name, bool is_state, dt
  * new states zero, existing ones checked. (dtl_plan_new calls it.) */
 bool dtl_store_bind(dtl_store *s, const dtl_graph *g, dtl_err *err);
 
+/* A device copy of the store's entries (see the contract above). The store owns it once
+ * attached: dtl_store_free calls free(impl) — every plan must be freed before the store. */
+typedef enum dtl_sync_dir { DTL_SYNC_TO_HOST, DTL_SYNC_TO_DEVICE } dtl_sync_dir;
+typedef struct dtl_store_mirror {
+    const char *owner;   /* the backend's name */
+    void *impl;
+    bool (*sync)(void *impl, dtl_store *s, dtl_sync_dir dir, dtl_err *err);
+    void (*free)(void *impl);
+} dtl_store_mirror;
+/* Attaches a copy of *m; a DTL_ERR_USAGE when a mirror of another owner is attached. */
+bool dtl_store_mirror_set(dtl_store *s, const dtl_store_mirror *m, dtl_err *err);
+const dtl_store_mirror *dtl_store_mirror_get(const dtl_store *s);   /* NULL: none */
+/* TO_HOST: the host entries get the device values; TO_DEVICE: the other way (every entry).
+ * True without a mirror. */
+bool dtl_store_sync(dtl_store *s, dtl_sync_dir dir, dtl_err *err);
+
 /* ---- backends and plans ---- */
 
 typedef struct dtl_binding {
@@ -111,5 +134,16 @@ bool dtl_plan_run(dtl_plan *p, const dtl_binding *in, size_t nin, dtl_err *err);
 bool dtl_plan_output(dtl_plan *p, const char *name, dtl_tensor *out, dtl_err *err);
 void dtl_plan_stats_get(const dtl_plan *p, dtl_plan_stats *st);
 void dtl_plan_free(dtl_plan *p);   /* NULL is fine */
+
+/* ---- for backends: the checks every prepare and run makes ---- */
+
+/* dtl_graph_verify as an error value: a DTL_ERR_USAGE "<who>: the graph fails verification:
+ * <first problem>". */
+bool dtl_graph_check(const dtl_graph *g, const char *who, dtl_err *err);
+/* Binds the INPUT nodes inputs[0..ninputs) of g by name from in[0..nin) with exec.h's rules
+ * (each bound exactly once, exactly its dtype and shape, data not NULL unless empty;
+ * bindings for other names are ignored): data[k] = the data of inputs[k]'s binding. */
+bool dtl_inputs_bind(const dtl_graph *g, const uint32_t *inputs, uint32_t ninputs,
+                     const dtl_binding *in, size_t nin, const void **data, dtl_err *err);
 
 #endif

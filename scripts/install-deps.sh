@@ -9,7 +9,8 @@ packages="
 build-essential autoconf automake pkg-config
 re2c lemon
 zlib1g-dev libedit-dev llvm-dev libfabric-dev
-clang libclang-rt-14-dev valgrind
+clang libclang-rt-14-dev valgrind tmux
+libopenblas-dev
 python3 python3-numpy
 dataset-fashion-mnist
 "

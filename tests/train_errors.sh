@@ -88,7 +88,7 @@ expect 2 "--resume and --load both give the starting weights" $R "$T/net.dtl" \
     --resume "$T/good.st" --load "$T/good.st"
 expect 2 "--dtype expects f32 or f64, found 'f16'" $R "$T/net.dtl" --dtype f16
 expect 2 "--progress expects auto, bar, plain or none, found 'loud'" run "$T/net.dtl" --progress loud
-expect 2 "unknown backend 'cuda'; this build has: ref" $R "$T/net.dtl" --backend cuda
+expect 2 "unknown backend 'tpu'; this build has: " $R "$T/net.dtl" --backend tpu
 expect 2 "--seed expects a number from 0 to 2^64-1, found 'x'" $R "$T/net.dtl" --seed x
 expect 2 "unknown option '--epoch' for 'run'; did you mean '--epochs'?" $R "$T/net.dtl" --epoch 3
 expect 2 "option '--save' needs a value" $R "$T/net.dtl" --save

@@ -1,0 +1,19 @@
+#!/bin/sh
+# bench/gemm.sh — dtl's GEMM (kernels/cpu/gemm.c) against OpenBLAS's cblas_sgemm, side by side
+# in one run, with 1 thread and with every core: the MNIST MLP's shapes at batch 32, the
+# 784-2048-2048-10 MLP's at batch 512, and squares 128..1024, in GFLOP/s, and their ratio.
+#
+#   bench/gemm.sh [BENCH_GEMM [ARGS...]]     (run by `make bench` with the built bench/gemm)
+#
+# ARGS go to bench/gemm (--threads, --isa, --class, --min-ms; see bench/gemm.c). Without
+# OpenBLAS at configure time (Debian: libopenblas-dev), only dtl's column is printed.
+set -eu
+bin=${1:-build/bench/gemm}
+[ $# -gt 0 ] && shift
+cores=$(nproc)
+threads=1
+[ "$cores" -gt 1 ] && threads="1,$cores"
+echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "date:    $(date -u +%Y-%m-%d)"
+echo "command: $bin --threads $threads $*"
+exec "$bin" --threads "$threads" "$@"

@@ -1,0 +1,273 @@
+/* kernels/cuda/cuda_plan.c — the CUDA backend's memory plan (see cuda_plan.h).
+ *
+ * The same liveness scheme as the reference executor (runtime/exec.c), with two differences
+ * that a CUDA Graph needs: inputs get fixed device slots instead of being read where the
+ * caller's buffer happens to be, and reshapes are aliases (a kernel launch saved). Lifetimes
+ * are counted on roots: a read of an alias is a read of the node whose bytes it shares. The
+ * free list is a sorted array of live blocks (n is the number of nodes, small; the scan is
+ * O(n^2) in the worst case, done once per plan). */
+#include "cuda_plan.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static uint64_t align_up(uint64_t n)
+{
+    return (n + DTL_CU_ALIGN - 1) / DTL_CU_ALIGN * DTL_CU_ALIGN;
+}
+
+static uint64_t value_bytes(const dtl_node *n)
+{
+    return align_up(dtl_node_numel(n) * dtl_dtype_size(n->dtype));
+}
+
+typedef struct live_set {
+    uint64_t *off, *size;
+    uint32_t n;
+    uint64_t top;
+} live_set;
+
+static uint64_t live_take(live_set *s, uint64_t size)
+{
+    uint64_t prev_end = 0, best = UINT64_MAX, best_gap = UINT64_MAX;
+    uint32_t best_at = s->n;
+    for (uint32_t i = 0; i < s->n; i++) {
+        uint64_t gap = s->off[i] - prev_end;
+        if (gap >= size && gap < best_gap) {
+            best = prev_end;
+            best_gap = gap;
+            best_at = i;
+        }
+        prev_end = s->off[i] + s->size[i];
+    }
+    if (best == UINT64_MAX) {
+        best = prev_end;
+        best_at = s->n;
+    }
+    memmove(s->off + best_at + 1, s->off + best_at, (s->n - best_at) * sizeof *s->off);
+    memmove(s->size + best_at + 1, s->size + best_at, (s->n - best_at) * sizeof *s->size);
+    s->off[best_at] = best;
+    s->size[best_at] = size;
+    s->n++;
+    if (best + size > s->top)
+        s->top = best + size;
+    return best;
+}
+
+static void live_release(live_set *s, uint64_t off, uint64_t size)
+{
+    for (uint32_t i = 0; i < s->n; i++)
+        if (s->off[i] == off && s->size[i] == size) {
+            memmove(s->off + i, s->off + i + 1, (s->n - i - 1) * sizeof *s->off);
+            memmove(s->size + i, s->size + i + 1, (s->n - i - 1) * sizeof *s->size);
+            s->n--;
+            return;
+        }
+}
+
+static bool supported(dtl_dtype t)
+{
+    return t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64 || t == DTL_DTYPE_I32 ||
+           t == DTL_DTYPE_I64 || t == DTL_DTYPE_BOOL;
+}
+
+bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_arena *A,
+                        dtl_err *err)
+{
+    uint32_t nn = g->nnodes, no = g->nouts;
+    memset(L, 0, sizeof *L);
+    L->nnodes = nn;
+    L->nouts = no;
+    L->loc = dtl_arena_array(A, nn + 1, sizeof *L->loc);
+    L->off = dtl_arena_array(A, nn + 1, sizeof *L->off);
+    L->root = dtl_arena_array(A, nn + 1, sizeof *L->root);
+    L->def = dtl_arena_array(A, nn + 1, sizeof *L->def);
+    L->last = dtl_arena_array(A, nn + 1, sizeof *L->last);
+    L->stage_off = dtl_arena_array(A, no + 1, sizeof *L->stage_off);
+    L->status = dtl_arena_array(A, nn + 1, sizeof *L->status);
+    for (uint32_t v = 0; v < nn; v++) {
+        const dtl_node *n = &g->nodes[v];
+        if (!supported(n->dtype))
+            return dtl_err_set(err, DTL_ERR_USAGE, "cuda: %%%u (%s): dtype %s is not "
+                               "supported", v, dtl_op_name(n->op), dtl_dtype_name(n->dtype));
+        L->root[v] = n->op == DTL_OP_RESHAPE ? L->root[n->in[0]] : v;
+        L->def[v] = v;
+        L->last[v] = v;
+        L->status[v] = UINT32_MAX;
+        if (n->op == DTL_OP_GATHER || n->op == DTL_OP_SCATTER_ADD)
+            L->status[v] = L->nstatus++;
+    }
+    for (uint32_t v = 0; v < nn; v++)
+        for (uint32_t i = 0; i < g->nodes[v].nin; i++) {
+            dtl_val r = L->root[g->nodes[v].in[i]];
+            if (L->last[r] != UINT32_MAX)
+                L->last[r] = v;
+        }
+    for (uint32_t k = 0; k < no; k++)
+        L->last[L->root[g->outs[k].val]] = UINT32_MAX;
+
+    /* Inputs and constants: fixed slots. */
+    uint64_t in_bytes = 0, c_bytes = 0;
+    for (uint32_t v = 0; v < nn; v++) {
+        const dtl_node *n = &g->nodes[v];
+        switch (n->op) {
+        case DTL_OP_INPUT:
+            L->loc[v] = DTL_CU_LOC_INPUT;
+            L->off[v] = in_bytes;
+            in_bytes += value_bytes(n);
+            break;
+        case DTL_OP_PARAM:
+        case DTL_OP_STATE: L->loc[v] = DTL_CU_LOC_STORE; break;
+        case DTL_OP_CONST:
+        case DTL_OP_IOTA:
+            L->loc[v] = DTL_CU_LOC_CONST;
+            L->off[v] = c_bytes;
+            c_bytes += value_bytes(n);
+            break;
+        case DTL_OP_RESHAPE: L->loc[v] = DTL_CU_LOC_ALIAS; break;
+        default: L->loc[v] = DTL_CU_LOC_ARENA; break;
+        }
+    }
+
+    /* The arena, by liveness. */
+    live_set s = {dtl_arena_array(A, nn + no + 1, sizeof(uint64_t)),
+                  dtl_arena_array(A, nn + no + 1, sizeof(uint64_t)), 0, 0};
+    for (uint32_t v = 0; v < nn; v++) {
+        const dtl_node *n = &g->nodes[v];
+        if (L->loc[v] != DTL_CU_LOC_ARENA)
+            continue;
+        L->off[v] = live_take(&s, value_bytes(n));
+        L->naive_bytes += value_bytes(n);
+        if (!reuse)
+            continue;
+        for (uint32_t i = 0; i < n->nin; i++) {
+            dtl_val u = L->root[n->in[i]];
+            bool first = true;   /* an operand read twice (x * x, or x and its reshape) */
+            for (uint32_t j = 0; j < i; j++)
+                first = first && L->root[n->in[j]] != u;
+            if (first && L->loc[u] == DTL_CU_LOC_ARENA && L->last[u] == v)
+                live_release(&s, L->off[u], value_bytes(&g->nodes[u]));
+        }
+        if (L->last[v] == v)   /* read by nobody: free once computed */
+            live_release(&s, L->off[v], value_bytes(n));
+    }
+    for (uint32_t k = 0; k < no; k++) {
+        dtl_val r = L->root[g->outs[k].val];
+        dtl_op op = g->nodes[r].op;
+        L->stage_off[k] = UINT64_MAX;
+        if (op == DTL_OP_INPUT || op == DTL_OP_PARAM || op == DTL_OP_STATE) {
+            uint64_t b = value_bytes(&g->nodes[g->outs[k].val]);
+            L->stage_off[k] = live_take(&s, b);
+            L->naive_bytes += b;
+        }
+    }
+
+    L->input_bytes = in_bytes;
+    L->const_bytes = c_bytes;
+    L->arena_bytes = s.top;
+    L->input_base = 0;
+    L->const_base = in_bytes;
+    L->arena_base = L->const_base + c_bytes;
+    L->status_base = L->arena_base + s.top;
+    L->total = L->status_base + align_up((uint64_t)L->nstatus * 16);
+    for (uint32_t v = 0; v < nn; v++) {
+        if (L->loc[v] == DTL_CU_LOC_CONST)
+            L->off[v] += L->const_base;
+        else if (L->loc[v] == DTL_CU_LOC_ARENA)
+            L->off[v] += L->arena_base;
+    }
+    for (uint32_t k = 0; k < no; k++)
+        if (L->stage_off[k] != UINT64_MAX)
+            L->stage_off[k] += L->arena_base;
+    return true;
+}
+
+/* ---- the checker ---- */
+
+static bool fail(char *why, size_t len, const char *fmt, uint32_t a, uint32_t b)
+{
+    snprintf(why, len, fmt, a, b);
+    return false;
+}
+
+static bool bytes_overlap(uint64_t a, uint64_t an, uint64_t b, uint64_t bn)
+{
+    return an && bn && a < b + bn && b < a + an;
+}
+
+bool dtl_cu_layout_check(const dtl_cu_layout *L, const dtl_graph *g, char *why, size_t len)
+{
+    uint32_t nn = g->nnodes;
+    for (uint32_t v = 0; v < nn; v++) {
+        const dtl_node *n = &g->nodes[v];
+        uint64_t b = dtl_node_numel(n) * dtl_dtype_size(n->dtype);
+        dtl_val r = L->root[v];
+        if (g->nodes[r].op == DTL_OP_RESHAPE || (r != v && n->op != DTL_OP_RESHAPE))
+            return fail(why, len, "%%%u: bad root %%%u", v, r);
+        switch (L->loc[v]) {
+        case DTL_CU_LOC_INPUT:
+            if (L->off[v] + b > L->const_base)
+                return fail(why, len, "%%%u: input slot outside its region%.0u", v, 0);
+            break;
+        case DTL_CU_LOC_CONST:
+            if (L->off[v] < L->const_base || L->off[v] + b > L->arena_base)
+                return fail(why, len, "%%%u: constant outside its region%.0u", v, 0);
+            break;
+        case DTL_CU_LOC_ARENA:
+            if (L->off[v] < L->arena_base || L->off[v] + b > L->status_base)
+                return fail(why, len, "%%%u: value outside the arena%.0u", v, 0);
+            break;
+        default: break;
+        }
+        if ((L->loc[v] == DTL_CU_LOC_INPUT || L->loc[v] == DTL_CU_LOC_CONST ||
+             L->loc[v] == DTL_CU_LOC_ARENA) && L->off[v] % DTL_CU_ALIGN)
+            return fail(why, len, "%%%u: offset not aligned%.0u", v, 0);
+    }
+    /* Arena values that share bytes must not be live at once: u (< v) dead before v. */
+    for (uint32_t v = 0; v < nn; v++) {
+        if (L->loc[v] != DTL_CU_LOC_ARENA)
+            continue;
+        const dtl_node *nv = &g->nodes[v];
+        uint64_t bv = dtl_node_numel(nv) * dtl_dtype_size(nv->dtype);
+        for (uint32_t u = 0; u < v; u++) {
+            if (L->loc[u] != DTL_CU_LOC_ARENA)
+                continue;
+            const dtl_node *nu = &g->nodes[u];
+            uint64_t bu = dtl_node_numel(nu) * dtl_dtype_size(nu->dtype);
+            if (bytes_overlap(L->off[u], bu, L->off[v], bv) && L->last[u] >= v)
+                return fail(why, len, "%%%u and %%%u share memory while both are live", u, v);
+        }
+        for (uint32_t i = 0; i < nv->nin; i++) {
+            dtl_val r = L->root[nv->in[i]];
+            const dtl_node *nr = &g->nodes[r];
+            if (L->loc[r] == DTL_CU_LOC_ARENA && r != v &&
+                bytes_overlap(L->off[r], dtl_node_numel(nr) * dtl_dtype_size(nr->dtype),
+                              L->off[v], bv))
+                return fail(why, len, "%%%u overlaps its operand %%%u", v, r);
+        }
+    }
+    /* Staging blocks: disjoint from every value live at the end and from each other. */
+    for (uint32_t k = 0; k < g->nouts; k++) {
+        if (L->stage_off[k] == UINT64_MAX)
+            continue;
+        const dtl_node *o = &g->nodes[g->outs[k].val];
+        uint64_t bk = dtl_node_numel(o) * dtl_dtype_size(o->dtype);
+        for (uint32_t u = 0; u < nn; u++) {
+            const dtl_node *nu = &g->nodes[u];
+            if (L->loc[u] == DTL_CU_LOC_ARENA && L->last[u] == UINT32_MAX &&
+                bytes_overlap(L->off[u], dtl_node_numel(nu) * dtl_dtype_size(nu->dtype),
+                              L->stage_off[k], bk))
+                return fail(why, len, "output %u's staging block overlaps %%%u", k, u);
+        }
+        for (uint32_t j = 0; j < k; j++) {
+            if (L->stage_off[j] == UINT64_MAX)
+                continue;
+            const dtl_node *oj = &g->nodes[g->outs[j].val];
+            if (bytes_overlap(L->stage_off[j], dtl_node_numel(oj) * dtl_dtype_size(oj->dtype),
+                              L->stage_off[k], bk))
+                return fail(why, len, "outputs %u and %u share a staging block", j, k);
+        }
+    }
+    return true;
+}

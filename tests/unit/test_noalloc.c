@@ -1,0 +1,294 @@
+/* tests/unit/test_noalloc.c — a training step allocates nothing and starts no thread, on every
+ * backend (the reference, and each backend under test: tests/unit/backend_testlib.h).
+ *
+ * The test binary interposes the whole malloc family (malloc, calloc, realloc, free,
+ * posix_memalign, aligned_alloc, memalign, valloc, pvalloc — glibc's "replacing malloc"
+ * rules: ELF symbol interposition, so calls from libc itself and from shared libraries such
+ * as LLVM's are seen too) and forwards to glibc's __libc_* functions, counting every call;
+ * it interposes pthread_create likewise (forwarding through dlsym(RTLD_NEXT)). For each
+ * backend it plans the step, eval and infer graphs of examples/mnist_mlp.dtl at batch 32,
+ * runs 2 warm-up steps (lazy one-time work such as a thread pool starting is allowed there),
+ * then asserts that 50 steps (and a few eval and infer runs) make zero allocations and
+ * create zero threads, and that the process has as many threads after them as before
+ * (/proc/self/task). A sanity check first shows that the counting works.
+ *
+ * Under AddressSanitizer (whose own malloc this would fight) and under valgrind the test
+ * skips (exit 77) with a message.
+ */
+#define _GNU_SOURCE 1
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend_testlib.h"
+#include "unit.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define NOALLOC_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || \
+    __has_feature(thread_sanitizer)
+#define NOALLOC_SANITIZED 1
+#endif
+#endif
+
+#define WARMUP 2
+#define STEPS 50
+#define EVALS 5
+
+#ifndef NOALLOC_SANITIZED
+
+/* ---- the interposers --------------------------------------------------------------------- */
+
+static atomic_long n_alloc, n_free, n_threads;
+
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t m);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+extern void *__libc_memalign(size_t align, size_t n);
+
+static void count_alloc(void)
+{
+    atomic_fetch_add_explicit(&n_alloc, 1, memory_order_relaxed);
+}
+
+void *malloc(size_t n)
+{
+    count_alloc();
+    return __libc_malloc(n);
+}
+
+void *calloc(size_t n, size_t m)
+{
+    count_alloc();
+    return __libc_calloc(n, m);
+}
+
+void *realloc(void *p, size_t n)
+{
+    count_alloc();
+    return __libc_realloc(p, n);
+}
+
+void free(void *p)
+{
+    if (p)
+        atomic_fetch_add_explicit(&n_free, 1, memory_order_relaxed);
+    __libc_free(p);
+}
+
+void *memalign(size_t align, size_t n);
+void *memalign(size_t align, size_t n)
+{
+    count_alloc();
+    return __libc_memalign(align, n);
+}
+
+void *aligned_alloc(size_t align, size_t n)
+{
+    count_alloc();
+    return __libc_memalign(align, n);
+}
+
+int posix_memalign(void **out, size_t align, size_t n)
+{
+    count_alloc();
+    if (align < sizeof(void *) || (align & (align - 1)) != 0)
+        return 22;   /* EINVAL */
+    void *p = __libc_memalign(align, n);
+    if (!p && n)
+        return 12;   /* ENOMEM */
+    *out = p;
+    return 0;
+}
+
+void *valloc(size_t n);
+void *valloc(size_t n)
+{
+    count_alloc();
+    return __libc_memalign((size_t)sysconf(_SC_PAGESIZE), n);
+}
+
+void *pvalloc(size_t n);
+void *pvalloc(size_t n)
+{
+    count_alloc();
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return __libc_memalign(page, (n + page - 1) / page * page);
+}
+
+typedef int (*pthread_create_fn)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    static pthread_create_fn real;
+    atomic_fetch_add_explicit(&n_threads, 1, memory_order_relaxed);
+    if (!real) {
+        void *sym = dlsym(RTLD_NEXT, "pthread_create");
+        memcpy(&real, &sym, sizeof real);
+    }
+    if (!real)
+        return 11;   /* EAGAIN */
+    return real(t, attr, fn, arg);
+}
+
+/* ---- the test ---------------------------------------------------------------------------- */
+
+static long tasks(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The counters work: an allocation and a thread made here are seen. */
+static void test_sanity(void)
+{
+    void *(*volatile m)(size_t) = malloc;
+    long a0 = atomic_load(&n_alloc), f0 = atomic_load(&n_free);
+    void *p = m(24);
+    free(p);
+    CHECK(atomic_load(&n_alloc) == a0 + 1 && atomic_load(&n_free) == f0 + 1);
+    char *s = strdup("inside libc");   /* libc's own allocation is seen too */
+    CHECK(atomic_load(&n_alloc) == a0 + 2);
+    free(s);
+}
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+static void test_sanity_thread(void)
+{
+    long t0 = atomic_load(&n_threads);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, nothing, NULL) == 0);
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&n_threads) == t0 + 1);
+}
+
+typedef struct counts {
+    long alloc, free, threads, tasks;
+} counts;
+
+static counts now(void)
+{
+    return (counts){atomic_load(&n_alloc), atomic_load(&n_free), atomic_load(&n_threads), 0};
+}
+
+static void test_backend(const bt_backend *b, const dtl_lowered *low)
+{
+    dtl_err err = {0};
+    dtl_store *st = dtl_store_new(7);
+    dtl_plan *step = dtl_plan_new(b->be, &low->step, st, &b->opts, &err);
+    dtl_plan *eval = step ? dtl_plan_new(b->be, &low->eval, st, &b->opts, &err) : NULL;
+    dtl_plan *infer = eval ? dtl_plan_new(b->be, &low->infer, st, &b->opts, &err) : NULL;
+    if (!infer) {
+        fprintf(stderr, "%s: cannot plan the MLP: %s\n", b->name, err.msg);
+        CHECK(!"plans");
+        dtl_plan_free(step);
+        dtl_plan_free(eval);
+        dtl_store_free(st);
+        return;
+    }
+    bt_batch batch;
+    CHECK(bt_batch_init(&batch, &low->step, 10));
+    bool ok = true;
+    int64_t k = 0;
+    for (; ok && k < WARMUP; k++) {
+        bt_batch_fill(&batch, 11, (uint64_t)k, k + 1);
+        ok = dtl_plan_run(step, batch.in, batch.nin, &err) &&
+             dtl_plan_run(eval, batch.in, batch.nin, &err) &&
+             dtl_plan_run(infer, batch.in, batch.nin, &err);
+    }
+    long tasks0 = tasks();
+    counts c0 = now();
+    for (; ok && k < WARMUP + STEPS; k++) {
+        bt_batch_fill(&batch, 11, (uint64_t)k, k + 1);
+        ok = dtl_plan_run(step, batch.in, batch.nin, &err);
+    }
+    counts c1 = now();
+    for (int e = 0; ok && e < EVALS; e++)
+        ok = dtl_plan_run(eval, batch.in, batch.nin, &err) &&
+             dtl_plan_run(infer, batch.in, batch.nin, &err);
+    counts c2 = now();
+    long tasks1 = tasks();
+    if (!ok)
+        fprintf(stderr, "%s: a run failed: %s\n", b->name, err.msg);
+    CHECK(ok);
+    dtl_tensor loss;
+    CHECK(dtl_plan_output(step, "loss", &loss, &err));
+    printf("%-12s %d steps: %ld allocations, %ld frees, %ld threads created; %d eval+infer: "
+           "%ld allocations, %ld frees, %ld threads; tasks %ld -> %ld\n",
+           b->name, STEPS, c1.alloc - c0.alloc, c1.free - c0.free, c1.threads - c0.threads,
+           EVALS, c2.alloc - c1.alloc, c2.free - c1.free, c2.threads - c1.threads, tasks0,
+           tasks1);
+    CHECK(c1.alloc == c0.alloc);
+    CHECK(c1.free == c0.free);
+    CHECK(c1.threads == c0.threads);
+    CHECK(c2.alloc == c1.alloc);
+    CHECK(c2.free == c1.free);
+    CHECK(c2.threads == c1.threads);
+    CHECK(tasks0 > 0 && tasks1 == tasks0);
+    bt_batch_free(&batch);
+    dtl_plan_free(infer);
+    dtl_plan_free(eval);
+    dtl_plan_free(step);
+    dtl_store_free(st);
+}
+
+int main(void)
+{
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && (strstr(pre, "vgpreload") || strstr(pre, "valgrind"))) {
+        printf("test_noalloc: skipped under valgrind (it replaces malloc itself)\n");
+        return 77;
+    }
+    test_sanity();
+    test_sanity_thread();
+    if (check_failures) {
+        fprintf(stderr, "test_noalloc: the allocation counters do not work in this build\n");
+        CHECK_DONE();
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/examples/mnist_mlp.dtl", bt_srcdir());
+    dtl_lower_opts lo = {.batch = 32};
+    bt_model m;
+    if (!bt_model_load(&m, path, NULL, &lo)) {
+        CHECK(!"examples/mnist_mlp.dtl loads");
+        CHECK_DONE();
+    }
+    static const bt_backend ref = {"ref", &dtl_backend_ref, {0}};
+    test_backend(&ref, &m.low);
+    size_t nb;
+    const bt_backend *bes = bt_backends(&nb);
+    for (size_t i = 0; i < nb; i++)
+        test_backend(&bes[i], &m.low);
+    bt_model_free(&m);
+    CHECK_DONE();
+}
+
+#else
+
+int main(void)
+{
+    printf("test_noalloc: skipped under a sanitizer (it replaces malloc, which the test "
+           "interposes)\n");
+    return 77;
+}
+
+#endif
