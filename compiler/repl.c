@@ -352,7 +352,12 @@ static bool read_ahead(repl *R, queue *q, text *t)
     bool go = false;
     for (;;) {
         char *l;
-        if (nh == 64 || next_line(R, q, NULL, &l) != REPL_READ_LINE)
+        repl_read st = nh == 64 ? REPL_READ_EOF : next_line(R, q, NULL, &l);
+        if (st == REPL_READ_TOO_LONG) {
+            repl_error(R, "an input line of more than 16 MiB: the rest of the input is ignored");
+            R->quit = true;
+        }
+        if (st != REPL_READ_LINE)
             break;
         held[nh++] = l;
         if (!blank(l, strlen(l))) {
@@ -389,6 +394,10 @@ static void run_loop(repl *R)
             t.n = 0;
             continue;
         }
+        if (st == REPL_READ_TOO_LONG) {
+            repl_error(R, "an input line of more than 16 MiB: the rest of the input is ignored");
+            break;
+        }
         if (st == REPL_READ_EOF) {
             if (t.n && !R->interactive && !blank(t.s, t.n)) {
                 repl_origin *o = repl_origin_new(R, "<repl>", t.s, t.n, first);
@@ -397,9 +406,11 @@ static void run_loop(repl *R)
             }
             break;
         }
-        R->lines++;
         if (!t.n)
-            first = R->lines;
+            first = R->lines + 1;
+        R->lines++;
+        for (const char *nl = strchr(line, '\n'); nl; nl = strchr(nl + 1, '\n'))
+            R->lines++;   /* a multi-line input recalled from the history */
         bool line_blank = blank(line, strlen(line));
         if (!text_add(&t, line, strlen(line)) || !text_add(&t, "\n", 1)) {
             free(line);

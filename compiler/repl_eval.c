@@ -661,21 +661,22 @@ bool repl_run(repl *R, dtl_plan *p, const dtl_graph *g, dtl_tensor *t, bool *has
     /* The random streams' position: RNG_UNIFORM element i of a node of n elements is word
      * step * n + i of its stream. step is the smallest with every node of the graph past
      * the words drawn so far (rng_pos), so no draw ever repeats an earlier one. */
-    int64_t step = 0, next = R->rng_pos;
+    uint64_t ustep = 0, next = R->rng_pos;   /* (unsigned: wraps as the kernels do) */
     for (uint32_t i = 0; i < g->nnodes; i++) {
         const dtl_node *n = &g->nodes[i];
-        int64_t numel = (int64_t)dtl_node_numel(n);
-        if (n->op != DTL_OP_RNG_UNIFORM || numel <= 0)
+        uint64_t numel = dtl_node_numel(n);
+        if (n->op != DTL_OP_RNG_UNIFORM || numel == 0)
             continue;
-        int64_t s = (R->rng_pos + numel - 1) / numel;
-        step = s > step ? s : step;
+        uint64_t s = R->rng_pos / numel + (R->rng_pos % numel != 0);
+        ustep = s > ustep ? s : ustep;
     }
     for (uint32_t i = 0; i < g->nnodes; i++) {
         const dtl_node *n = &g->nodes[i];
-        int64_t numel = (int64_t)dtl_node_numel(n);
-        if (n->op == DTL_OP_RNG_UNIFORM && numel > 0 && (step + 1) * numel > next)
-            next = (step + 1) * numel;
+        uint64_t numel = dtl_node_numel(n);
+        if (n->op == DTL_OP_RNG_UNIFORM && numel > 0 && (ustep + 1) * numel > next)
+            next = (ustep + 1) * numel;
     }
+    int64_t step = (int64_t)ustep;
     size_t k = 0;
     for (uint32_t i = 0; i < g->nnodes; i++) {
         const dtl_node *n = &g->nodes[i];
@@ -743,9 +744,15 @@ static repl_cached *compiled(repl *R, repl_checked *c, dtl_expr *e, const char *
             }
             return &R->cache[i];
         }
-    for (size_t i = 0; i < REPL_CACHE_SLOTS; i++)
-        if (!slot || !R->cache[i].key || (slot->key && R->cache[i].used < slot->used))
-            slot = !slot || slot->key ? &R->cache[i] : slot;
+    for (size_t i = 0; i < REPL_CACHE_SLOTS; i++) {   /* a free slot, else the oldest */
+        repl_cached *e = &R->cache[i];
+        if (!e->key) {
+            slot = e;
+            break;
+        }
+        if (!slot || e->used < slot->used)
+            slot = e;
+    }
     cached_free(slot);
     if (!repl_lower(R, c, e, &slot->g)) {
         free(key);
@@ -972,8 +979,6 @@ static void input_expr(repl *R, repl_origin *o)
             dtl_tensor v;
             if (eval_tensor(R, &c, e, o->text, &v))
                 repl_print_tensor(R->out, &v);
-        } else if (t && t->kind == DTL_TYPE_INSTANCE) {
-            print_other(R, &c, t);
         } else if (t) {
             print_other(R, &c, t);
         }
@@ -1020,8 +1025,9 @@ static void input_let(repl *R, repl_origin *o, size_t ns, size_t ne, repl_kind k
             /* The value replaces a declaration: what used it must still check. */
             repl_checked c2;
             char *names[1] = {name};
-            bool ok = value_set(R, name, &v) && repl_check(R, NULL, 0, names, 1, &c2);
-            if (!ok) {
+            if (!value_set(R, name, &v))
+                goto out;
+            if (!repl_check(R, NULL, 0, names, 1, &c2)) {
                 repl_report(R, &c2, NULL);
                 value_remove(R, name);
             } else {
@@ -1038,7 +1044,10 @@ static void input_let(repl *R, repl_origin *o, size_t ns, size_t ne, repl_kind k
     repl_entry en;
     memset(&en, 0, sizeof en);
     en.kind = DTL_DECL_LET;
-    en.name = strdup(name);
+    if (!(en.name = strdup(name))) {
+        oom(R);
+        goto out;
+    }
     if (host_known(t)) {
         const char *val = dtl_value_print(&c.ctx.arena, t, c.m);
         char *text = malloc(strlen(name) + strlen(val) + 8);

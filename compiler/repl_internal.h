@@ -127,7 +127,7 @@ typedef struct repl {
     const dtl_backend *be;
     const char *be_name;
     repl_cached cache[REPL_CACHE_SLOTS];
-    int64_t rng_pos;     /* 32-bit words the random constructors drew so far, per stream
+    uint64_t rng_pos;    /* 32-bit words the random constructors drew so far, per stream
                             (repl_run sets "repl.step" past them) */
     uint32_t lines;      /* input lines read so far (the line of "<repl>" positions) */
     repl_trainer trainer;
@@ -212,6 +212,7 @@ typedef enum repl_read {
     REPL_READ_LINE,      /* a line (without its newline) */
     REPL_READ_EOF,       /* end of input (Ctrl-D) */
     REPL_READ_CANCEL,    /* Ctrl-C at the prompt: the input so far is dropped */
+    REPL_READ_TOO_LONG,  /* a line of more than 16 MiB: the rest of the input is dropped */
 } repl_read;
 
 /* Completion: the candidates for the word that ends at `cursor` of `line` (which starts at

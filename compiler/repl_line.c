@@ -70,8 +70,9 @@ char *repl_history_path(void)
         if (!path)
             return NULL;
         memcpy(path, state, n);
+        mkdir(state, 0700);   /* (both may exist already) */
         memcpy(path + n, "/dtl", sizeof "/dtl");
-        mkdir(path, 0700);   /* $XDG_STATE_HOME itself is the user's to make */
+        mkdir(path, 0700);
         memcpy(path + n, "/dtl/history", sizeof "/dtl/history");
         return path;
     }
@@ -100,6 +101,8 @@ struct repl_line {
 };
 
 /* ---- plain stdio ---------------------------------------------------------------------------- */
+
+enum { MAX_LINE = 16 << 20 };   /* bytes of one input line */
 
 static repl_read plain_read(repl_line *le, const char *prompt, char **line)
 {
@@ -136,6 +139,10 @@ static repl_read plain_read(repl_line *le, const char *prompt, char **line)
         }
         if (c == '\n')
             break;
+        if (n >= MAX_LINE) {   /* /dev/zero, say: stop rather than exhaust memory */
+            free(buf);
+            return REPL_READ_TOO_LONG;
+        }
         if (n + 1 >= cap) {
             char *nb = realloc(buf, cap * 2);
             if (!nb) {

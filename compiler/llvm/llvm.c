@@ -478,8 +478,10 @@ static void *llvm_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_o
         else
             p->slots[s] = dtl_store_find(store, n->name)->t.data;
     }
-    p->stats.arena_bytes = (size_t)kp->arena_bytes;
-    p->stats.naive_bytes = (size_t)kp->naive_bytes;
+    /* The arena as allocated: the plan's, then staging and matmul scratch (codegen.c). */
+    uint64_t extra = p->L.arena_bytes - (kp->arena_bytes + 63) / 64 * 64;
+    p->stats.arena_bytes = (size_t)p->L.arena_bytes;
+    p->stats.naive_bytes = (size_t)(kp->naive_bytes + extra);
     p->stats.const_bytes = (size_t)kp->const_bytes;
     return p;
 }

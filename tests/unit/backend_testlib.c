@@ -21,6 +21,8 @@
 #include <time.h>
 
 #include "../../compiler/autodiff.h"
+#include "../../compiler/passes/fuse.h"
+#include "../../compiler/passes/passes.h"
 #include "../../lang/check.h"
 #include "../../lang/ctx.h"
 
@@ -630,6 +632,23 @@ bool bt_case_run_on(bt_case *c, const bt_backend *bes, size_t nb)
         counts.failed++;
         bt_case_free(c);
         return false;
+    }
+    const char *print = getenv("DTL_TEST_PRINT");
+    if (print && *print) {
+        printf("--- case %s, with its loss and gradients:\n", c->label);
+        dtl_graph_print(&c->g, stdout);
+        dtl_graph opt;
+        dtl_err perr = {0};
+        if (strcmp(print, "2") == 0 && dtl_passes_run(&opt, &c->g, NULL, &perr)) {
+            printf("--- after the passes (compiler/passes/passes.h):\n");
+            dtl_graph_print(&opt, stdout);
+            dtl_kprog *kp = dtl_fuse(&opt, NULL);
+            printf("--- the kernel program (compiler/passes/fuse.h):\n");
+            dtl_kprog_print(stdout, kp);
+            dtl_kprog_free(kp);
+        }
+        if (strcmp(print, "2") == 0)
+            dtl_graph_free(&opt);
     }
 
     /* The inputs of both runs. */

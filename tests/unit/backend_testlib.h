@@ -128,7 +128,9 @@ void bt_out_exact(bt_case *c, dtl_val v);
 void bt_out_kind(bt_case *c, dtl_out_kind kind, dtl_val v, dtl_val target);
 /* Differentiates, verifies, runs and compares as described above; frees c. Returns true
  * when every backend matched (known failures aside). $DTL_TEST_VERBOSE=1 prints each case's
- * size and how long each backend took to prepare it (diagnostics only, never checked). */
+ * size and how long each backend took to prepare it (diagnostics only, never checked);
+ * $DTL_TEST_PRINT=1 prints each case's graph (dtl_graph_print) with its loss and gradients,
+ * =2 also the graph after the passes and its kernel program (what fast backends compile). */
 bool bt_case_run(bt_case *c);
 /* The same against the given backends (the harness's own tests use broken ones). */
 bool bt_case_run_on(bt_case *c, const bt_backend *bes, size_t nb);

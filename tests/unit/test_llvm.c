@@ -214,6 +214,8 @@ static void test_staging(void)
         dtl_plan_stats ps;
         dtl_plan_stats_get(p, &ps);
         CHECK(ps.runs == 1);
+        /* four staged outputs of 5 floats, 64-byte blocks */
+        CHECK(ps.arena_bytes >= 4 * 64 && ps.naive_bytes >= ps.arena_bytes);
     }
     dtl_plan_free(p);
     dtl_store_free(st);
