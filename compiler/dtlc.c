@@ -30,6 +30,7 @@
 #include "../lang/ctx.h"
 #include "../lang/parse.h"
 #include "../lang/print.h"
+#include "../runtime/fsutil.h"
 #include "graph.h"
 #include "lower.h"
 #include "passes/passes.h"
@@ -743,6 +744,17 @@ static int write_output(const dtlc_opts *o, const dtlc_emit *e)
             return EXIT_USAGE;
         }
         return EXIT_CLEAN;
+    }
+    if (dtl_fs_is_special(o->output)) {   /* -o /dev/null: write it, never rename over it */
+        FILE *f = fopen(o->output, "w");
+        if (f)
+            emit_to(f, e);
+        int err = !f ? errno : ferror(f) ? (errno ? errno : EIO) : 0;
+        if (f && fclose(f) != 0 && !err)
+            err = errno;
+        if (err)
+            say(o->color, "error", "cannot write '%s': %s", o->output, strerror(err));
+        return err ? EXIT_USAGE : EXIT_CLEAN;
     }
     size_t n = strlen(o->output);
     char *tmp = malloc(n + sizeof ".tmpXXXXXX");

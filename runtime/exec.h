@@ -110,6 +110,10 @@ typedef struct dtl_plan_stats {
     size_t naive_bytes;  /* what they would take without reuse */
     size_t const_bytes;  /* constants, computed once */
     uint64_t runs;
+    /* Compiling backends (llvm): prepare's time, in CPU seconds of the calling thread, in the
+     * graph passes and fusion, and in LLVM (module, optimization, machine code, linking, or
+     * loading a cached object); 0 for the others. */
+    double passes_seconds, llvm_seconds;
 } dtl_plan_stats;
 
 typedef struct dtl_backend {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static bool write_all(int fd, const unsigned char *p, size_t len)
@@ -64,8 +65,31 @@ static bool sync_dir(const char *path, int *err_no)
     return ok;
 }
 
+bool dtl_fs_is_special(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode) &&
+           !S_ISLNK(st.st_mode);
+}
+
+/* A device or FIFO: written in place (there is nothing to replace atomically). */
+static bool write_special(const char *path, const dtl_fs_piece *pieces, size_t n, dtl_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return dtl_err_set(err, DTL_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++)
+        ok = write_all(fd, pieces[i].data, pieces[i].len);
+    int e = errno;
+    close(fd);
+    return ok || dtl_err_set(err, DTL_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+}
+
 bool dtl_fs_write_atomic(const char *path, const dtl_fs_piece *pieces, size_t n, dtl_err *err)
 {
+    if (dtl_fs_is_special(path))
+        return write_special(path, pieces, n, err);
     size_t plen = strlen(path);
     if (plen == 0 || path[plen - 1] == '/')
         return dtl_err_set(err, DTL_ERR_USAGE, "'%s': not a file name", path);

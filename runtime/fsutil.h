@@ -17,6 +17,10 @@
  * directory should ignore names containing ".tmp-". One writer per path per process at a
  * time (the temporary's name is per process). A symbolic link at path is replaced by the
  * file, not followed. The new file gets mode 0666 less the umask, like fopen's.
+ *
+ * A path that names something other than a regular file or a link — /dev/null, a FIFO, a
+ * terminal — is written in place, never renamed over: `--save /dev/null` discards.
+ * dtl_fs_is_special tells callers with their own writers (dtlc -o) the same.
  */
 #ifndef DTL_FSUTIL_H
 #define DTL_FSUTIL_H
@@ -32,5 +36,9 @@ typedef struct dtl_fs_piece {
 } dtl_fs_piece;
 
 bool dtl_fs_write_atomic(const char *path, const dtl_fs_piece *pieces, size_t n, dtl_err *err);
+
+/* Whether path exists and is neither a regular file, a directory nor a symbolic link (a
+ * device, a FIFO, a socket): such a path must be opened and written, not replaced. */
+bool dtl_fs_is_special(const char *path);
 
 #endif

@@ -996,7 +996,8 @@ static void gen_reduce(cg *c, const dtl_kernel *k, int32_t *iota_stream)
     LLVMTypeRef at = acc_ty(c, root);
     /* The parallel loop: over output elements (row), or over (outer kept index, chunk of
      * the last dim) pairs (column). */
-    int64_t S = n.size[last], ch = S < COL_CHUNK ? S : COL_CHUNK, nch = (S + ch - 1) / ch;
+    int64_t S = n.size[last], ch = S < COL_CHUNK ? S : COL_CHUNK;
+    int64_t nch = ch > 0 ? (S + ch - 1) / ch : 0;
     int64_t units = 1;
     for (uint32_t j = 0; j + (row ? 0 : 1) < nk; j++)
         units *= n.size[kept[j]];

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <llvm-c/Analysis.h>
@@ -117,6 +118,15 @@ bool dtl_llvm_optimize(LLVMModuleRef m, LLVMTargetMachineRef tm, dtl_err *err)
     LLVMErrorRef e = LLVMRunPasses(m, OPT_PIPELINE, tm, po);
     LLVMDisposePassBuilderOptions(po);
     return !e || llvm_error(err, DTL_ERR_INTERNAL, "optimizing", e);
+}
+
+/* CPU time of the calling thread. */
+static double cpu_seconds(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0)
+        return 0;
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
 /* The passes and fusion: a graph the caller owns (*pg, initialized here) and its program. */
@@ -446,10 +456,18 @@ static void *llvm_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_o
     p->g0 = g;
     p->store = store;
     p->have_g = true;   /* initialized by the passes even when they fail */
-    if (!(p->kp = compile_graph(g, opts, &p->g, err)) || !jit_compile(p, err)) {
+    double t0 = cpu_seconds();
+    if (!(p->kp = compile_graph(g, opts, &p->g, err))) {
         llvm_free(p);
         return NULL;
     }
+    double t1 = cpu_seconds();
+    if (!jit_compile(p, err)) {
+        llvm_free(p);
+        return NULL;
+    }
+    p->stats.passes_seconds = t1 - t0;
+    p->stats.llvm_seconds = cpu_seconds() - t1;
     const dtl_kprog *kp = p->kp;
     dtl_arena *A = &p->kp->arena;
     p->arena = aligned_zeroed(p->L.arena_bytes);

@@ -319,6 +319,8 @@ void bt_fill(void *data, dtl_dtype dt, uint64_t n, bt_dist d, dtl_rng *r)
 
 static bt_counts counts;
 static const bt_known_failure *known_table;
+enum { MAX_KNOWN = 128 };
+static unsigned known_seen[MAX_KNOWN], known_hit[MAX_KNOWN];
 
 bt_counts bt_counts_get(void)
 {
@@ -330,13 +332,42 @@ void bt_known_set(const bt_known_failure *table)
     known_table = table;
 }
 
+static int known_index(const char *backend, const char *label)
+{
+    for (int i = 0; i < MAX_KNOWN && known_table && known_table[i].backend; i++)
+        if (strcmp(known_table[i].backend, backend) == 0 && strstr(label, known_table[i].label))
+            return i;
+    return -1;
+}
+
+const char *bt_fail_word(const char *backend, const char *label)
+{
+    return known_index(backend, label) >= 0 ? "known failure:" : "FAIL";
+}
+
+void bt_known_seen(const char *backend, const char *label)
+{
+    int i = known_index(backend, label);
+    if (i >= 0)
+        known_seen[i]++;
+}
+
 const char *bt_known(const char *backend, const char *label)
 {
-    for (const bt_known_failure *k = known_table; k && k->backend; k++)
-        if (strcmp(k->backend, backend) == 0 &&
-            strncmp(label, k->case_prefix, strlen(k->case_prefix)) == 0)
-            return k->reason;
-    return NULL;
+    int i = known_index(backend, label);
+    if (i < 0)
+        return NULL;
+    known_hit[i]++;
+    return known_table[i].reason;
+}
+
+void bt_known_report(void)
+{
+    for (int i = 0; i < MAX_KNOWN && known_table && known_table[i].backend; i++)
+        if (known_seen[i] && !known_hit[i])
+            printf("note: the known failure \"%s\" on %s (%s) did not happen: fixed? Then "
+                   "remove it from the list.\n", known_table[i].label, known_table[i].backend,
+                   known_table[i].reason);
 }
 
 /* ---- cases --------------------------------------------------------------------------------- */
@@ -609,7 +640,8 @@ static void fail_on(bt_case *c, side *s, const char *sub, unsigned run, const ch
     }
     s->failed++;
     if (msg)
-        fprintf(stderr, "FAIL %s on %s, run %u: %s\n", full, s->b->name, run + 1, msg);
+        fprintf(stderr, "%s %s on %s, run %u: %s\n", bt_fail_word(s->b->name, full), full,
+                s->b->name, run + 1, msg);
 }
 
 bool bt_case_run(bt_case *c)
@@ -731,6 +763,9 @@ bool bt_case_run_on(bt_case *c, const bt_backend *bes, size_t nb)
                 const bt_outrec *o = &c->outs[k];
                 dtl_tensor want, got;
                 counts.compared++;
+                char full[400];
+                snprintf(full, sizeof full, "%s: %s", c->label, o->sub);
+                bt_known_seen(s->b->name, full);
                 if (!dtl_plan_output(sides[0].plan, o->name, &want, &err)) {
                     fprintf(stderr, "%s: the reference has no output %s: %s\n", c->label,
                             o->name, err.msg);
@@ -742,8 +777,9 @@ bool bt_case_run_on(bt_case *c, const bt_backend *bes, size_t nb)
                     fail_on(c, s, o->sub, run, msg);
                     continue;
                 }
-                snprintf(what, sizeof what, "FAIL %s: %s on %s, run %u, output %s", c->label,
-                         o->sub, s->b->name, run + 1, o->name);
+                snprintf(what, sizeof what, "%s %s: %s on %s, run %u, output %s",
+                         bt_fail_word(s->b->name, full), c->label, o->sub, s->b->name, run + 1,
+                         o->name);
                 if (o->is_loss) {
                     double a = elem_f(&got, 0), b = elem_f(&want, 0);
                     double bound = loss_bound(c, sides[0].plan);
@@ -760,7 +796,8 @@ bool bt_case_run_on(bt_case *c, const bt_backend *bes, size_t nb)
                     fail_on(c, s, o->sub, run, NULL);
                 }
             }
-            snprintf(what, sizeof what, "FAIL %s on %s, run %u", c->label, s->b->name, run + 1);
+            snprintf(what, sizeof what, "%s %s on %s, run %u",
+                     bt_fail_word(s->b->name, c->label), c->label, s->b->name, run + 1);
             if (!dtl_store_sync(s->store, DTL_SYNC_TO_HOST, &err) ||
                 !dtl_store_sync(sides[0].store, DTL_SYNC_TO_HOST, &err)) {
                 snprintf(msg, sizeof msg, "store sync: %s", err.msg);

@@ -26,9 +26,9 @@
  *    inputs on the reference and on every backend under test, comparing every output and
  *    every store entry after each run (the second run shows stale results). A failure is
  *    printed with the case, subcase, backend, run, output and element.
- *  - Known failures: bt_known() lists (backend, case label prefix, reason) triples whose
+ *  - Known failures: a test's table of (backend, label substring, reason) rows whose
  *    mismatches are printed as "known failure" and not counted, so the suite stays green
- *    while a backend bug is open; one that passes says so.
+ *    while a backend bug is open; bt_known_report names the rows that no longer fail.
  *  - Models: bt_model_load checks a .dtl file (or source text) and lowers its first train
  *    block (compiler/lower.h); bt_batch makes random batches for its graphs.
  * Memory: everything here is plain malloc/free owned by the returned objects; nothing is
@@ -147,16 +147,22 @@ bt_counts bt_counts_get(void);
 /* ---- known failures ------------------------------------------------------------------------ */
 
 typedef struct bt_known_failure {
-    const char *backend;     /* "llvm" */
-    const char *case_prefix; /* a case label or subcase label prefix: "pow f32 special" */
-    const char *reason;      /* "s4-llvm-bugs.md #3: pow(NaN, 0)" */
+    const char *backend;   /* "llvm" */
+    const char *label;     /* a substring of the failure's label "<case>: <subcase>": "seed 81 (" */
+    const char *reason;    /* "s4-llvm-bugs.md BUG 1: ..." */
 } bt_known_failure;
 
-/* Installs the table of known failures (NULL-terminated by a NULL backend); tests set it at
+/* Installs the table of known failures (ended by a row with a NULL backend); tests set it at
  * the start of main. */
 void bt_known_set(const bt_known_failure *table);
-/* The reason if (backend, label) is a known failure, else NULL. */
+/* Notes that (backend, label) was compared (for bt_known_report). */
+void bt_known_seen(const char *backend, const char *label);
+/* The reason if a failure of (backend, label) is a known one (and counts it), else NULL. */
 const char *bt_known(const char *backend, const char *label);
+/* "FAIL", or "known failure:" when (backend, label) is a known failure (counts nothing). */
+const char *bt_fail_word(const char *backend, const char *label);
+/* Prints the known failures that were compared and did not fail (fixed: remove them). */
+void bt_known_report(void);
 
 /* ---- models -------------------------------------------------------------------------------- */
 

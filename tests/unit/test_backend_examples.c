@@ -145,6 +145,7 @@ static void side_free(side *s)
 /* Reports a failure of backend s; false unless it is a known one. */
 static bool failure(const char *label, const side *s)
 {
+    bt_known_seen(s->b->name, label);
     const char *why = bt_known(s->b->name, label);
     if (why) {
         fprintf(stderr, "  (known failure on %s: %s)\n", s->b->name, why);
@@ -173,6 +174,7 @@ static bool compare_outputs(const char *label, const dtl_graph *g, dtl_plan *p, 
                             const side *s, double factor, const param_rule *pr)
 {
     bool ok = true;
+    bt_known_seen(s->b->name, label);
     for (uint32_t i = 0; i < g->nouts; i++) {
         dtl_tensor got, want;
         dtl_err err = {0};
@@ -182,7 +184,8 @@ static bool compare_outputs(const char *label, const dtl_graph *g, dtl_plan *p, 
             fprintf(stderr, "%s: the reference has no output %s: %s\n", label, name, err.msg);
             return false;
         }
-        snprintf(what, sizeof what, "FAIL %s on %s, output \"%s\"", label, s->b->name, name);
+        snprintf(what, sizeof what, "%s %s on %s, output \"%s\"", bt_fail_word(s->b->name, label),
+                 label, s->b->name, name);
         if (!dtl_plan_output(p, name, &got, &err)) {
             fprintf(stderr, "%s: %s\n", what, err.msg);
             ok &= failure(label, s);
@@ -206,8 +209,8 @@ static bool compare_stores(const char *label, const side *s, dtl_store *ref, dou
     for (size_t i = 0; i < dtl_store_count(ref); i++) {
         const dtl_store_entry *w = dtl_store_at(ref, i);
         const dtl_store_entry *g = dtl_store_find(s->store, w->name);
-        snprintf(what, sizeof what, "FAIL %s on %s: store entry \"%s\"", label, s->b->name,
-                 w->name);
+        snprintf(what, sizeof what, "%s %s on %s: store entry \"%s\"",
+                 bt_fail_word(s->b->name, label), label, s->b->name, w->name);
         if (!g) {
             fprintf(stderr, "%s: missing\n", what);
             ok &= failure(label, s);
@@ -244,7 +247,8 @@ static bool run_one(const char *label, dtl_plan *p, const bt_batch *b, const sid
     dtl_err err = {0};
     if (dtl_plan_run(p, b->in, b->nin, &err))
         return true;
-    fprintf(stderr, "FAIL %s on %s: run failed: %s\n", label, s->b->name, err.msg);
+    fprintf(stderr, "%s %s on %s: run failed: %s\n", bt_fail_word(s->b->name, label), label,
+            s->b->name, err.msg);
     return failure(label, s);
 }
 
@@ -285,7 +289,8 @@ static void test_model(const model_src *m, dtl_dtype policy)
             s->infer = dtl_plan_new(s->b->be, &low->infer, s->store, &s->b->opts, &err);
         if (!s->step || !s->eval || (low->has_infer && !s->infer)) {
             snprintf(label, sizeof label, "%s %s prepare", m->name, pol);
-            fprintf(stderr, "FAIL %s on %s: %s\n", label, s->b->name, err.msg);
+            fprintf(stderr, "%s %s on %s: %s\n", bt_fail_word(s->b->name, label), label,
+                    s->b->name, err.msg);
             if (i == 0)
                 CHECK(!"the reference plans the model");
             else
@@ -430,5 +435,6 @@ int main(int argc, char **argv)
         test_model(&models[i], DTL_DTYPE_F32);
         test_model(&models[i], DTL_DTYPE_F64);
     }
+    bt_known_report();
     CHECK_DONE();
 }

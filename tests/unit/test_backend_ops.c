@@ -1079,5 +1079,6 @@ int main(int argc, char **argv)
            n.cases - (after.cases - before.cases), n.subcases - (after.subcases - before.subcases),
            n.compared - (after.compared - before.compared), n.failed - (after.failed - before.failed),
            n.known);
+    bt_known_report();
     CHECK_DONE();
 }
