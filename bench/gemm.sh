@@ -5,7 +5,8 @@
 #
 #   bench/gemm.sh [BENCH_GEMM [ARGS...]]     (run by `make bench` with the built bench/gemm)
 #
-# ARGS go to bench/gemm (--threads, --isa, --class, --min-ms; see bench/gemm.c). Without
+# ARGS go to bench/gemm (--threads, --isa, --class, --min-ms, --clock; see bench/gemm.c);
+# DTL_BENCH_GEMM_ARGS adds more (`make bench DTL_BENCH_GEMM_ARGS='--clock cpu'`). Without
 # OpenBLAS at configure time (Debian: libopenblas-dev), only dtl's column is printed.
 set -eu
 bin=${1:-build/bench/gemm}
@@ -15,5 +16,8 @@ threads=1
 [ "$cores" -gt 1 ] && threads="1,$cores"
 echo "machine: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "date:    $(date -u +%Y-%m-%d)"
+# shellcheck disable=SC2086
+set -- ${DTL_BENCH_GEMM_ARGS:-} "$@"
 echo "command: $bin --threads $threads $*"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
 exec "$bin" --threads "$threads" "$@"

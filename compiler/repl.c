@@ -44,7 +44,7 @@ void repl_error(repl *R, const char *fmt, ...)
     va_start(ap, fmt);
     say(R, "error", "\033[1;31m", fmt, ap);
     va_end(ap);
-    R->had_error = true;
+    R->nerrors++;
 }
 
 void repl_note(repl *R, const char *fmt, ...)
@@ -174,7 +174,7 @@ static char **complete(void *user, const char *line, size_t cursor, size_t *star
         c.plen = cursor - *start;
         if (be == bs)
             return NULL;
-        repl_origin o = {(char *)"<repl>", (char *)line + bs, be - bs, 1, NULL};
+        repl_origin o = {(char *)"<repl>", (char *)line + bs, be - bs, 1, NULL, 0, NULL};
         repl_piece p = {"let __repl_expr = ", &o, 0, be - bs};
         repl_checked ck;
         if (repl_check(R, &p, 1, NULL, 0, &ck)) {
@@ -379,6 +379,66 @@ static bool read_ahead(repl *R, queue *q, text *t)
     return false;
 }
 
+/* One statement of an input: [from, end) of s, as an origin whose text is s[0, end) with
+ * [0, from) blanked (newlines kept), so that diagnostics keep their lines and columns. */
+static bool submit_part(repl *R, const char *s, size_t n, size_t from, size_t end,
+                        uint32_t first)
+{
+    if (blank(s + from, end - from))
+        return true;
+    char *t = malloc(end + 1);
+    if (!t) {
+        repl_error(R, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < from; i++)
+        t[i] = s[i] == '\n' ? '\n' : ' ';
+    memcpy(t + from, s + from, end - from);
+    t[end] = '\0';
+    repl_origin *o = repl_origin_new(R, "<repl>", t, end, first);
+    free(t);
+    if (!o)
+        return false;
+    if (from > 0 || end < n) {   /* diagnostics show the whole input */
+        o->shown = strndup(s, n);
+        o->shown_len = o->shown ? n : 0;
+    }
+    uint64_t before = R->nerrors;
+    repl_input(R, o, repl_classify(o->text, o->len, NULL));
+    return R->nerrors == before;
+}
+
+/* Runs a complete input. An expression or assignment followed by others after ';'
+ * (`a = 1; b = 2`, `x; y`) is several inputs, run in turn until one fails; an input that
+ * begins with a declaration is one module, as in a file. */
+static void submit(repl *R, const char *s, size_t n, uint32_t first)
+{
+    size_t from = 0;
+    if (repl_classify(s, n, NULL) != REPL_DECLS) {
+        long depth = 0;
+        for (size_t i = 0; i < n; i++) {
+            char ch = s[i];
+            if (ch == '#') {
+                while (i + 1 < n && s[i + 1] != '\n')
+                    i++;
+            } else if (ch == '"') {
+                for (i++; i < n && s[i] != '"' && s[i] != '\n'; i++)
+                    if (s[i] == '\\' && i + 1 < n)
+                        i++;
+            } else if (ch == '(' || ch == '[' || ch == '{') {
+                depth++;
+            } else if (ch == ')' || ch == ']' || ch == '}') {
+                depth--;
+            } else if (ch == ';' && depth <= 0) {
+                if (!submit_part(R, s, n, from, i, first))
+                    return;
+                from = i + 1;
+            }
+        }
+    }
+    submit_part(R, s, n, from, n, first);
+}
+
 static void run_loop(repl *R)
 {
     text t = {NULL, 0, 0};
@@ -399,11 +459,23 @@ static void run_loop(repl *R)
             break;
         }
         if (st == REPL_READ_EOF) {
-            if (t.n && !R->interactive && !blank(t.s, t.n)) {
-                repl_origin *o = repl_origin_new(R, "<repl>", t.s, t.n, first);
-                if (o)
-                    repl_input(R, o, repl_classify(t.s, t.n, NULL));
+            /* The end of a script, or Ctrl-D at the prompt: an unfinished input is taken
+             * as it is (to see its error). At "...>" Ctrl-D only ends that input: the
+             * session goes on (a second Ctrl-D, at "dtl>", quits). */
+            bool pending = t.n && !blank(t.s, t.n);
+            if (pending) {
+                if (R->interactive) {
+                    char *h = strndup(t.s, t.s[t.n - 1] == '\n' ? t.n - 1 : t.n);
+                    repl_line_remember(R->line, h);
+                    free(h);
+                }
+                submit(R, t.s, t.n, first);
+                fflush(R->out);
+                repl_interrupted();
             }
+            t.n = 0;
+            if (pending && R->interactive)
+                continue;
             break;
         }
         if (!t.n)
@@ -436,6 +508,7 @@ static void run_loop(repl *R)
             t.n = 0;
             if (o)
                 repl_command(R, o);
+            repl_interrupted();   /* a Ctrl-C the command did not look at is spent */
             continue;
         }
         repl_kind kind = repl_classify(t.s, t.n, NULL);
@@ -453,10 +526,8 @@ static void run_loop(repl *R)
             repl_line_remember(R->line, h);
             free(h);
         }
-        repl_origin *o = repl_origin_new(R, "<repl>", t.s, t.n, first);
+        submit(R, t.s, t.n, first);
         t.n = 0;
-        if (o)
-            repl_input(R, o, kind);
         fflush(R->out);
         repl_interrupted();   /* a Ctrl-C during the evaluation is spent */
     }
@@ -517,5 +588,5 @@ int dtl_repl_run(const dtl_repl_opts *o)
         free(R.dirs[i]);
     free(R.dirs);
     fflush(R.out);
-    return !R.interactive && R.had_error ? 1 : 0;
+    return !R.interactive && R.nerrors ? 1 : 0;
 }

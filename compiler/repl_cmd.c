@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../runtime/safetensors.h"
@@ -124,20 +125,52 @@ void repl_command(repl *R, repl_origin *o)
             repl_error(R, "unknown command '%s'; :help lists the commands", name);
         return;
     }
+    if (len && c->args[0] == '\0' && c->fn != cmd_help) {
+        /* `:reset all`, `:quit now`: rather refuse than guess */
+        repl_error(R, "%s takes no argument, found '%.*s'", c->name, (int)len, o->text + off);
+        return;
+    }
     c->fn(R, o, off, len);
     fflush(R->out);
 }
 
 /* ---- the commands ---------------------------------------------------------------------------- */
 
+/* What a non-tensor is, for messages: "the int 3", "builtin relu", "model nn.Dense". */
+static const char *what_is(repl_checked *c, const dtl_type *t)
+{
+    dtl_arena *a = &c->ctx.arena;
+    if (!t)
+        return "no value";
+    const char *ty = dtl_type_print(a, t, c->m);
+    if (!dtl_type_is_host(t))
+        return ty;
+    const char *v = dtl_value_print(a, t, c->m);
+    return strcmp(v, ty) == 0 ? ty : dtl_arena_printf(a, "the %s %s", ty, v);
+}
+
 static void cmd_help(repl *R, repl_origin *o, size_t off, size_t len)
 {
-    (void)o, (void)off, (void)len;
-    fputs("Type declarations (use, model, fn, dataset, train, let) as in a .dtl file, or an\n"
-          "expression to evaluate it. `let a = randn(3, 4)` (or `a = ...`) keeps a tensor.\n"
-          "Constructors: zeros ones rand randn (sizes or a list), arange, eye.\n"
-          "Commands:\n", R->out);
+    /* :help CMD (with or without its ':', a prefix too): that command's line only */
+    const char *want = len ? o->text + off : NULL;
+    size_t wl = len;
+    if (want && *want == ':')
+        want++, wl--;
+    bool any = false;
+    for (size_t k = 0; want && k < NCMDS; k++)
+        any |= wl > 0 && strncmp(commands[k].name + 1, want, wl) == 0;
+    if (want && !any) {
+        repl_error(R, "no command '%.*s'; :help lists them", (int)len, o->text + off);
+        return;
+    }
+    if (!want)
+        fputs("Type declarations (use, model, fn, dataset, train, let) as in a .dtl file, or "
+              "an\nexpression to evaluate it. `let a = randn(3, 4)` (or `a = ...`) keeps a "
+              "tensor.\nConstructors: zeros ones rand randn (sizes or a list), arange, eye.\n"
+              "Commands:\n", R->out);
     for (size_t k = 0; k < NCMDS; k++) {
+        if (want && strncmp(commands[k].name + 1, want, wl) != 0)
+            continue;
         char lhs[48];
         snprintf(lhs, sizeof lhs, "%s %s", commands[k].name, commands[k].args);
         fprintf(R->out, "  %-26s", lhs);
@@ -156,8 +189,9 @@ static void cmd_help(repl *R, repl_origin *o, size_t off, size_t len)
                 h++;
         }
     }
-    fputs("Tab completes names, members (fc1.) and commands; Ctrl-C cancels the input or a\n"
-          "computation; Ctrl-D quits. More in docs/repl.md.\n", R->out);
+    if (!want)
+        fputs("Tab completes names, members (fc1.) and commands; Ctrl-C cancels the input or "
+              "a\ncomputation; Ctrl-D quits. More in docs/repl.md.\n", R->out);
 }
 
 static void cmd_quit(repl *R, repl_origin *o, size_t off, size_t len)
@@ -259,7 +293,19 @@ static void cmd_graph(repl *R, repl_origin *o, size_t off, size_t len)
     bool ok;
     if (len) {
         repl_checked c;
-        ok = repl_check_expr(R, o, off, len, &c) && repl_lower(R, &c, repl_expr_of(&c), &g);
+        ok = repl_check_expr(R, o, off, len, &c);
+        const dtl_expr *e = ok ? repl_expr_of(&c) : NULL;
+        if (ok && (!e->type || e->type->kind != DTL_TYPE_TENSOR)) {
+            /* A number is folded by the checker; a fn, a model or a module is no value. */
+            repl_error(R, ":graph shows how a tensor is computed; this is %s",
+                       what_is(&c, e->type));
+            ok = false;
+        } else if (ok) {
+            ok = repl_lower(R, &c, repl_expr_of(&c), &g);
+        } else if (gt && !file) {
+            repl_note(R, "to write the graph into a file, end the command with > NAME.dot "
+                      "(or .gv)");
+        }
         repl_checked_free(&c);
     } else {
         ok = step_graph(R, &g);
@@ -274,7 +320,8 @@ static void cmd_graph(repl *R, repl_origin *o, size_t off, size_t len)
                 if (fclose(f) != 0)
                     repl_error(R, "cannot write '%s': %s", file, strerror(errno));
                 else
-                    fprintf(R->out, "wrote %s (%" PRIu32 " nodes)\n", file, g.nnodes);
+                    fprintf(R->out, "wrote %s (%" PRIu32 " node%s)\n", file, g.nnodes,
+                            g.nnodes == 1 ? "" : "s");
             }
         } else {
             dtl_graph_print(&g, R->out);
@@ -318,8 +365,7 @@ static void cmd_time(repl *R, repl_origin *o, size_t off, size_t len)
         goto out;
     dtl_expr *e = repl_expr_of(&c);
     if (!e->type || e->type->kind != DTL_TYPE_TENSOR) {
-        repl_error(R, ":time measures tensor expressions; this is %s",
-                   dtl_type_print(&c.ctx.arena, e->type, c.m));
+        repl_error(R, ":time measures tensor expressions; this is %s", what_is(&c, e->type));
         goto out;
     }
     double t0 = now();
@@ -341,7 +387,9 @@ static void cmd_time(repl *R, repl_origin *o, size_t off, size_t len)
             break;
         runs[n++] = now() - a;
         if (repl_interrupted()) {
-            repl_note(R, "interrupted after %zu runs", n);
+            if (R->interactive)
+                fputc('\n', R->out);   /* after the terminal's "^C" */
+            repl_note(R, "interrupted after %zu run%s", n, n == 1 ? "" : "s");
             break;
         }
     }
@@ -425,6 +473,8 @@ static void cmd_train(repl *R, repl_origin *o, size_t off, size_t len)
         fputc('\n', R->out);
         fflush(R->out);
         if (repl_interrupted()) {
+            if (R->interactive)
+                fputc('\n', R->out);   /* after the terminal's "^C" */
             repl_note(R, "interrupted after step %" PRId64, dtl_trainer_step_count(T->tr));
             return;
         }
@@ -454,6 +504,13 @@ static void cmd_save(repl *R, repl_origin *o, size_t off, size_t len)
     char *path = arg_str(o, off, len);
     if (!path)
         return;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        repl_error(R, "'%s' is a directory: :save wants a file name (%s/NAME.safetensors)",
+                   path, path);
+        free(path);
+        return;
+    }
     dtl_err err = {DTL_ERR_NONE, ""};
     if (R->trainer.tr) {
         if (dtl_trainer_save(R->trainer.tr, path, &err))
@@ -465,6 +522,11 @@ static void cmd_save(repl *R, repl_origin *o, size_t off, size_t len)
         return;
     }
     /* The session's tensors and its instances' params. */
+    if (!dtl_store_sync(R->store, DTL_SYNC_TO_HOST, &err)) {   /* (a cuda mirror) */
+        repl_error(R, "%s", err.msg);
+        free(path);
+        return;
+    }
     size_t np = dtl_store_count(R->store), n = R->nvalues + np;
     dtl_st_tensor *ts = calloc(n ? n : 1, sizeof *ts);
     if (!ts) {
@@ -521,7 +583,9 @@ static void cmd_params(repl *R, repl_origin *o, size_t off, size_t len)
         dtl_graph g;
         const dtl_graph *sg = NULL;
         bool have = false;
-        if (R->trainer.tr && !R->trainer.stale && strcmp(R->trainer.name, te->name) == 0)
+        bool current = R->trainer.tr && !R->trainer.stale &&
+                       strcmp(R->trainer.name, te->name) == 0;
+        if (current)
             sg = dtl_trainer_step_graph(R->trainer.tr);
         else if ((have = step_graph(R, &g)))
             sg = &g;
@@ -530,7 +594,9 @@ static void cmd_params(repl *R, repl_origin *o, size_t off, size_t len)
             for (uint32_t i = 0; i < sg->nnodes; i++)
                 if (sg->nodes[i].op == DTL_OP_PARAM && (int)strlen(sg->nodes[i].name) > w)
                     w = (int)strlen(sg->nodes[i].name);
-            fprintf(R->out, "%s%s\n", te->what, R->trainer.tr ? "" : " (not trained yet)");
+            fprintf(R->out, "%s%s\n", te->what,
+                    current ? "" : R->trainer.tr ? " (changed: :train starts it again)"
+                                                 : " (not trained yet)");
             int64_t total = 0;
             for (uint32_t i = 0; i < sg->nnodes; i++) {
                 const dtl_node *nd = &sg->nodes[i];

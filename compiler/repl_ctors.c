@@ -176,6 +176,14 @@ static dtl_type *shape_ctor(dtl_bcall *c, dtl_ctor_id id)
             rank++;
         }
     }
+    const dtl_type *six = c->types[DTL_CTOR_DTYPE_PARAM];
+    if (six && six->kind == DTL_TYPE_INT) {
+        /* zeros(1, 2, 3, 4, 5, 6): the sixth size landed on dtype */
+        dtl_diag_error(c->diags, at(c, DTL_CTOR_DTYPE_PARAM), "%s(): at most %d sizes as "
+                       "arguments; give more as a list: %s([d0, d1, …])", c->b->name,
+                       DTL_CTOR_MAX_DIMS, c->b->name);
+        return err;
+    }
     bool random = id == DTL_CTOR_RAND || id == DTL_CTOR_RANDN;
     dtl_dtype dt;
     if (!dtype_arg(c, DTL_CTOR_DTYPE_PARAM, DTL_DTYPE_F32, random, &dt))

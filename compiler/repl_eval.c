@@ -37,6 +37,7 @@
 
 #include "../lang/parse.h"
 #include "../lang/print.h"
+#include "../kernels/cuda/cuda.h"
 #include "lower.h"
 #include "repl_ctors.h"
 
@@ -149,15 +150,36 @@ static void ctx_open(repl *R, dtl_ctx *ctx)
         dtl_ctx_add_path(ctx, R->dirs[i]);
     dtl_ctx_add_default_paths(ctx);
     ctx->warn_unused = false;
+    /* Not dtlc's 50: `:load notes.txt` need not fill the screen. */
+    ctx->diags.max_errors = REPL_MAX_ERRORS;
+}
+
+/* Where the last token of t ends: past trailing blanks, newlines and comments (a '#' in a
+ * string is no comment). */
+static size_t content_end(const char *t, size_t n)
+{
+    size_t end = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = t[i];
+        if (ch == '#') {
+            while (i + 1 < n && t[i + 1] != '\n')
+                i++;
+        } else if (ch == '"') {
+            for (i++; i < n && t[i] != '"' && t[i] != '\n'; i++)
+                if (t[i] == '\\' && i + 1 < n && t[i + 1] != '\n')
+                    i++;
+            end = i < n ? i + 1 : n;
+        } else if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
+            end = i + 1;
+        }
+    }
+    return end;
 }
 
 bool repl_complete(repl *R, const char *text, size_t len, repl_kind kind)
 {
     const char *lead = lead_of(kind);
-    size_t ll = strlen(lead), n = len;
-    while (n > 0 && (text[n - 1] == ' ' || text[n - 1] == '\t' || text[n - 1] == '\n' ||
-                     text[n - 1] == '\r'))
-        n--;
+    size_t ll = strlen(lead), n = content_end(text, len);
     char *buf = malloc(ll + len + 1);
     if (!buf)
         return true;
@@ -362,8 +384,8 @@ static uint32_t display_id(display *D, dtl_arena *a, repl_origin *o)
     dtl_source *s = dtl_arena_alloc(a, sizeof *s);
     s->id = D->base + (uint32_t)D->n;
     s->path = o->name;
-    s->text = o->text;
-    s->len = o->len;
+    s->text = o->shown ? o->shown : o->text;
+    s->len = o->shown ? o->shown_len : o->len;
     D->sm.files = dtl_arena_grow(a, D->sm.files, D->sm.nfiles, D->sm.nfiles + 1,
                                  sizeof *D->sm.files);
     D->sm.files[D->sm.nfiles++] = s;
@@ -491,9 +513,11 @@ void repl_report(repl *R, repl_checked *c, const repl_piece *focus)
     if (max && n > max)
         fprintf(R->err, "dtlc: error: too many errors (%u); only the first %u are shown\n", n,
                 max);
+    else if (max && n == max)
+        repl_note(R, "stopped at %u errors; there may be more", max);
     fflush(R->err);
     if (c->ctx.diags.nerrors)
-        R->had_error = true;
+        R->nerrors++;
 }
 
 dtl_expr *repl_expr_of(repl_checked *c)
@@ -531,7 +555,7 @@ static const backend_row backend_rows[] = {
 #else
     {"llvm", NULL, "this build has no LLVM backend (configure --with-llvm)"},
 #endif
-    {"cuda", NULL, "this build has no CUDA backend at the prompt"},
+    {"cuda", NULL, NULL},   /* a plugin: loaded when asked for (kernels/cuda/cuda.h) */
 };
 
 const char *repl_default_backend(void)
@@ -549,13 +573,27 @@ bool repl_set_backend(repl *R, const char *name)
         const backend_row *b = &backend_rows[i];
         if (strcmp(b->name, name) != 0)
             continue;
-        if (!b->be) {
+        const dtl_backend *be = b->be;
+        if (strcmp(name, "cuda") == 0) {
+            /* Refused now, rather than at the next evaluation, when no GPU can be used. */
+            char why[256];
+            dtl_err err = {DTL_ERR_NONE, ""};
+            if (!dtl_cuda_available(why, sizeof why)) {
+                repl_error(R, "backend 'cuda': %s", why);
+                return false;
+            }
+            if (!(be = dtl_cuda_backend(&err))) {
+                repl_error(R, "%s", err.msg);
+                return false;
+            }
+        }
+        if (!be) {
             repl_error(R, "backend '%s': %s", name, b->why);
             return false;
         }
-        if (R->be != b->be) {
+        if (R->be != be) {
             repl_cache_flush(R);
-            R->be = b->be;
+            R->be = be;
             R->be_name = b->name;
             if (R->trainer.tr) {
                 dtl_err err = {DTL_ERR_NONE, ""};
@@ -646,7 +684,7 @@ bool repl_lower(repl *R, repl_checked *c, dtl_expr *e, dtl_graph *g)
     if (dtl_lower_expr(&c->ctx, c->m, e, &lo, g))
         return true;
     repl_report(R, c, NULL);
-    R->had_error = true;
+    R->nerrors++;
     return false;
 }
 
@@ -720,16 +758,34 @@ bool repl_run(repl *R, dtl_plan *p, const dtl_graph *g, dtl_tensor *t, bool *has
     return true;
 }
 
-/* Lowers and plans e, or finds it in the cache under key (text of the expression). */
+/* A hash (FNV-1a) of every source the check of c read: the session's and the modules that
+ * `use` found on disk, which may have been edited since the last input. */
+static uint64_t sources_hash(const repl_checked *c, bool modules_only)
+{
+    uint64_t h = 14695981039346656037u;
+    for (uint32_t i = 0; i < c->ctx.sources.nfiles; i++) {
+        const dtl_source *f = c->ctx.sources.files[i];
+        if (modules_only && f == c->src)
+            continue;
+        for (size_t k = 0; f && k <= f->len; k++) {   /* (and the NUL after it) */
+            h ^= k < f->len ? (unsigned char)f->text[k] : 0x100u;
+            h *= 1099511628211u;
+        }
+    }
+    return h;
+}
+
+/* Lowers and plans e, or finds it in the cache under key (text of the expression, the
+ * sources it was checked with, the shapes of the session's tensors, the backend). */
 static repl_cached *compiled(repl *R, repl_checked *c, dtl_expr *e, const char *text)
 {
-    char *key = malloc(strlen(text) + 96);
+    char *key = malloc(strlen(text) + 128);
     if (!key) {
         oom(R);
         return NULL;
     }
-    sprintf(key, "%s\x01%" PRIu64 ":%" PRIu64 ":%s", text, R->decl_gen, R->shape_gen,
-            R->be_name);
+    sprintf(key, "%s\x01%" PRIu64 ":%016" PRIx64 ":%" PRIu64 ":%s", text, R->decl_gen,
+            sources_hash(c, false), R->shape_gen, R->be_name);
     repl_cached *slot = NULL;
     /* $DTL_REPL_TRACE: say on stderr whether a plan is compiled or reused (for tests). */
     const char *trace = getenv("DTL_REPL_TRACE");
@@ -786,7 +842,9 @@ static bool eval_tensor(repl *R, repl_checked *c, dtl_expr *e, const char *text,
         return false;
     }
     if (repl_interrupted()) {
-        repl_error(R, "interrupted");
+        if (R->interactive)
+            fputc('\n', R->out);   /* after the terminal's "^C" */
+        repl_note(R, "interrupted: the result is dropped");
         return false;
     }
     return true;
@@ -794,19 +852,29 @@ static bool eval_tensor(repl *R, repl_checked *c, dtl_expr *e, const char *text,
 
 /* ---- the store of the prompt's instances ----------------------------------------------------- */
 
-/* Makes the session's store hold exactly the params of the instance lets of c (kept where
- * they were there with the same dtype and shape). */
-static bool store_sync(repl *R, repl_checked *c)
+/* The store the session needs once checked module c is its source: the params of c's
+ * instance lets (`let d = nn.Dense(3, 2)`), kept from the session's store where name, dtype
+ * and shape are unchanged, made anew with their initializers otherwise. NULL when one of
+ * them cannot be lowered or made (reported): the input that made c is then refused. */
+static dtl_store *store_build(repl *R, repl_checked *c)
 {
+    dtl_err serr = {DTL_ERR_NONE, ""};
+    if (!dtl_store_sync(R->store, DTL_SYNC_TO_HOST, &serr)) {   /* (a cuda mirror) */
+        repl_error(R, "%s", serr.msg);
+        return NULL;
+    }
     dtl_store *ns = dtl_store_new(dtl_store_seed(R->store));
-    if (!ns)
-        return oom(R);
+    if (!ns) {
+        oom(R);
+        return NULL;
+    }
     bool ok = true;
-    for (size_t i = 0; i < R->nentries && ok; i++) {
-        const repl_entry *en = &R->entries[i];
-        if (en->kind != DTL_DECL_LET)
+    const dtl_file *f = c->m ? c->m->file : NULL;
+    for (size_t i = 0; f && i < f->ndecls && ok; i++) {
+        const dtl_decl *d = f->decls[i];
+        if (d->kind != DTL_DECL_LET || !d->name.text || strncmp(d->name.text, "__repl", 6) == 0)
             continue;
-        dtl_sym *s = dtl_module_lookup(c->m, en->name);
+        dtl_sym *s = dtl_module_lookup(c->m, d->name.text);
         if (!s || !s->type || s->type->kind != DTL_TYPE_INSTANCE)
             continue;
         dtl_expr *ne = dtl_ast_expr(&c->ctx, DTL_EXPR_NAME, s->span);
@@ -827,7 +895,7 @@ static bool store_sync(repl *R, repl_checked *c)
             dtl_store_entry *old = dtl_store_find(R->store, n->name);
             bool same = old && old->t.dtype == n->dtype && old->t.rank == n->rank &&
                         memcmp(old->t.shape, n->shape, n->rank * sizeof *n->shape) == 0;
-            if (!same)
+            if (!same || dtl_store_find(ns, n->name))
                 continue;   /* dtl_store_bind makes it, with its initializer */
             dtl_store_entry *e = dtl_store_add(ns, n->name, false, n->dtype, n->rank, n->shape,
                                                NULL, &err);
@@ -847,12 +915,38 @@ static bool store_sync(repl *R, repl_checked *c)
     }
     if (!ok) {
         dtl_store_free(ns);
+        return NULL;
+    }
+    return ns;
+}
+
+/* Can the newest train block of c be lowered? (The checker passes some things lowering
+ * refuses: a tensor computed at the prompt used in the model a train block trains.) */
+static bool train_lowers(repl *R, repl_checked *c)
+{
+    if (!c->m || c->m->ntrains == 0)
+        return true;
+    const dtl_train *t = c->m->trains[c->m->ntrains - 1];
+    dtl_lower_opts lo = {.batch = 0, .compute = DTL_DTYPE_F32};
+    dtl_graph g;
+    if (!dtl_lower_graph(&c->ctx, t, DTL_LOWER_STEP, &lo, &g)) {
+        repl_report(R, c, NULL);
+        R->nerrors++;
         return false;
     }
-    repl_cache_flush(R);
-    dtl_store_free(R->store);
-    R->store = ns;
+    dtl_graph_free(&g);
     return true;
+}
+
+/* Before new declarations are committed: does the session they make work beyond the
+ * checker (its instances' params made, its train block lowered)? Then *ns is its store. */
+static bool decls_usable(repl *R, repl_checked *c, dtl_store **ns)
+{
+    *ns = NULL;
+    if (!train_lowers(R, c))
+        return false;
+    *ns = store_build(R, c);
+    return *ns != NULL;
 }
 
 /* ---- entries ---------------------------------------------------------------------------------- */
@@ -923,12 +1017,14 @@ static char *decl_what(dtl_arena *a, const dtl_decl *d)
     return strdup(s);
 }
 
-/* After the declarations changed: a new generation, the store synchronized. */
-static void decls_changed(repl *R, repl_checked *c)
+/* After the declarations changed: a new generation, and ns (from decls_usable) becomes the
+ * session's store. */
+static void decls_changed(repl *R, dtl_store *ns)
 {
     R->decl_gen++;
-    repl_cache_flush(R);
-    store_sync(R, c);
+    repl_cache_flush(R);   /* (its plans were made with the old store) */
+    dtl_store_free(R->store);
+    R->store = ns;
 }
 
 /* Commits a checked set of new entries: those of the same names leave, values of those
@@ -1021,23 +1117,66 @@ static void input_let(repl *R, repl_origin *o, size_t ns, size_t ne, repl_kind k
         bool had_entry = false;
         for (size_t i = 0; i < R->nentries; i++)
             had_entry |= strcmp(R->entries[i].name, name) == 0;
-        if (had_entry) {
-            /* The value replaces a declaration: what used it must still check. */
-            repl_checked c2;
-            char *names[1] = {name};
-            if (!value_set(R, name, &v))
-                goto out;
-            if (!repl_check(R, NULL, 0, names, 1, &c2)) {
-                repl_report(R, &c2, NULL);
-                value_remove(R, name);
-            } else {
-                entries_remove(R, names, 1);
-                decls_changed(R, &c2);
-            }
-            repl_checked_free(&c2);
-        } else {
-            value_set(R, name, &v);
+        repl_value *old = repl_value_find(R, name);
+        bool retyped = old && (old->dtype != v.dtype || old->rank != v.rank ||
+                               memcmp(old->shape, v.shape, v.rank * sizeof *v.shape) != 0);
+        if (!had_entry && old && !retyped) {
+            value_set(R, name, &v);   /* (the same type: everything checks as before) */
+            goto out;
         }
+        /* The value replaces a declaration, changes its type, or is new (and might hide a
+         * builtin: `relu = ones(2)`): what uses the name must still check, else it stays as
+         * it was (the session must never stop checking). */
+        repl_value saved;
+        memset(&saved, 0, sizeof saved);
+        char was[160] = "";
+        if (old) {
+            saved = *old;
+            old->data = NULL;   /* (kept in saved) */
+            repl_type_str(was, sizeof was, old->dtype, old->rank, old->shape);
+        }
+        if (!value_set(R, name, &v)) {
+            if ((old = repl_value_find(R, name)) != NULL)
+                *old = saved;
+            goto out;
+        }
+        repl_checked c2;
+        char *names[1] = {name};
+        dtl_store *nst = NULL;
+        bool ok = repl_check(R, NULL, 0, names, had_entry ? 1 : 0, &c2);
+        if (!ok)
+            repl_report(R, &c2, NULL);
+        else if (had_entry)
+            ok = decls_usable(R, &c2, &nst);
+        if (!ok) {
+            if (saved.name) {
+                repl_value *cur = repl_value_find(R, name);
+                free(cur->data);
+                cur->data = saved.data;
+                cur->dtype = saved.dtype;
+                cur->rank = saved.rank;
+                memcpy(cur->shape, saved.shape, sizeof cur->shape);
+                cur->nbytes = saved.nbytes;
+                R->shape_gen++;
+                repl_note(R, "'%s' was not changed: what uses it (above) needs it to be %s",
+                          name, was);
+            } else {
+                value_remove(R, name);
+                if (had_entry)
+                    repl_note(R, "'%s' was not changed: what uses it (above) needs it as "
+                              "declared", name);
+                else
+                    repl_note(R, "'%s' was not set: what uses that name (above) needs it as "
+                              "it is", name);
+            }
+        } else {
+            free(saved.data);
+            if (had_entry) {
+                entries_remove(R, names, 1);
+                decls_changed(R, nst);
+            }
+        }
+        repl_checked_free(&c2);
         goto out;
     }
     /* A declaration: a host value by its value (so `n = n + 1` works), else as written. */
@@ -1068,11 +1207,16 @@ static void input_let(repl *R, repl_origin *o, size_t ns, size_t ne, repl_kind k
         sprintf(en.what, "let %s", name);
     repl_checked c2;
     char *names[1] = {name};
+    dtl_store *nst = NULL;
     if (!repl_check(R, &en.piece, 1, names, 1, &c2)) {
         repl_report(R, &c2, &en.piece);
         entry_free(&en);
+    } else if (!decls_usable(R, &c2, &nst)) {
+        entry_free(&en);
     } else if (commit(R, &en, 1, names)) {
-        decls_changed(R, &c2);
+        decls_changed(R, nst);
+    } else {
+        dtl_store_free(nst);
     }
     repl_checked_free(&c2);
 out:
@@ -1135,16 +1279,21 @@ static bool input_decls(repl *R, repl_origin *o, bool listing)
         for (size_t i = 0; i < n; i++)
             pieces[i] = news[i].piece;
         repl_piece whole = {"", o, 0, o->len};
+        dtl_store *nst = NULL;
         if (!repl_check(R, pieces, n, names, n, &c)) {
             repl_report(R, &c, &whole);
+            ok = false;
+        } else if (!decls_usable(R, &c, &nst)) {
             ok = false;
         } else {
             repl_report(R, &c, &whole);   /* warnings about it */
             size_t first = R->nentries;
             ok = commit(R, news, n, names);   /* the entries own news' strings now */
+            if (!ok)
+                dtl_store_free(nst);
             if (ok) {
                 first = R->nentries - n;
-                decls_changed(R, &c);
+                decls_changed(R, nst);
                 if (listing) {
                     fprintf(R->out, "loaded %s", o->name);
                     for (size_t i = first; i < R->nentries; i++)
@@ -1222,11 +1371,11 @@ bool repl_load(repl *R, const char *path)
         if (k == 0)
             break;
     }
-    bool rerr = ferror(f);
+    int rerr = ferror(f) ? errno : 0;
     fclose(f);
     if (rerr) {
         free(buf);
-        repl_error(R, "cannot read '%s'", path);
+        repl_error(R, "cannot read '%s': %s", path, strerror(rerr));
         return false;
     }
     /* `use` in the file looks next to it too. */
@@ -1275,6 +1424,7 @@ void repl_reset(repl *R)
         R->origins = o->next;
         free(o->name);
         free(o->text);
+        free(o->shown);
         free(o);
     }
     uint64_t seed = R->store ? dtl_store_seed(R->store) : 0;
@@ -1327,8 +1477,16 @@ repl_trainer *repl_trainer_get(repl *R)
         repl_error(R, "no train block yet: :load a file that has one, or type one");
         return NULL;
     }
-    if (T->tr && !T->stale && strcmp(T->name, e->name) == 0)
-        return T;
+    if (T->tr && !T->stale && strcmp(T->name, e->name) == 0) {
+        /* A module it uses (read by `use`) edited on disk since: stale too. */
+        repl_checked now;
+        bool same = !repl_check(R, NULL, 0, NULL, 0, &now) ||
+                    sources_hash(&now, true) == T->modules;
+        repl_checked_free(&now);
+        if (same)
+            return T;
+        T->stale = true;
+    }
     if (T->tr)
         repl_note(R, "the train block or what it uses changed: training starts again");
     repl_trainer_drop(R);
@@ -1386,6 +1544,7 @@ repl_trainer *repl_trainer_get(repl *R)
     }
     T->name = strdup(e->name);
     T->newest = R->next_id;
+    T->modules = sources_hash(&T->chk, true);
     if (!T->name) {
         repl_trainer_drop(R);
         oom(R);

@@ -36,6 +36,9 @@ typedef struct repl_origin {
     char *text;          /* len bytes, NUL-terminated */
     size_t len;
     uint32_t line;       /* the line number of its first line */
+    char *shown;         /* NULL, or what diagnostics show of it: the whole input line when
+                            text is one statement of it (text with the others blanked) */
+    size_t shown_len;
     struct repl_origin *next;
 } repl_origin;
 
@@ -77,7 +80,7 @@ typedef struct repl_cached {
     uint64_t used;       /* for least-recently-used eviction */
 } repl_cached;
 
-enum { REPL_CACHE_SLOTS = 32, REPL_SPARK_WIDTH = 40 };
+enum { REPL_CACHE_SLOTS = 32, REPL_SPARK_WIDTH = 40, REPL_MAX_ERRORS = 10 };
 
 /* The session's source, checked. */
 typedef struct repl_map {
@@ -104,6 +107,7 @@ typedef struct repl_trainer {
     char *name;          /* the train block's entry name ("" unnamed) */
     uint64_t newest;     /* the newest entry id when it was made */
     bool stale;          /* an entry it was made from was replaced since */
+    uint64_t modules;    /* a hash of the modules it was checked with (`use`, on disk) */
     double *losses;      /* every step's loss, for the sparkline */
     size_t nlosses, caplosses;
 } repl_trainer;
@@ -131,7 +135,7 @@ typedef struct repl {
                             (repl_run sets "repl.step" past them) */
     uint32_t lines;      /* input lines read so far (the line of "<repl>" positions) */
     repl_trainer trainer;
-    bool had_error;      /* some input failed (the exit status when not interactive) */
+    uint64_t nerrors;    /* inputs that failed (the exit status when not interactive) */
     bool quit;
     struct repl_line *line;   /* the line editor (NULL when none yet) */
 } repl;

@@ -6,16 +6,21 @@
  * them). Without libedit, or when the input is not a terminal, lines are read with stdio:
  * prompts are still shown at a terminal, nothing is edited or remembered.
  *
- * Ctrl-C is a SIGINT whose handler sets a flag: the one mutable process-wide variable here,
- * because a signal handler can reach nothing else (a sig_atomic_t, only set there, read and
- * cleared by repl_interrupted). The handler is installed without SA_RESTART, so a read
- * waiting at the prompt returns EINTR: the line being typed is dropped. During a
- * computation the flag is polled between steps (compiler/repl_cmd.c, :train and :time) and
- * after an evaluation, whose result is then dropped.
+ * Ctrl-C is a SIGINT whose handler counts it: the one mutable process-wide variable here,
+ * because a signal handler can reach nothing else (a sig_atomic_t, only counted up there,
+ * read and cleared by repl_interrupted). The handler is installed without SA_RESTART, so a
+ * read waiting at the prompt returns EINTR: the line being typed is dropped. During a
+ * computation the count is polled between steps (compiler/repl_cmd.c, :train and :time) and
+ * after an evaluation, whose result is then dropped. One evaluation cannot be stopped in
+ * the middle, so Ctrl-Cs that pile up while it runs say so (the second) and end the process
+ * (the third, exit status 130: the way out of an evaluation that would take hours; the
+ * history is already saved). Only write(2) and _exit(2) are called in the handler.
  */
 #include "repl_internal.h"
 
 #include <errno.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +36,21 @@ static volatile sig_atomic_t sigint_seen;
 static void on_sigint(int sig)
 {
     (void)sig;
-    sigint_seen = 1;
+    static const char again[] = "\n(Ctrl-C: the evaluation running now stops only when it "
+                                "is done; Ctrl-C once more quits dtlc)\n";
+    static const char quit[] = "\ndtlc: Ctrl-C three times: quitting\n";
+    int n = sigint_seen + 1;
+    sigint_seen = n;
+    if (n == 2) {
+        if (write(STDERR_FILENO, again, sizeof again - 1) < 0) {
+            /* nothing to do */
+        }
+    } else if (n >= 3) {
+        if (write(STDERR_FILENO, quit, sizeof quit - 1) < 0) {
+            /* nothing to do */
+        }
+        _exit(130);
+    }
 }
 
 void repl_sigint_install(void)
@@ -133,6 +152,8 @@ static repl_read plain_read(repl_line *le, const char *prompt, char **line)
             }
             if (n == 0) {
                 free(buf);
+                if (le->interactive)
+                    clearerr(le->in);   /* Ctrl-D at a terminal: the next read waits again */
                 return REPL_READ_EOF;
             }
             break;
@@ -164,6 +185,8 @@ static repl_read plain_read(repl_line *le, const char *prompt, char **line)
 /* ---- libedit -------------------------------------------------------------------------------- */
 
 #ifdef HAVE_LIBEDIT
+enum { HISTORY_SIZE = 1000 };   /* inputs kept, in the session and in the file */
+
 static char *le_prompt(EditLine *el)
 {
     repl_line *le = NULL;
@@ -244,6 +267,13 @@ static unsigned char le_complete(EditLine *el, int ch)
 
 static bool le_open(repl_line *le)
 {
+    /* libedit reads the terminal as multibyte characters of LC_CTYPE: in the "C" locale of
+     * a program that never set one it drops every non-ASCII byte ("é", "→" in a pasted
+     * comment). The source is UTF-8: the user's locale, else C.UTF-8 (LC_CTYPE only, so
+     * numbers still print with a '.'). */
+    setlocale(LC_CTYPE, "");
+    if (strcmp(nl_langinfo(CODESET), "UTF-8") != 0)
+        setlocale(LC_CTYPE, "C.UTF-8");
     le->el = el_init("dtl", le->in, le->out, stderr);
     if (!le->el)
         return false;
@@ -258,7 +288,7 @@ static bool le_open(repl_line *le)
     le->hist = history_init();
     if (le->hist) {
         HistEvent ev;
-        history(le->hist, &ev, H_SETSIZE, 1000);
+        history(le->hist, &ev, H_SETSIZE, HISTORY_SIZE);
         history(le->hist, &ev, H_SETUNIQUE, 1);
         if (le->history)
             history(le->hist, &ev, H_LOAD, le->history);
@@ -333,8 +363,17 @@ void repl_line_remember(repl_line *le, const char *entry)
     if (le->el && le->hist && entry && *entry) {
         HistEvent ev;
         history(le->hist, &ev, H_ENTER, entry);
-        if (le->history)
-            history(le->hist, &ev, H_SAVE, le->history);
+        /* The file gets the entry added to what it holds NOW, not this session's list: two
+         * sessions at once both keep their inputs (saving the list would drop the other's). */
+        History *fh = le->history ? history_init() : NULL;
+        if (fh) {
+            history(fh, &ev, H_SETSIZE, HISTORY_SIZE);
+            history(fh, &ev, H_SETUNIQUE, 1);
+            history(fh, &ev, H_LOAD, le->history);   /* (none yet: an empty list) */
+            history(fh, &ev, H_ENTER, entry);
+            history(fh, &ev, H_SAVE, le->history);
+            history_end(fh);
+        }
     }
 #else
     (void)le, (void)entry;

@@ -1967,6 +1967,10 @@ static dtl_type *call_new(chk *c, dtl_expr *e, dtl_model *m, unsigned allow, boo
     if (!(allow & ALLOW_NEW)) {
         dtl_diag_error(c->d, e->span, "model %s can only be instantiated as a member of a "
                        "model (m = %s(…)) or in a train block's header", m->name, m->name);
+        if (c->hooks && c->hooks->lets_any)   /* dtlc repl: a top-level let may hold one */
+            dtl_diag_note(c->d, e->span, "at the prompt, `let d = %s(…)` makes one and "
+                          "`d(x)` calls it", e->kind == DTL_EXPR_CALL ?
+                          dtl_print_expr(c->a, e->u.call.callee) : m->name);
         return c->err;
     }
     if (!ensure_model(c, m)) {

@@ -79,6 +79,18 @@ else
     row build FAIL "exit $brc after $(($(date +%s) - t0)) s; see build.log (last lines above)"
     tail -25 "$OUT/build.log" | tee -a "$SUMMARY"
 fi
+# dtlc links no CUDA library: the backend is the plugin libdtlcuda.so, loaded on demand.
+if [ -n "$BUILD" ]; then
+    ncu=$(ldd "$BUILD/dtlc" 2>/dev/null | grep -Eci 'libcu(da|dart|blas)')
+    rss=
+    [ -x /usr/bin/time ] && rss=$( { /usr/bin/time -f '%M' "$BUILD/dtlc" --help > /dev/null; } 2>&1 | tail -1)
+    if [ "${ncu:-0}" = 0 ] && [ -f "$BUILD/libdtlcuda.so" ]; then
+        row "dtlc without CUDA libs" ok "plugin $BUILD/libdtlcuda.so; dtlc --help peak RSS ${rss:-?} KB"
+    else
+        failed=1
+        row "dtlc without CUDA libs" FAIL "$ncu CUDA libraries in ldd dtlc, or no $BUILD/libdtlcuda.so"
+    fi
+fi
 
 # ---- is there a GPU? ------------------------------------------------------------------------
 gpu=yes

@@ -40,13 +40,17 @@ fi
 
 # Nothing loads the plugin unless cuda is asked for (DTL_CUDA_VERBOSE names it when loaded).
 export DTL_CUDA_VERBOSE=1
+not_loaded() {
+    if grep -q "dtl cuda" "$T/err"; then
+        echo "FAIL: 'dtlc $*' loaded the CUDA plugin although cuda was not asked for:"
+        sed 's/^/    /' "$T/err"
+        fail=1
+    fi
+}
 expect 0 "" check "$T/net.dtl"
-expect 0 "" $R "$T/net.dtl" --steps 1
-if grep -q "dtl cuda" "$T/err"; then
-    echo "FAIL: the CUDA plugin was loaded although cuda was not asked for:"
-    sed 's/^/    /' "$T/err"
-    fail=1
-fi
+not_loaded check
+expect 0 "" $R "$T/net.dtl" --steps 1 --backend ref
+not_loaded run --backend ref
 
 sed '$ s/^}$/    device = cuda\n}/' "$T/net.dtl" > "$T/dev.dtl"
 "$DTLC" $R "$T/net.dtl" --backend tpu 2> "$T/err"

@@ -10,7 +10,8 @@
 # write files of their own) with NO_COLOR=1, LC_ALL=C, DTL_PATH=<srcdir>/stdlib, HOME set to
 # that directory, and under `timeout` (DTL_TEST_TIMEOUT seconds, default 120). Lines of
 # :time ("compile … run …") have their durations replaced by "T", which vary. A line
-# "#! env: NAME=VALUE ..." in NAME.in sets environment variables for it.
+# "#! env: NAME=VALUE ..." in NAME.in sets environment variables for it; "#! needs: cuda"
+# skips it (status 77) where `dtlc repl --backend cuda` cannot start (no GPU, no plugin).
 # Which dtlc: $DTLC, else the newest <srcdir>/build*/dtlc. $DTL_TEST_WRAPPER goes in front.
 set -u
 
@@ -44,8 +45,18 @@ if command -v timeout >/dev/null 2>&1; then
 fi
 
 status=0
+ran=0
 for in in "$@"; do
     [ -f "$in" ] || die "no such file: $in"
+    needs=$(sed -n 's/^#! needs:[[:space:]]*//p' "$in" | head -n 1)
+    if [ "$needs" = cuda ]; then
+        if ! why=$(env DTL_PATH="$srcdir/stdlib" $to ${DTL_TEST_WRAPPER:-} "$DTLC" repl \
+                   --backend cuda < /dev/null 2>&1); then
+            printf '%s: SKIP %s: %s\n' "$me" "$in" "$why"
+            continue
+        fi
+    fi
+    ran=$((ran + 1))
     dir=$(cd "$(dirname "$in")" && pwd)
     name=$(basename "$in" .in)
     expected="$dir/$name.out"
@@ -74,4 +85,5 @@ for in in "$@"; do
         status=1
     fi
 done
+[ $status -eq 0 ] && [ $ran -eq 0 ] && exit 77
 exit $status

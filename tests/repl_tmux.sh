@@ -1,8 +1,10 @@
 #!/bin/sh
 # tests/repl_tmux.sh — `dtlc repl` at a real terminal, driven through tmux (send-keys and
-# capture-pane): multi-line input with the "...>" prompt, history recall and editing (Up),
-# Tab completion of names, members and commands, Ctrl-C at the prompt and in the middle of
-# :train (the session goes on, its state intact), Ctrl-D, and the history file.
+# capture-pane): multi-line input with the "...>" prompt, Ctrl-D there, history recall and
+# editing (Up), non-ASCII input, a used module edited between inputs, Tab completion of
+# names, members and commands, Ctrl-C at the prompt and in the middle of :train (the
+# session goes on, its state intact), Ctrl-D, the history file and a second session
+# recalling the first's inputs, and three Ctrl-Cs ending a long evaluation.
 # Skipped (77) where tmux is missing (Debian: tmux) or dtlc was built without libedit.
 set -u
 
@@ -98,6 +100,27 @@ sleep 0.3
 enter BSpace BSpace '3'
 wait_for "[3.0, 6.0]"
 
+# Ctrl-D at "...>" ends that input only (its error is shown); the session goes on.
+keys 'let open = [1.0,' Enter
+wait_for "...>"
+keys C-d
+wait_for "'[' opened here"
+enter 'a * 100'
+wait_for "[100.0, 200.0]"
+
+# Characters beyond ASCII are typed and echoed whole (libedit in a UTF-8 locale).
+enter '"héllo → wörld"'
+[ "$(count '"héllo → wörld"')" -ge 2 ] || fail "non-ASCII input was mangled"
+
+# A module used is read again at every input: an edit shows at once (no stale compiled plan).
+printf 'fn scale(v: f32[N]) -> f32[N] = v * 7\n' > "$tmp/mymod.dtl"
+enter 'use mymod'
+enter 'mymod.scale([1.0, 2.0])'
+wait_for "[ 7.0, 14.0]"
+printf 'fn scale(v: f32[N]) -> f32[N] = v * 9\n' > "$tmp/mymod.dtl"
+enter 'mymod.scale([1.0, 2.0])'
+wait_for "[ 9.0, 18.0]"
+
 # Completion: a name, a member of a layer, a command.
 enter 'let longname_value = arange(3)'
 keys 'longn' Tab
@@ -135,6 +158,7 @@ enter ':eval'
 wait_for "test_accuracy"
 enter 'a'
 wait_for "[1.0, 2.0]"
+enter 'history_marker = 7'
 
 # Ctrl-D ends the session (status 0) and the history is in its file.
 keys C-d
@@ -148,5 +172,34 @@ done
 hist="$tmp/state/dtl/history"
 [ -f "$hist" ] || fail "no history file $hist"
 grep -q 'longname_value' "$hist" || fail "the history file lacks an input: $(cat "$hist")"
+
+# An evaluation cannot be stopped in the middle: a second Ctrl-C says so, a third quits
+# (status 130) instead of waiting for it (here: minutes of matrix products on ref).
+$T kill-session -t t
+rm -f "$tmp/exit"
+$T new-session -d -s t -x 110 -y 50 \
+    "cd '$tmp' && env HOME='$tmp' XDG_STATE_HOME='$tmp/state' NO_COLOR=1 \
+     DTL_PATH='$srcdir/stdlib' '$DTLC' repl --backend ref; echo \"\$?\" > '$tmp/exit'; sleep 30" ||
+    fail "tmux could not start"
+wait_for "dtl>"
+# The history file of the session before: Up recalls its last input.
+keys Up
+wait_for "dtl> history_marker = 7"
+keys C-u
+enter 'big = randn(2500, 2500)'
+keys 'sum(big @ big @ big @ big)' Enter
+sleep 1   # (it runs for minutes: no hurry)
+keys C-c
+sleep 0.3
+keys C-c
+wait_for "Ctrl-C once more quits"
+keys C-c
+i=0
+while [ ! -s "$tmp/exit" ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+[ -s "$tmp/exit" ] || fail "three Ctrl-Cs did not end the session"
+[ "$(cat "$tmp/exit")" = 130 ] || fail "three Ctrl-Cs: exit status $(cat "$tmp/exit"), not 130"
 echo "$me: PASS"
 exit 0

@@ -1,14 +1,14 @@
 /* compiler/llvm/codegen.c — a kernel program (fuse.h) to one LLVM module.
  *
- * Design. Every kernel becomes a loop nest over its shape, written as a pair of functions:
- * an internal `inner` function that takes one noalias pointer per slot the kernel touches
- * (the arena, the constant block, an input, a store entry: distinct allocations, so the
- * loop vectorizer needs no run-time overlap checks) plus the range [begin, end) of its
- * parallel loop, and a `body(void *slots, int64_t begin, int64_t end)` that loads those
- * pointers from the slots and calls inner (always inlined). The step function calls body
- * over the whole range, or hands it to dtl_pool_run when the loop is big enough
- * (PAR_ELEMS elements) and the pool slot is not NULL. Shapes and memory offsets are
- * constants, so every stride in the generated code is a constant.
+ * Design. Every kernel becomes a loop nest over its shape. A big kernel (VEC_ELEMS elements
+ * or more) is written as a pair of functions: an internal `inner` that takes one noalias
+ * pointer per slot the kernel touches (the arena, the constant block, an input, a store
+ * entry: distinct allocations, so the loop vectorizer needs no run-time overlap checks) plus
+ * the range [begin, end) of its outer loop, and a `body(void *slots, int64_t begin, int64_t
+ * end)` that loads those pointers from the slots and calls inner (always inlined). The step
+ * calls body over the whole range, or hands it to dtl_pool_run from PAR_ELEMS elements on.
+ * A small kernel is written straight into the step, its loops marked not to be vectorized.
+ * Shapes and memory offsets are constants, so every stride in the generated code is one.
  *
  * A value in a loop is a "stream": an external operand read with numpy broadcasting (stride
  * 0 on broadcast axes), an output written contiguously, an iota's index, or a reduction's
@@ -17,9 +17,11 @@
  * loop. ELEMWISE kernels loop over rows (outer dims, decomposed once per row) and the
  * innermost dimension (a plain loop with constant strides: the loop vectorizer's case).
  * REDUCE kernels come in two shapes after merging: the innermost dimension reduced ("row":
- * one accumulator per output element, looping over the reduced dims) or kept ("column":
- * a chunk of COL_CHUNK outputs accumulated side by side in a stack array, row after row of
- * the reduced dims, which vectorizes without reassociating anything — a bias gradient).
+ * one accumulator per output element, looping over the reduced dims; a float row of two
+ * vectors or more is written as explicit vector code with a vector accumulator, since LLVM
+ * may not reassociate it) or kept ("column": a chunk of COL_CHUNK outputs accumulated side
+ * by side in a stack array, row after row of the reduced dims, which vectorizes without
+ * reassociating anything — a bias gradient).
  * f32 sums accumulate in double (ref.h). MATMUL calls dtl_gemm_f32/f64 per batch matrix with
  * a generated epilogue (ELEMWISE members applied to each finished block of C). SINGLE
  * kernels call the reference kernel through dtl_llvm_rt_single.
@@ -97,6 +99,7 @@ typedef struct cg {
     uint32_t nsingle;
     uint32_t kidx;
     bool novec;                 /* loops of the current kernel: not worth vectorizing */
+    unsigned w;                 /* lanes of the element code being emitted (1: scalar) */
     LLVMValueRef step, slots;   /* the step function and its argument */
     LLVMValueRef epi_ctx;       /* { i8**, i64 } in the step's entry block */
     LLVMTypeRef epi_ctx_ty;
@@ -104,10 +107,10 @@ typedef struct cg {
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static bool cg_fail(cg *c, const char *fmt, const char *a, const char *b)
+static bool cg_fail(cg *c, dtl_err_kind kind, const char *fmt, const char *a, const char *b)
 {
     if (!c->failed)
-        dtl_err_set(c->err, DTL_ERR_USAGE, fmt, a, b);
+        dtl_err_set(c->err, kind, fmt, a, b);
     c->failed = true;
     return false;
 }
@@ -157,6 +160,40 @@ static LLVMTypeRef mem_ty(cg *c, dtl_dtype t)
 static LLVMValueRef ci64(cg *c, int64_t v)
 {
     return LLVMConstInt(c->ti64, (unsigned long long)v, true);
+}
+
+/* t, or a vector of c->w of them. */
+static LLVMTypeRef vty(cg *c, LLVMTypeRef t)
+{
+    return c->w > 1 ? LLVMVectorType(t, c->w) : t;
+}
+
+/* A scalar x as c->w lanes (constants stay constants). */
+static LLVMValueRef splat(cg *c, LLVMValueRef x)
+{
+    if (c->w <= 1 || LLVMGetTypeKind(LLVMTypeOf(x)) == LLVMVectorTypeKind)
+        return x;
+    if (LLVMIsConstant(x)) {
+        LLVMValueRef e[64];
+        for (unsigned i = 0; i < c->w; i++)
+            e[i] = x;
+        return LLVMConstVector(e, c->w);
+    }
+    LLVMValueRef v = LLVMBuildInsertElement(c->B, LLVMGetUndef(vty(c, LLVMTypeOf(x))), x,
+                                            LLVMConstInt(c->ti32, 0, 0), "");
+    return LLVMBuildShuffleVector(c->B, v, LLVMGetUndef(LLVMTypeOf(v)),
+                                  LLVMConstNull(LLVMVectorType(c->ti32, c->w)), "");
+}
+
+/* Constants of scalar type t with c->w lanes. */
+static LLVMValueRef kreal(cg *c, LLVMTypeRef t, double v)
+{
+    return splat(c, LLVMConstReal(t, v));
+}
+
+static LLVMValueRef kint(cg *c, LLVMTypeRef t, long long v)
+{
+    return splat(c, LLVMConstInt(t, (unsigned long long)v, 1));
 }
 
 /* A constant of dtype t with value v, converted like ref_store (saturating, NaN -> 0). */
@@ -382,7 +419,8 @@ static void bcast_strides(uint32_t rank, const int64_t *shape, uint32_t orank,
     }
 }
 
-static stream *nest_add(cg *c, nest *n, st_kind kind, dtl_val v)
+/* A new stream of n for value v; at: its place, or NULL for where v is stored. */
+static stream *nest_add(cg *c, nest *n, st_kind kind, dtl_val v, const dtl_llvm_place *at)
 {
     if (n->ns == n->cap) {
         uint32_t cap = n->cap ? n->cap * 2 : 16;
@@ -395,7 +433,14 @@ static stream *nest_add(cg *c, nest *n, st_kind kind, dtl_val v)
     s->v = v;
     s->dt = node(c, v)->dtype;
     if (kind != ST_IOTA)
-        s->at = where(c, v);
+        s->at = at ? *at : where(c, v);
+    if (kind != ST_IOTA && s->at.slot == UINT32_MAX) {   /* a plan without a place for v */
+        char what[32];
+        snprintf(what, sizeof what, "%%%u", v);
+        cg_fail(c, DTL_ERR_INTERNAL, "llvm: internal: %s (%s) is not stored anywhere", what,
+                dtl_op_name(node(c, v)->op));
+        s->at = (dtl_llvm_place){DTL_LLVM_SLOT_ARENA, 0};
+    }
     return s;
 }
 
@@ -628,22 +673,39 @@ static LLVMValueRef elem_ptr(cg *c, nest *n, uint32_t k)
     return LLVMBuildInBoundsGEP2(c->B, mt, p, &n->off[k], 1, "");
 }
 
+/* With c->w lanes, a stream steps by 1 or 0 along the vectorized dim (vec_ok): a stride-1
+ * stream is one vector access at its offset, a stride-0 one a scalar splatted. */
+static bool lane_wide(cg *c, const nest *n, uint32_t k)
+{
+    return c->w > 1 && n->s[k].st[n->rank - 1] == 1;
+}
+
 static LLVMValueRef load_stream(cg *c, nest *n, uint32_t k)
 {
     stream *s = &n->s[k];
-    LLVMValueRef x = LLVMBuildLoad2(c->B, mem_ty(c, s->dt), elem_ptr(c, n, k), "");
+    LLVMTypeRef mt = mem_ty(c, s->dt);
+    LLVMValueRef p = elem_ptr(c, n, k), x;
+    if (lane_wide(c, n, k)) {
+        mt = LLVMVectorType(mt, c->w);
+        x = LLVMBuildLoad2(c->B, mt, LLVMBuildBitCast(c->B, p, LLVMPointerType(mt, 0), ""), "");
+    } else {
+        x = LLVMBuildLoad2(c->B, mt, p, "");
+    }
     LLVMSetAlignment(x, (unsigned)dtl_dtype_size(s->dt));
     if (s->dt == DTL_DTYPE_BOOL)
-        x = LLVMBuildICmp(c->B, LLVMIntNE, x, LLVMConstInt(c->ti8, 0, false), "");
-    return x;
+        x = LLVMBuildICmp(c->B, LLVMIntNE, x, LLVMConstNull(LLVMTypeOf(x)), "");
+    return splat(c, x);
 }
 
 static void store_stream(cg *c, nest *n, uint32_t k, LLVMValueRef x)
 {
     stream *s = &n->s[k];
+    LLVMValueRef p = elem_ptr(c, n, k);
     if (s->dt == DTL_DTYPE_BOOL)
-        x = LLVMBuildZExt(c->B, x, c->ti8, "");
-    LLVMValueRef st = LLVMBuildStore(c->B, x, elem_ptr(c, n, k));
+        x = LLVMBuildZExt(c->B, x, vty(c, c->ti8), "");
+    if (lane_wide(c, n, k))
+        p = LLVMBuildBitCast(c->B, p, LLVMPointerType(LLVMTypeOf(x), 0), "");
+    LLVMValueRef st = LLVMBuildStore(c->B, x, p);
     LLVMSetAlignment(st, (unsigned)dtl_dtype_size(s->dt));
 }
 
@@ -653,12 +715,16 @@ static LLVMValueRef operand(cg *c, nest *n, dtl_val u)
     if (c->val[u])
         return c->val[u];
     LLVMValueRef x = imm_of(c, u);
-    if (!x && c->ld[u])
+    if (x)
+        x = splat(c, x);
+    else if (c->ld[u])
         x = load_stream(c, n, (uint32_t)c->ld[u] - 1);
     if (!x) {
-        cg_fail(c, "llvm: internal: %s%s has no place in its kernel", dtl_op_name(node(c, u)->op),
-                "");
-        return LLVMGetUndef(reg_ty(c, node(c, u)->dtype));
+        char what[32];
+        snprintf(what, sizeof what, "%%%u", u);
+        cg_fail(c, DTL_ERR_INTERNAL, "llvm: internal: %s (%s) has no place in its kernel", what,
+                dtl_op_name(node(c, u)->op));
+        return LLVMGetUndef(vty(c, reg_ty(c, node(c, u)->dtype)));
     }
     c->val[u] = x;
     return x;
@@ -675,7 +741,15 @@ static LLVMValueRef fcmp_or_nan(cg *c, LLVMRealPredicate p, LLVMValueRef x, LLVM
 static LLVMValueRef libm_tanh(cg *c, LLVMValueRef x, dtl_dtype t)
 {
     int f = t == DTL_DTYPE_F64;
-    return call(c, c->libm1_ty[f], c->ftanh[f], &x, 1);
+    if (c->w <= 1)
+        return call(c, c->libm1_ty[f], c->ftanh[f], &x, 1);
+    LLVMValueRef y = LLVMGetUndef(LLVMTypeOf(x));
+    for (unsigned i = 0; i < c->w; i++) {
+        LLVMValueRef idx = LLVMConstInt(c->ti32, i, 0);
+        LLVMValueRef e = LLVMBuildExtractElement(c->B, x, idx, "");
+        y = LLVMBuildInsertElement(c->B, y, call(c, c->libm1_ty[f], c->ftanh[f], &e, 1), idx, "");
+    }
+    return y;
 }
 
 /* The conversion of x (register type of from) to dtype to, with ref's cast rules. */
@@ -683,11 +757,11 @@ static LLVMValueRef convert(cg *c, LLVMValueRef x, dtl_dtype from, dtl_dtype to)
 {
     if (from == to)
         return x;
-    LLVMTypeRef tt = reg_ty(c, to);
+    LLVMTypeRef tt = vty(c, reg_ty(c, to));
     if (to == DTL_DTYPE_BOOL) {
         if (is_float(from))
-            return LLVMBuildFCmp(c->B, LLVMRealUNE, x, LLVMConstReal(LLVMTypeOf(x), 0), "");
-        return LLVMBuildICmp(c->B, LLVMIntNE, x, LLVMConstInt(LLVMTypeOf(x), 0, false), "");
+            return LLVMBuildFCmp(c->B, LLVMRealUNE, x, LLVMConstNull(LLVMTypeOf(x)), "");
+        return LLVMBuildICmp(c->B, LLVMIntNE, x, LLVMConstNull(LLVMTypeOf(x)), "");
     }
     if (from == DTL_DTYPE_BOOL)
         return is_float(to) ? LLVMBuildUIToFP(c->B, x, tt, "") : LLVMBuildZExt(c->B, x, tt, "");
@@ -727,12 +801,12 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
     case DTL_OP_BROADCAST: return x;
     case DTL_OP_CAST: return convert(c, x, it, t);
     case DTL_OP_NEG:
-        return fl ? LLVMBuildFNeg(B, x, "") : LLVMBuildSub(B, LLVMConstInt(xt, 0, 0), x, "");
+        return fl ? LLVMBuildFNeg(B, x, "") : LLVMBuildSub(B, kint(c, xt, 0), x, "");
     case DTL_OP_ABS:
         if (fl)
             return intr1(c, "llvm.fabs", x);
-        return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, x, LLVMConstInt(xt, 0, 0), ""),
-                               LLVMBuildSub(B, LLVMConstInt(xt, 0, 0), x, ""), x, "");
+        return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, x, kint(c, xt, 0), ""),
+                               LLVMBuildSub(B, kint(c, xt, 0), x, ""), x, "");
     case DTL_OP_EXP: return intr1(c, "llvm.exp", x);
     case DTL_OP_LOG: return intr1(c, "llvm.log", x);
     case DTL_OP_SQRT: return intr1(c, "llvm.sqrt", x);
@@ -740,30 +814,30 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
     case DTL_OP_COS: return intr1(c, "llvm.cos", x);
     case DTL_OP_TANH: return libm_tanh(c, x, t);
     case DTL_OP_SIGMOID: {
-        LLVMValueRef one = LLVMConstReal(xt, 1);
+        LLVMValueRef one = kreal(c, xt, 1);
         LLVMValueRef e = intr1(c, "llvm.exp", LLVMBuildFNeg(B, intr1(c, "llvm.fabs", x), ""));
         LLVMValueRef d = LLVMBuildFAdd(B, one, e, "");
-        return LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGE, x, LLVMConstReal(xt, 0), ""),
+        return LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGE, x, kreal(c, xt, 0), ""),
                                LLVMBuildFDiv(B, one, d, ""), LLVMBuildFDiv(B, e, d, ""), "");
     }
     case DTL_OP_RELU:
         if (fl)   /* x > 0 || x != x */
-            return LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealUGT, x, LLVMConstReal(xt, 0), ""),
-                                   x, LLVMConstReal(xt, 0), "");
-        return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSGT, x, LLVMConstInt(xt, 0, 0), ""), x,
-                               LLVMConstInt(xt, 0, 0), "");
-    case DTL_OP_NOT: return LLVMBuildXor(B, x, LLVMConstInt(c->ti1, 1, 0), "");
+            return LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealUGT, x, kreal(c, xt, 0), ""),
+                                   x, kreal(c, xt, 0), "");
+        return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSGT, x, kint(c, xt, 0), ""), x,
+                               kint(c, xt, 0), "");
+    case DTL_OP_NOT: return LLVMBuildXor(B, x, kint(c, c->ti1, 1), "");
     case DTL_OP_ADD: return fl ? LLVMBuildFAdd(B, x, z, "") : LLVMBuildAdd(B, x, z, "");
     case DTL_OP_SUB: return fl ? LLVMBuildFSub(B, x, z, "") : LLVMBuildSub(B, x, z, "");
     case DTL_OP_MUL: return fl ? LLVMBuildFMul(B, x, z, "") : LLVMBuildMul(B, x, z, "");
     case DTL_OP_DIV: {
         if (fl)
             return LLVMBuildFDiv(B, x, z, "");
-        LLVMValueRef zero = LLVMConstInt(xt, 0, 0), m1 = LLVMConstAllOnes(xt);
+        LLVMValueRef zero = kint(c, xt, 0), m1 = kint(c, xt, -1);
         LLVMValueRef is0 = LLVMBuildICmp(B, LLVMIntEQ, z, zero, "");
         LLVMValueRef ism1 = LLVMBuildICmp(B, LLVMIntEQ, z, m1, "");
         LLVMValueRef safe = LLVMBuildSelect(B, LLVMBuildOr(B, is0, ism1, ""),
-                                            LLVMConstInt(xt, 1, 0), z, "");
+                                            kint(c, xt, 1), z, "");
         LLVMValueRef q = LLVMBuildSDiv(B, x, safe, "");
         q = LLVMBuildSelect(B, ism1, LLVMBuildSub(B, zero, x, ""), q, "");
         return LLVMBuildSelect(B, is0, zero, q, "");
@@ -798,20 +872,23 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
     case DTL_OP_OR: return LLVMBuildOr(B, x, z, "");
     case DTL_OP_WHERE: return LLVMBuildSelect(B, x, z, w, "");
     default:
-        cg_fail(c, "llvm: no elementwise code for %s%s", dtl_op_name(nd->op), "");
-        return LLVMGetUndef(reg_ty(c, t));
+        cg_fail(c, DTL_ERR_USAGE, "llvm: no elementwise code for %s%s", dtl_op_name(nd->op), "");
+        return LLVMGetUndef(vty(c, reg_ty(c, t)));
     }
 }
 
 /* Emits members[from, to) of k for the current element (offsets in n->off), storing the
- * ones with a store stream. The per-element value cache is reset first. */
+ * ones with a store stream. The per-element value cache is reset first; then `first` (when
+ * not NONE) is loaded before anything is stored. */
 static void emit_members(cg *c, nest *n, const dtl_kernel *k, uint32_t from, uint32_t to,
-                         const int32_t *iota_stream)
+                         const int32_t *iota_stream, dtl_val first)
 {
     for (uint32_t i = 0; i < k->nmembers; i++)
         c->val[k->members[i]] = NULL;
     for (uint32_t i = 0; i < k->nins; i++)
         c->val[k->ins[i]] = NULL;
+    if (first != DTL_VAL_NONE)
+        operand(c, n, first);
     for (uint32_t i = from; i < to; i++) {
         dtl_val m = k->members[i];
         LLVMValueRef v = emit_op(c, n, m, iota_stream);
@@ -834,12 +911,12 @@ static void nest_streams(cg *c, nest *n, const dtl_kernel *k, uint32_t rank,
             if (c->kp->kernel_of[u] == c->kidx || c->ld[u] || imm_of(c, u))
                 continue;
             const dtl_node *un = node(c, u);
-            stream *s = nest_add(c, n, ST_LOAD, u);
+            stream *s = nest_add(c, n, ST_LOAD, u, NULL);
             bcast_strides(un->rank, un->shape, rank, shape, s->st);
             c->ld[u] = (int32_t)n->ns;
         }
         if (nd->op == DTL_OP_IOTA) {
-            stream *s = nest_add(c, n, ST_IOTA, m);
+            stream *s = nest_add(c, n, ST_IOTA, m, NULL);
             for (uint32_t d = 0; d < rank; d++)
                 s->st[d] = d == nd->attr.axis;
             iota_stream[m] = (int32_t)n->ns;
@@ -852,7 +929,7 @@ static void nest_streams(cg *c, nest *n, const dtl_kernel *k, uint32_t rank,
             in_range = in_range || k->members[i] == m;
         if (!in_range)
             continue;
-        stream *s = nest_add(c, n, ST_STORE, m);
+        stream *s = nest_add(c, n, ST_STORE, m, NULL);
         bcast_strides(rank, shape, rank, shape, s->st);
         c->stv[m] = (int32_t)n->ns;
     }
@@ -901,7 +978,7 @@ static void gen_elemwise(cg *c, const dtl_kernel *k, int32_t *iota_stream)
         uint32_t last = n.rank - 1;
         offsets_add(c, &n, &last, 1, &j, base, n.off);
     }
-    emit_members(c, &n, k, 0, k->nmembers, iota_stream);
+    emit_members(c, &n, k, 0, k->nmembers, iota_stream, DTL_VAL_NONE);
     if (n.rank > 1)
         loop_close(c, &in);
     loop_close(c, &outer);
@@ -911,6 +988,7 @@ static void gen_elemwise(cg *c, const dtl_kernel *k, int32_t *iota_stream)
 
 /* ---- REDUCE ------------------------------------------------------------------------------- */
 
+/* The accumulator's scalar type (with c->w lanes: vty of it). */
 static LLVMTypeRef acc_ty(cg *c, const dtl_node *root)
 {
     if (root->op == DTL_OP_SUM && is_float(root->dtype))
@@ -922,12 +1000,12 @@ static LLVMValueRef acc_init(cg *c, const dtl_node *root)
 {
     LLVMTypeRef t = acc_ty(c, root);
     if (root->op == DTL_OP_SUM)
-        return is_float(root->dtype) ? LLVMConstReal(t, 0) : LLVMConstInt(t, 0, 0);
+        return is_float(root->dtype) ? kreal(c, t, 0) : kint(c, t, 0);
     switch (root->dtype) {
     case DTL_DTYPE_F32:
-    case DTL_DTYPE_F64: return LLVMConstReal(t, -INFINITY);
-    case DTL_DTYPE_I32: return LLVMConstInt(t, (unsigned long long)(int64_t)INT32_MIN, 1);
-    default: return LLVMConstInt(t, (unsigned long long)INT64_MIN, 1);
+    case DTL_DTYPE_F64: return kreal(c, t, -INFINITY);
+    case DTL_DTYPE_I32: return kint(c, t, INT32_MIN);
+    default: return kint(c, t, INT64_MIN);
     }
 }
 
@@ -938,12 +1016,44 @@ static LLVMValueRef acc_add(cg *c, const dtl_node *root, LLVMValueRef acc, LLVMV
         if (!fl)
             return LLVMBuildAdd(c->B, acc, x, "");
         if (root->dtype == DTL_DTYPE_F32)
-            x = LLVMBuildFPExt(c->B, x, c->tf64, "");
+            x = LLVMBuildFPExt(c->B, x, vty(c, c->tf64), "");
         return LLVMBuildFAdd(c->B, acc, x, "");
     }
     LLVMValueRef gt = fl ? fcmp_or_nan(c, LLVMRealOGT, x, acc)
                          : LLVMBuildICmp(c->B, LLVMIntSGT, x, acc, "");
     return LLVMBuildSelect(c->B, gt, x, acc, "");
+}
+
+/* acc and b, two partial results (accumulator type, scalars), combined. */
+static LLVMValueRef acc_merge(cg *c, const dtl_node *root, LLVMValueRef acc, LLVMValueRef b)
+{
+    bool fl = is_float(root->dtype);
+    if (root->op == DTL_OP_SUM)
+        return fl ? LLVMBuildFAdd(c->B, acc, b, "") : LLVMBuildAdd(c->B, acc, b, "");
+    LLVMValueRef gt = fl ? fcmp_or_nan(c, LLVMRealOGT, b, acc)
+                         : LLVMBuildICmp(c->B, LLVMIntSGT, b, acc, "");
+    return LLVMBuildSelect(c->B, gt, b, acc, "");
+}
+
+/* Lanes for a row reduction's innermost loop written as explicit vector code (the loop
+ * vectorizer leaves float reductions alone: it may not reassociate them): float sums and
+ * maxes over at least two vectors per row, whose streams all step by 0 or 1 along that loop,
+ * with no iota in the prologue. 0: scalar code. */
+static unsigned row_lanes(const nest *n, const dtl_node *root)
+{
+    if (!is_float(root->dtype))
+        return 0;
+    unsigned w = root->dtype == DTL_DTYPE_F32 ? 8 : 4;
+    uint32_t last = n->rank - 1;
+    if (n->size[last] < 2 * (int64_t)w)
+        return 0;
+    for (uint32_t k = 0; k < n->ns; k++) {
+        if (n->s[k].kind == ST_IOTA)
+            return 0;
+        if (n->s[k].kind != ST_ACC && n->s[k].st[last] != 0 && n->s[k].st[last] != 1)
+            return 0;
+    }
+    return w;
 }
 
 static LLVMValueRef acc_result(cg *c, const dtl_node *root, LLVMValueRef acc)
@@ -966,12 +1076,12 @@ static void gen_reduce(cg *c, const dtl_kernel *k, int32_t *iota_stream)
     nest_init(&n, xn->rank, xn->shape, root->attr.red.axes);
     nest_streams(c, &n, k, xn->rank, xn->shape, 0, nprol, iota_stream);
     if (nprol == 0 && !c->ld[x] && !imm_of(c, x)) {   /* the root reads an external */
-        stream *s = nest_add(c, &n, ST_LOAD, x);
+        stream *s = nest_add(c, &n, ST_LOAD, x, NULL);
         bcast_strides(xn->rank, xn->shape, xn->rank, xn->shape, s->st);
         c->ld[x] = (int32_t)n.ns;
     }
     /* The result: kept dims row-major, reduced dims stride 0. */
-    stream *acc_s = nest_add(c, &n, ST_ACC, k->root);
+    stream *acc_s = nest_add(c, &n, ST_ACC, k->root, NULL);
     uint32_t acc_k = n.ns - 1;
     {
         int64_t s = 1;
@@ -1019,27 +1129,59 @@ static void gen_reduce(cg *c, const dtl_kernel *k, int32_t *iota_stream)
         store_stream(c, &n, acc_k, acc_result(c, root, acc_init(c, root)));
         loop_close(c, &l);
     } else if (row) {
+        /* Per output: the innermost reduced dim in vectors of W lanes (an accumulator of W
+         * lanes, folded into the scalar one at the end), then its remainder one by one. */
+        unsigned W = row_lanes(&n, root);
+        int64_t S = n.size[last], nv = W ? S / W : 0;
         LLVMValueRef acc = entry_alloca(c, at, "acc");
-        lp lo, lr, lj;
+        LLVMValueRef accv = W ? entry_alloca(c, LLVMVectorType(at, W), "accv") : NULL;
+        lp lo, lr, lj, lq;
         LLVMValueRef o = loop_open(c, &lo, begin, end);
         decompose(c, &n, kept, nk, o, idx);
         offsets_add(c, &n, kept, nk, idx, NULL, base);
         LLVMBuildStore(c->B, acc_init(c, root), acc);
+        if (W) {
+            c->w = W;
+            LLVMBuildStore(c->B, acc_init(c, root), accv);
+            c->w = 1;
+        }
         int64_t rout = 1;
         for (uint32_t j = 0; j + 1 < nr; j++)
             rout *= n.size[red[j]];
         LLVMValueRef rr = loop_open(c, &lr, ci64(c, 0), ci64(c, rout));
         decompose(c, &n, red, nr - 1, rr, idx);
         offsets_add(c, &n, red, nr - 1, idx, base, base2);
-        LLVMValueRef j = loop_open(c, &lj, ci64(c, 0), ci64(c, n.size[last]));
+        if (nv > 0) {
+            bool nv_saved = c->novec;
+            c->novec = true;   /* already vector code */
+            LLVMValueRef q = loop_open(c, &lq, ci64(c, 0), ci64(c, nv));
+            LLVMValueRef qw = LLVMBuildMul(c->B, q, ci64(c, W), "");
+            offsets_add(c, &n, &last, 1, &qw, base2, n.off);
+            c->w = W;
+            emit_members(c, &n, k, 0, nprol, iota_stream, DTL_VAL_NONE);
+            LLVMValueRef v = operand(c, &n, x);
+            LLVMTypeRef vt = LLVMVectorType(at, W);
+            LLVMBuildStore(c->B, acc_add(c, root, LLVMBuildLoad2(c->B, vt, accv, ""), v), accv);
+            c->w = 1;
+            loop_close(c, &lq);
+            c->novec = nv_saved;
+        }
+        LLVMValueRef j = loop_open(c, &lj, ci64(c, nv * (int64_t)W), ci64(c, S));
         offsets_add(c, &n, &last, 1, &j, base2, n.off);
-        emit_members(c, &n, k, 0, nprol, iota_stream);
+        emit_members(c, &n, k, 0, nprol, iota_stream, DTL_VAL_NONE);
         LLVMValueRef v = operand(c, &n, x);
         LLVMBuildStore(c->B, acc_add(c, root, LLVMBuildLoad2(c->B, at, acc, ""), v), acc);
         loop_close(c, &lj);
         loop_close(c, &lr);
+        LLVMValueRef a = LLVMBuildLoad2(c->B, at, acc, "");
+        if (nv > 0) {
+            LLVMValueRef av = LLVMBuildLoad2(c->B, LLVMVectorType(at, W), accv, "");
+            for (unsigned i = 0; i < W; i++)
+                a = acc_merge(c, root, a,
+                              LLVMBuildExtractElement(c->B, av, LLVMConstInt(c->ti32, i, 0), ""));
+        }
         n.off[acc_k] = base[acc_k];
-        store_stream(c, &n, acc_k, acc_result(c, root, LLVMBuildLoad2(c->B, at, acc, "")));
+        store_stream(c, &n, acc_k, acc_result(c, root, a));
         loop_close(c, &lo);
     } else {
         LLVMValueRef acc = entry_alloca(c, LLVMArrayType(at, (unsigned)ch), "acc");
@@ -1068,7 +1210,7 @@ static void gen_reduce(cg *c, const dtl_kernel *k, int32_t *iota_stream)
         LLVMValueRef j = loop_open(c, &lj, zero, jn);
         LLVMValueRef jj = LLVMBuildAdd(c->B, j0, j, "");
         offsets_add(c, &n, &last, 1, &jj, base2, n.off);
-        emit_members(c, &n, k, 0, nprol, iota_stream);
+        emit_members(c, &n, k, 0, nprol, iota_stream, DTL_VAL_NONE);
         LLVMValueRef v = operand(c, &n, x);
         LLVMValueRef gj[2] = {zero, j};
         LLVMValueRef pa = LLVMBuildInBoundsGEP2(c->B, LLVMArrayType(at, (unsigned)ch), acc, gj, 2, "");
@@ -1142,8 +1284,7 @@ static void gen_matmul(cg *c, const dtl_kernel *k, int32_t *iota_stream)
         while (k->members[ri] != k->root)
             ri++;
         nest_streams(c, &n, k, R, root->shape, ri + 1, k->nmembers, iota_stream);
-        stream *s = nest_add(c, &n, ST_LOAD, k->root);   /* C, as gemm left it */
-        s->at = cp;
+        stream *s = nest_add(c, &n, ST_LOAD, k->root, &cp);   /* C, as gemm left it */
         bcast_strides(R, root->shape, R, root->shape, s->st);
         c->ld[k->root] = (int32_t)n.ns;
         nest_params(c, &n);
@@ -1163,7 +1304,9 @@ static void gen_matmul(cg *c, const dtl_kernel *k, int32_t *iota_stream)
         offsets_add(c, &n, &di, 1, &i, base, base2);
         LLVMValueRef j = loop_open(c, &lj, j0, j1);
         offsets_add(c, &n, &dj, 1, &j, base2, n.off);
-        emit_members(c, &n, k, ri + 1, k->nmembers, iota_stream);
+        /* C may live where an epilogue output goes (gen_matmul's choice of cp): read it
+         * before any member of this element is stored. */
+        emit_members(c, &n, k, ri + 1, k->nmembers, iota_stream, k->root);
         loop_close(c, &lj);
         loop_close(c, &li);
         LLVMBuildRetVoid(c->B);

@@ -333,10 +333,16 @@ static void cache_write(const char *path, LLVMMemoryBufferRef obj)
     *slash = '\0';
     if (!make_dirs(dir))
         return;
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
+    snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);   /* unique: threads may race too */
+    int fd = mkstemp(tmp);
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f) {
+        if (fd >= 0) {
+            close(fd);
+            unlink(tmp);
+        }
         return;
+    }
     size_t n = LLVMGetBufferSize(obj);
     bool ok = fwrite(LLVMGetBufferStart(obj), 1, n, f) == n;
     ok = fclose(f) == 0 && ok;

@@ -6,8 +6,8 @@
  * in place: the micro-kernel broadcasts its elements through (row, column) strides, which
  * serves A and A^T alike and costs no packing for the small products of a training step; only
  * a block of A bigger than L1 that many panels reuse is first copied into a contiguous buffer
- * with an odd row stride (copy_a), because a power-of-two lda maps its rows onto a few cache
- * sets. k is cut into nearly equal slices of at most KC, so the order of each element's sum
+ * with an odd row stride (copy_a: A^T's rows are a page apart, and a power-of-two lda maps the
+ * rows onto a few cache sets). k is cut into nearly equal slices of at most KC, so the order of each element's sum
  * depends only on k — not on the blocking of m and n, nor on the threads. With a pool, C is
  * cut into a grid of gm x gn bands of whole micro-tiles (one per thread; the grid balances the
  * tiles and limits repacked B), each computed by gemm_block; the epilogue runs on blocks of
@@ -93,9 +93,7 @@ static void choose_grid(int64_t mp, int64_t np, int mr, int nr, int nt, int64_t 
 
 /* A block of A larger than L1 is copied before use (copy_a in gemm_tmpl.h) when at least
  * COPY_A_COLS columns of C reuse it. */
-#ifndef COPY_A_BYTES
 #define COPY_A_BYTES 32768
-#endif
 #define COPY_A_COLS 64
 
 /* ---- the driver, once per element type ---------------------------------------------------- */

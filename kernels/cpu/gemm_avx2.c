@@ -23,6 +23,10 @@
 INL void tile_f32(const int MR, int64_t kc, const float *a, int64_t rs, int64_t cs,
                   const float *bp, float *c, int64_t ldc, int nr, bool first)
 {
+    for (int r = 0; r < MR; r++) { /* C is needed after the loop: fetch it meanwhile */
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + 15), _MM_HINT_T0);
+    }
     __m256 z = _mm256_setzero_ps();
     __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z;
     __m256 c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
@@ -63,9 +67,15 @@ INL void tile_f32(const int MR, int64_t kc, const float *a, int64_t rs, int64_t 
     }
     SPILL(0) SPILL(1) SPILL(2) SPILL(3) SPILL(4) SPILL(5)
 #undef SPILL
-    for (int r = 0; r < MR; r++)
-        for (int j = 0; j < nr; j++)
-            c[r * ldc + j] = first ? t[r][j] : c[r * ldc + j] + t[r][j];
+    if (first) {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < nr; j++)
+                c[r * ldc + j] = t[r][j];
+    } else {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < nr; j++)
+                c[r * ldc + j] += t[r][j];
+    }
 }
 
 TGT void dtl_gemm_kern_f32_avx2(int64_t kc, const float *a, int64_t rs, int64_t cs,
@@ -87,6 +97,10 @@ TGT void dtl_gemm_kern_f32_avx2(int64_t kc, const float *a, int64_t rs, int64_t 
 INL void tile_f64(const int MR, int64_t kc, const double *a, int64_t rs, int64_t cs,
                   const double *bp, double *c, int64_t ldc, int nr, bool first)
 {
+    for (int r = 0; r < MR; r++) {
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + 7), _MM_HINT_T0);
+    }
     __m256d z = _mm256_setzero_pd();
     __m256d c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z;
     __m256d c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
@@ -127,9 +141,15 @@ INL void tile_f64(const int MR, int64_t kc, const double *a, int64_t rs, int64_t
     }
     SPILL(0) SPILL(1) SPILL(2) SPILL(3) SPILL(4) SPILL(5)
 #undef SPILL
-    for (int r = 0; r < MR; r++)
-        for (int j = 0; j < nr; j++)
-            c[r * ldc + j] = first ? t[r][j] : c[r * ldc + j] + t[r][j];
+    if (first) {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < nr; j++)
+                c[r * ldc + j] = t[r][j];
+    } else {
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < nr; j++)
+                c[r * ldc + j] += t[r][j];
+    }
 }
 
 TGT void dtl_gemm_kern_f64_avx2(int64_t kc, const double *a, int64_t rs, int64_t cs,

@@ -32,8 +32,12 @@ static void SFX(kern_portable)(int64_t kc, const T *a, int64_t rs, int64_t cs, c
         }
     }
     for (int r = 0; r < mr; r++)
-        for (int j = 0; j < nr; j++)
-            c[r * ldc + j] = first ? acc[r][j] : c[r * ldc + j] + acc[r][j];
+        for (int j = 0; j < nr; j++) {
+            if (first)
+                c[r * ldc + j] = acc[r][j];
+            else
+                c[r * ldc + j] += acc[r][j];
+        }
 }
 
 typedef struct SFX(gemm_job) {
@@ -59,34 +63,32 @@ static void SFX(pack_b)(const SFX(gemm_job) *g, T *bp, int64_t pc, int64_t kc, i
         T *dst = bp + jr * kc;
         if (!g->tb) {
             const T *src = g->b + pc * g->ldb + jc + jr;
-            for (int64_t p = 0; p < kc; p++, src += g->ldb, dst += NR) {
-                if (nr == NR) { /* a constant size: two or four vector moves */
-                    memcpy(dst, src, NR * sizeof(T));
-                } else {
-                    memcpy(dst, src, (size_t)nr * sizeof(T));
-                    memset(dst + nr, 0, (size_t)(NR - nr) * sizeof(T));
-                }
+            if (nr == NR) {
+                for (int64_t p = 0; p < kc; p++) /* a constant size: two or four vector moves */
+                    memcpy(dst + p * NR, src + p * g->ldb, NR * sizeof(T));
+            } else {
+                memset(dst, 0, (size_t)kc * NR * sizeof(T));
+                for (int64_t p = 0; p < kc; p++)
+                    for (int64_t j = 0; j < nr; j++)
+                        dst[p * NR + j] = src[p * g->ldb + j];
             }
         } else {
-            for (int64_t j = 0; j < NR; j++) {
-                if (j < nr) {
-                    const T *src = g->b + (jc + jr + j) * g->ldb + pc;
-                    for (int64_t p = 0; p < kc; p++)
-                        dst[p * NR + j] = src[p];
-                } else {
-                    for (int64_t p = 0; p < kc; p++)
-                        dst[p * NR + j] = 0;
-                }
-            }
+            const T *src = g->b + (jc + jr) * g->ldb + pc;
+            if (nr < NR)
+                memset(dst, 0, (size_t)kc * NR * sizeof(T));
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t j = 0; j < nr; j++)
+                    dst[p * NR + j] = src[j * g->ldb + p];
         }
     }
 }
 
 /* Copies the block of A that rows [ic, ie) of C need for the k slice [pc, pc+kc) into ap, as
  * it is laid out in A (rows of op(A) when !ta, rows of the stored A^T when ta) but contiguous,
- * with a row stride of an odd number of cache lines: a power-of-two lda would otherwise map
- * the block's rows onto a few cache sets (1024 x 1024 runs at half speed without this).
- * Sets *rs, *cs to read op(A)[ic + r, pc + p] as ap[r * rs + p * cs]. */
+ * with a row stride of an odd number of cache lines. Read in place, the block's rows lie lda
+ * apart: with A^T, each step of k is a new line and a new page for MR values (1024 x 1024 A^T
+ * runs about 25% slower without the copy), and a power-of-two lda maps the rows onto a few
+ * cache sets. Sets *rs, *cs to read op(A)[ic + r, pc + p] as ap[r * rs + p * cs]. */
 static const T *SFX(copy_a)(const SFX(gemm_job) *g, T *ap, int64_t ic, int64_t ie, int64_t pc,
                             int64_t kc, int64_t *rs, int64_t *cs)
 {

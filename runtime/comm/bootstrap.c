@@ -4,9 +4,10 @@
  * resolves to 127.0.1.1, as Debian's /etc/hosts makes it, would otherwise shut out the other
  * hosts); the others connect, retrying until DTL_TIMEOUT since rank 0 may start last. The
  * start-up is three exchanges of length-prefixed frames, all through rank 0:
- *   HELO  rank → 0   rank, world size, pid, host, host identity, provider request, model
- *                    hash, collective signatures. Rank 0 checks them all (so it can name every
- *                    rank that differs) and decides the provider.
+ *   HELO  rank → 0   rank, world size, pid, job id, host, host identity, provider request,
+ *                    model hash, collective signatures. Rank 0 turns away processes of another
+ *                    job (two jobs on one port), checks the rest (so it can name every rank
+ *                    that differs) and decides the provider.
  *   PROV  0 → rank   the exact provider rank 0 opened, and whether ranks span hosts.
  *   NAME  rank → 0   the endpoint name (fi_getname); ADDR 0 → rank: every rank's name, host
  *                    and pid.
@@ -38,12 +39,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #define BOOT_MAGIC 0x44544c43u   /* "DTLC" */
-#define BOOT_VERSION 1u
+#define BOOT_VERSION 2u
 #define BOOT_MAX_FRAME (64u << 20)
+/* How long the watcher waits for the rest of a frame it has seen the start of (frames are
+ * small and sent whole). */
+#define WATCH_FRAME_S 10.0
 
 enum { F_HELO = 1, F_PROV, F_NAME, F_ADDR, F_FAIL, F_BYE, F_ACK };
 
@@ -187,6 +192,7 @@ static void rd_str(rd *r, char *out, size_t cap)
 /* ---- the bootstrap state ------------------------------------------------------------------ */
 
 typedef struct peer_info {
+    char job[96];
     char host[64];
     char hostkey[128];
     char provider[64];
@@ -215,7 +221,7 @@ struct comm_boot {
     atomic_int fstate;        /* 0 none, 1 being written, 2 published */
     char fmsg[400];
     bool *bye;                /* rank 0: rank j said goodbye */
-    bool *closed;             /* rank 0: rank j's socket is closed (after its death) */
+    atomic_bool *closed;      /* rank 0: rank j's socket is closed (read by both threads) */
 };
 
 static void set_cloexec(int fd)
@@ -382,7 +388,7 @@ static void fail_all(comm_boot *b, const char *msg, int except)
     bbuf pl;
     fail_frame(&pl, msg);
     for (int j = 1; j < b->size; j++)
-        if (j != except && b->fds[j] >= 0 && !(b->closed && b->closed[j]))
+        if (j != except && b->fds[j] >= 0 && !(b->closed && atomic_load(&b->closed[j])))
             send_frame(b, b->fds[j], F_FAIL, &pl);
     free(pl.p);
 }
@@ -533,6 +539,7 @@ static bool parse_helo(const bbuf *f, peer_info *p, int *rank, int *size)
     *rank = (int)rd_u32(&r);
     *size = (int)rd_u32(&r);
     p->pid = (int)rd_u32(&r);
+    rd_str(&r, p->job, sizeof p->job);
     rd_str(&r, p->host, sizeof p->host);
     rd_str(&r, p->hostkey, sizeof p->hostkey);
     rd_str(&r, p->provider, sizeof p->provider);
@@ -564,6 +571,7 @@ static void build_helo(bbuf *pl, const comm_boot *b, const peer_info *me)
     bb_u32(pl, (uint32_t)b->rank);
     bb_u32(pl, (uint32_t)b->size);
     bb_u32(pl, (uint32_t)me->pid);
+    bb_str(pl, me->job);
     bb_str(pl, me->host);
     bb_str(pl, me->hostkey);
     bb_str(pl, me->provider);
@@ -644,7 +652,8 @@ static bool check_peers(comm_boot *b, dtl_err *err)
         const char *a = at < p[0].nsigs ? p[0].sigs[at] : "(none: the list ends)";
         const char *z = at < p[first].nsigs ? p[first].sigs[at] : "(none: the list ends)";
         ok = dtl_err_set(err, DTL_ERR_MISMATCH,
-                         "ranks would issue different collectives per step (rank%s %s differ%s from "
+                         "ranks would issue different collectives per step (rank%s %s "
+                         "differ%s from "
                          "rank 0): rank 0 issues %u, rank %d issues %u; the first difference is "
                          "#%u: rank 0 '%.100s', rank %d '%.100s'",
                          nbad > 1 ? "s" : "", list, nbad > 1 ? "" : "s", p[0].nsigs, first,
@@ -716,6 +725,21 @@ static bool hello_root(comm_boot *b, const dtl_comm_env *env, dtl_err *err)
         }
         char w[96];
         snprintf(w, sizeof w, "rank %d (host %s, pid %d)", rank, p.host, p.pid);
+        if (strcmp(p.job, b->peers[0].job) != 0) {
+            /* Another job on this port: turn it away, leave this one alone. */
+            char m[400];
+            snprintf(m, sizeof m, "%s of job '%s' reached rank 0 of another job ('%s') on port "
+                     "%d: two jobs share the coordinator's port", w, p.job, b->peers[0].job,
+                     env->port);
+            bbuf pl;
+            fail_frame(&pl, m);
+            send_frame(b, fd, F_FAIL, &pl);
+            free(pl.p);
+            free_sigs(&p);
+            close(fd);
+            strangers++;
+            continue;
+        }
         if (size != b->size) {
             ok = dtl_err_set(err, DTL_ERR_MISMATCH,
                              "%s says the world has %d ranks, rank 0 says %d (DTL_WORLD_SIZE or "
@@ -833,6 +857,7 @@ comm_boot *comm_boot_hello(const dtl_comm_env *env, const dtl_comm_opts *opts, d
     if (!b)
         return NULL;
     peer_info *me = &b->peers[b->rank];
+    snprintf(me->job, sizeof me->job, "%s", env->job);
     self_identity(me->host, sizeof me->host, me->hostkey, sizeof me->hostkey);
     snprintf(me->provider, sizeof me->provider, "%s", env->provider);
     me->pid = (int)getpid();
@@ -888,6 +913,19 @@ bool comm_boot_local_addr(const comm_boot *b, struct sockaddr_storage *ss, sockl
         return false;
     *ss = b->local;
     *len = b->locallen;
+    /* Rank 0's dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d: give the IPv4 address
+     * (the interfaces are listed by it). */
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&b->local;
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (b->local.ss_family == AF_INET6 && memcmp(a6->sin6_addr.s6_addr, v4mapped, 12) == 0) {
+        struct sockaddr_in a4;
+        memset(&a4, 0, sizeof a4);
+        a4.sin_family = AF_INET;
+        memcpy(&a4.sin_addr, a6->sin6_addr.s6_addr + 12, 4);
+        memset(ss, 0, sizeof *ss);
+        memcpy(ss, &a4, sizeof a4);
+        *len = sizeof a4;
+    }
     return true;
 }
 
@@ -899,8 +937,9 @@ static bool await_root(comm_boot *b, uint32_t want, bbuf *f, double deadline, co
     const char *why = "closed";
     int r = recv_frame(b->fds[0], deadline, &type, f, &why);
     if (r == 0 || r < 0)
-        return dtl_err_set(err, DTL_ERR_IO, "rank %d: during start-up (%s) the connection to rank 0 "
-                           "%s", b->rank, phase, r == 0 ? "closed (rank 0 exited)" : why);
+        return dtl_err_set(err, DTL_ERR_IO,
+                           "rank %d: during start-up (%s) the connection to rank 0 %s", b->rank,
+                           phase, r == 0 ? "closed (rank 0 exited)" : why);
     if (type == F_FAIL) {
         rd rr = {f->p, f->n, 0, false};
         char m[400];
@@ -970,7 +1009,9 @@ bool comm_boot_names(comm_boot *b, const void *name, size_t len, const void *con
     b->namelens = calloc((size_t)b->size, sizeof *b->namelens);
     if (!b->names || !b->namelens)
         return dtl_err_set(err, DTL_ERR_NOMEM, "out of memory for endpoint names");
-    double deadline = comm_now() + b->timeout_s;
+    /* Every rank is connected by now: what is left is local work on each (opening the
+     * transport, which may load providers), so allow a margin over DTL_TIMEOUT. */
+    double deadline = comm_now() + b->timeout_s + 10;
     if (b->rank != 0) {
         bbuf pl = {0};
         bb_bytes(&pl, name, len);
@@ -995,7 +1036,8 @@ bool comm_boot_names(comm_boot *b, const void *name, size_t len, const void *con
         }
         free(f.p);
         if (r.bad)
-            return dtl_err_set(err, DTL_ERR_IO, "rank %d: a malformed message from rank 0", b->rank);
+            return dtl_err_set(err, DTL_ERR_IO, "rank %d: a malformed message from rank 0",
+                               b->rank);
     } else {
         if (!keep_name(b, 0, name, len))
             return dtl_err_set(err, DTL_ERR_NOMEM, "out of memory for endpoint names");
@@ -1007,8 +1049,13 @@ bool comm_boot_names(comm_boot *b, const void *name, size_t len, const void *con
             int r = recv_frame(b->fds[j], deadline, &type, &f, &why);
             comm_boot_who(b, j, w, sizeof w);
             if (r != 1) {
-                snprintf(m, sizeof m, "%s %s during start-up", w,
-                         r == 0 ? "died (its connection closed)" : why);
+                if (r == 0)
+                    snprintf(m, sizeof m, "%s died during start-up (its connection closed)", w);
+                else if (strcmp(why, "timed out") == 0)
+                    snprintf(m, sizeof m, "%s did not open its transport within %g s (DTL_TIMEOUT "
+                             "+ 10 s) during start-up", w, b->timeout_s + 10);
+                else
+                    snprintf(m, sizeof m, "%s failed during start-up: %s", w, why);
                 record(b, "%s", m);
                 fail_all(b, m, j);
                 return dtl_err_set(err, DTL_ERR_IO, "%s", m);
@@ -1070,7 +1117,7 @@ static void *watch_root(comm_boot *b)
         int n = 0;
         pf[n++] = (struct pollfd){b->wake[0], POLLIN, 0};
         for (int j = 1; j < b->size; j++)
-            if (b->fds[j] >= 0 && !b->closed[j] && !b->bye[j]) {
+            if (b->fds[j] >= 0 && !atomic_load(&b->closed[j]) && !b->bye[j]) {
                 idx[n] = j;
                 pf[n++] = (struct pollfd){b->fds[j], POLLIN, 0};
             }
@@ -1088,9 +1135,9 @@ static void *watch_root(comm_boot *b)
             const char *why = "closed";
             char w[96], m[512];
             comm_boot_who(b, j, w, sizeof w);
-            int got = recv_frame(b->fds[j], comm_now() + b->timeout_s, &type, &f, &why);
+            int got = recv_frame(b->fds[j], comm_now() + WATCH_FRAME_S, &type, &f, &why);
             if (got != 1) {
-                b->closed[j] = true;
+                atomic_store(&b->closed[j], true);
                 if (got == 0)
                     snprintf(m, sizeof m, "%s died: its connection to rank 0 closed", w);
                 else
@@ -1132,7 +1179,7 @@ static void *watch_rank(comm_boot *b)
         const char *why = "closed";
         char w[96];
         comm_boot_who(b, 0, w, sizeof w);
-        int got = recv_frame(b->fds[0], comm_now() + b->timeout_s, &type, &f, &why);
+        int got = recv_frame(b->fds[0], comm_now() + WATCH_FRAME_S, &type, &f, &why);
         if (got != 1) {
             if (got == 0)
                 record(b, "%s died: the connection to it closed", w);
@@ -1179,6 +1226,11 @@ static void stop_watch(comm_boot *b)
         ;
     pthread_join(b->thread, NULL);
     b->watching = false;
+}
+
+void comm_boot_set_timeout(comm_boot *b, double seconds)
+{
+    b->timeout_s = seconds;   /* the watcher never reads it (WATCH_FRAME_S) */
 }
 
 /* ---- shutdown ----------------------------------------------------------------------------- */
@@ -1270,7 +1322,7 @@ bool comm_boot_finish(comm_boot *b, dtl_err *err)
             comm_boot_who(b, j, w, sizeof w);
             int got = recv_frame(b->fds[j], comm_now() + b->timeout_s, &type, &f, &why);
             if (got != 1) {
-                b->closed[j] = true;
+                atomic_store(&b->closed[j], true);
                 if (got == 0)
                     snprintf(m, sizeof m, "%s died: its connection to rank 0 closed", w);
                 else

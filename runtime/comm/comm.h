@@ -11,18 +11,22 @@
  *    SLURM_JOB_NODELIST (Slurm), 127.0.0.1 when the launcher says every rank is on this host
  *    (Open MPI, PMI); the port then is DTL_PORT, else one derived from the job id, else 29500.
  *    None of these set: one process (rank 0 of 1). It also reads DTL_TIMEOUT (seconds, default
- *    30), DTL_FABRIC_PROVIDER, FI_PROVIDER and DTL_FABRIC_IFACE. It is a pure function: it
- *    never reads the process's own environment (dtl_comm_env_from_environ does).
+ *    30), DTL_FABRIC_PROVIDER, FI_PROVIDER, DTL_FABRIC_IFACE and the job's id (DTL_JOB_ID, else
+ *    TORCHELASTIC_RUN_ID, SLURM_JOB_ID.SLURM_STEP_ID, OMPI_MCA_ess_base_jobid, PMIX_NAMESPACE,
+ *    PMI_JOBID). It is a pure function: it never reads the process's own environment
+ *    (dtl_comm_env_from_environ does).
  *  - Rendezvous. dtl_comm_init connects the world: rank 0 listens on the coordinator's port
  *    (TCP, every interface), the others connect (retrying until DTL_TIMEOUT), and every rank
  *    sends its model hash and its ordered list of collective signatures (what it will issue per
  *    step). Rank 0 compares them: any difference — world size, hash, list, provider request,
  *    two processes claiming one rank — fails dtl_comm_init on every rank with one message
- *    naming the ranks that differ and how. Then the transport is opened (libfabric, FI_EP_RDM,
- *    tagged messages): provider `shm` when every rank is on one host, `tcp;ofi_rxm` otherwise,
- *    or the one DTL_FABRIC_PROVIDER (else FI_PROVIDER) names; endpoint names are exchanged
- *    through rank 0 and the init ends with a barrier over the transport. A world of size 1
- *    opens nothing and needs no libfabric; its collectives are local copies.
+ *    naming the ranks that differ and how. A process of another job (its job id differs: two
+ *    jobs on one port) is turned away with a message and does not disturb this one. Then the transport is opened (libfabric, FI_EP_RDM,
+ *    tagged messages): provider `shm` when every rank is on one host (at most 256: shm's limit),
+ *    `tcp;ofi_rxm` otherwise, or the one DTL_FABRIC_PROVIDER (else FI_PROVIDER) names;
+ *    endpoint names are exchanged through rank 0 and the init ends with a barrier over the
+ *    transport. A world of size 1 opens nothing and needs no libfabric; its collectives are
+ *    local copies.
  *  - Liveness. Each rank keeps its rendezvous socket to rank 0 open for the whole run and a
  *    thread per process watches it (it touches sockets only, never libfabric): a rank that
  *    dies (its socket closes, or TCP keepalive gives up) or fails an operation is announced by
@@ -45,11 +49,13 @@
  *    count 0 is allowed. Broadcast, all-gather, send and recv move bytes of any dtype.
  *  - A label (the .dtl line a collective serves, e.g. "mnist.dtl:12"; may be NULL) only makes
  *    error messages better: "rank 1: allreduce f32[1000] (4.0 kB) for mnist.dtl:12: rank 2
- *    died (host h, pid 123): its connection to the coordinator closed".
+ *    (host h, pid 123) died: its connection to rank 0 closed". (A transport error on a message
+ *    from a peer waits up to 2 s for the liveness channel's news, which says "died".)
  *  - Threads. A world and all its sub-communicators are used by one thread at a time
  *    (libfabric's FI_THREAD_DOMAIN). The watcher thread is internal.
- *  - Sub-communicators (dtl_comm_split) share the world's transport and liveness; they must be
- *    freed before the world (freeing a world with live sub-communicators aborts: a bug).
+ *  - Sub-communicators (dtl_comm_split) share the world's transport and liveness. Freeing the
+ *    world closes both: its sub-communicators must still be freed, and until then every
+ *    operation on them fails (DTL_ERR_USAGE).
  *  - Shutdown. dtl_comm_finalize is collective over the world: every rank says goodbye to rank
  *    0 and waits for all to have done so, so no rank closes its transport while a peer may
  *    still need a message from it. dtl_comm_free of a world that was neither finalized nor
@@ -85,6 +91,7 @@ typedef struct dtl_comm_env {
     char provider[64];     /* DTL_FABRIC_PROVIDER or FI_PROVIDER; "" = automatic */
     bool provider_is_fi;   /* provider came from FI_PROVIDER (libfabric filters by it itself) */
     char iface[64];        /* DTL_FABRIC_IFACE: the network interface for tcp; "" = automatic */
+    char job[96];          /* the job's id (DTL_JOB_ID, else the launcher's); "" when unknown */
 } dtl_comm_env;
 
 /* Resolves envp (see the contract); false with err set (DTL_ERR_USAGE) on a malformed or
@@ -131,7 +138,9 @@ dtl_comm *dtl_comm_init(const dtl_comm_env *env, const dtl_comm_opts *opts, dtl_
 /* Orderly shutdown of the world (collective; see the contract). The world is still freed
  * with dtl_comm_free. Calling it on a sub-communicator is a usage error. */
 bool dtl_comm_finalize(dtl_comm *c, dtl_err *err);
-/* Frees a communicator (a world: closes the transport and the sockets). NULL is fine. */
+/* Frees a communicator (a world: closes the transport and the sockets). NULL is fine. Call it
+ * (or dtl_comm_abort) before the process exits, on error paths too: libfabric's shm provider
+ * leaves its 16 MB region in /dev/shm when a process exits with its endpoint open. */
 void dtl_comm_free(dtl_comm *c);
 /* Tells every rank that this one gives up (reason, e.g. the error it met), then frees the
  * world c belongs to (c must be the world). */
@@ -143,6 +152,11 @@ int dtl_comm_size(const dtl_comm *c);
 int dtl_comm_world_rank(const dtl_comm *c, int r);
 /* The libfabric provider in use ("shm", "tcp;ofi_rxm", …), or "none" for a world of 1. */
 const char *dtl_comm_provider(const dtl_comm *c);
+/* Its domain: the network interface for tcp ("eth0", "lo"), "shm" for shm; "none" for 1. */
+const char *dtl_comm_domain(const dtl_comm *c);
+/* Changes DTL_TIMEOUT for c's world from now on (seconds > 0): e.g. a long one for the first
+ * step, which may wait for ranks still compiling, then a shorter one. */
+void dtl_comm_set_timeout(dtl_comm *c, double seconds);
 /* false with err set when the world has failed (a peer died, an operation failed). Costs an
  * atomic load: a training loop may call it between steps. */
 bool dtl_comm_check(const dtl_comm *c, dtl_err *err);

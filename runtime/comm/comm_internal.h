@@ -53,6 +53,7 @@ bool comm_boot_failed(comm_boot *b, char *msg, size_t cap);
 void comm_boot_report(comm_boot *b, const char *msg);
 /* A readable name for world rank r: "rank 2 (host h, pid 123)". */
 const char *comm_boot_who(const comm_boot *b, int r, char *buf, size_t cap);
+void comm_boot_set_timeout(comm_boot *b, double seconds);
 /* Orderly shutdown: stops the watcher, says goodbye and waits for everyone's. */
 bool comm_boot_finish(comm_boot *b, dtl_err *err);
 void comm_boot_free(comm_boot *b);
@@ -70,6 +71,7 @@ typedef struct comm_fab_args {
 
 comm_fab *comm_fab_open(const comm_fab_args *a, dtl_err *err);
 const char *comm_fab_provider(const comm_fab *f);
+const char *comm_fab_domain(const comm_fab *f);
 /* The endpoint's name (fi_getname), valid until comm_fab_close. */
 bool comm_fab_name(comm_fab *f, const void **name, size_t *len, dtl_err *err);
 /* Inserts every rank's name (rank order) into the address vector; self is world rank `self`. */
@@ -93,6 +95,7 @@ bool comm_fab_irecv(comm_fab *f, int peer, void *buf, size_t len, void *desc, ui
  * received size other than the posted one, the watcher's news, or timeout_s without any of
  * them completing. After a failure the fabric is broken: every later call fails at once. */
 bool comm_fab_waitall(comm_fab *f, const int *reqs, int n, dtl_err *err);
+void comm_fab_set_timeout(comm_fab *f, double seconds);
 /* Whether the fabric broke earlier (its message into err). */
 bool comm_fab_ok(comm_fab *f, dtl_err *err);
 void comm_fab_close(comm_fab *f);

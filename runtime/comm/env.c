@@ -225,6 +225,22 @@ static bool read_common(const char *const *envp, dtl_comm_env *out, dtl_err *err
     if (i && strlen(i) >= sizeof out->iface)
         return dtl_err_set(err, DTL_ERR_USAGE, "DTL_FABRIC_IFACE='%s': too long", i);
     snprintf(out->iface, sizeof out->iface, "%s", i ? i : "");
+    /* The job: ranks of different jobs that meet on one port must not join each other. */
+    const char *j = env_get(envp, "DTL_JOB_ID");
+    if (!j)
+        j = env_get(envp, "TORCHELASTIC_RUN_ID");
+    const char *sj = env_get(envp, "SLURM_JOB_ID"), *ss = env_get(envp, "SLURM_STEP_ID");
+    if (!j && sj) {
+        snprintf(out->job, sizeof out->job, "slurm:%.40s.%.40s", sj, ss ? ss : "");
+        return true;
+    }
+    if (!j)
+        j = env_get(envp, "OMPI_MCA_ess_base_jobid");
+    if (!j)
+        j = env_get(envp, "PMIX_NAMESPACE");
+    if (!j)
+        j = env_get(envp, "PMI_JOBID");
+    snprintf(out->job, sizeof out->job, "%s", j ? j : "");
     return true;
 }
 
@@ -362,6 +378,16 @@ done:
         out->port = 0;
     }
     return true;
+}
+
+char *dtl_comm_sig(char *buf, size_t cap, const char *coll, size_t count, dtl_dtype t,
+                   dtl_comm_op op, const char *label)
+{
+    bool reduces = strcmp(coll, "allreduce") == 0 || strcmp(coll, "reduce_scatter") == 0;
+    const char *ops[] = {"sum", "mean", "max"};
+    snprintf(buf, cap, "%s %s[%zu]%s%s%s%s", coll, dtl_dtype_name(t), count, reduces ? " " : "",
+             reduces ? ops[op] : "", label ? " @ " : "", label ? label : "");
+    return buf;
 }
 
 bool dtl_comm_env_from_environ(dtl_comm_env *out, dtl_err *err)

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { OP_FREE, OP_PENDING, OP_DONE, OP_FAILED };
 
@@ -45,7 +46,6 @@ typedef struct fab_op {
     size_t len;               /* bytes posted */
     size_t got;               /* bytes received */
     int fi_err;               /* positive FI_* errno of a failed completion */
-    size_t olen;              /* FI_ETRUNC: bytes that did not fit */
     char detail[160];         /* the provider's explanation */
 } fab_op;
 
@@ -244,7 +244,7 @@ comm_fab *comm_fab_open(const comm_fab_args *a, dtl_err *err)
     struct fi_cq_attr cqa = {0};
     cqa.format = FI_CQ_FORMAT_TAGGED;
     cqa.wait_obj = FI_WAIT_NONE;
-    cqa.size = 1024;
+    cqa.size = 4096;   /* more than a batch of posted operations (coll.c) */
     FAB_TRY(fi_cq_open(f->domain, &cqa, &f->cq, NULL), "fi_cq_open");
     struct fi_av_attr ava = {0};
     ava.type = FI_AV_TABLE;
@@ -287,6 +287,11 @@ const char *comm_fab_provider(const comm_fab *f)
     return f->info->fabric_attr->prov_name;
 }
 
+const char *comm_fab_domain(const comm_fab *f)
+{
+    return f->info->domain_attr->name ? f->info->domain_attr->name : "?";
+}
+
 size_t comm_fab_max_msg(const comm_fab *f)
 {
     size_t m = f->info->ep_attr->max_msg_size;
@@ -314,10 +319,16 @@ bool comm_fab_insert(comm_fab *f, int n, int self, const void *const *names, con
     for (int i = 0; i < n; i++) {
         int rc = fi_av_insert(f->av, names[i], 1, &f->addrs[i], 0, NULL);
         if (rc != 1)
-            return dtl_err_set(err, DTL_ERR_IO, "fi_av_insert of rank %d's address (provider %s): %s",
-                               i, comm_fab_provider(f), rc < 0 ? fi_strerror(-rc) : "not inserted");
+            return dtl_err_set(err, DTL_ERR_IO,
+                               "fi_av_insert of rank %d's address (provider %s): %s", i,
+                               comm_fab_provider(f), rc < 0 ? fi_strerror(-rc) : "not inserted");
     }
     return true;
+}
+
+void comm_fab_set_timeout(comm_fab *f, double seconds)
+{
+    f->timeout_s = seconds;
 }
 
 void comm_fab_set_watch(comm_fab *f, comm_boot *b)
@@ -430,14 +441,15 @@ static int fab_poll(comm_fab *f, dtl_err *err)
             const char *s = fi_cq_strerror(f->cq, ee.prov_errno, ee.err_data, pe, sizeof pe);
             if (s && s != pe)
                 snprintf(pe, sizeof pe, "%s", s);
+            if (strcmp(pe, fi_strerror(ee.err < 0 ? -ee.err : ee.err)) == 0)
+                pe[0] = 0;   /* says nothing more */
         }
         if (!op) {
             fab_break(f, err, "completion error without an operation (provider %s): %s%s%s",
                       comm_fab_provider(f), fi_strerror(ee.err), *pe ? ": " : "", pe);
             return -1;
         }
-        op->fi_err = ee.err ? ee.err : FI_EOTHER;
-        op->olen = ee.olen;
+        op->fi_err = ee.err < 0 ? -ee.err : ee.err ? ee.err : FI_EOTHER;
         snprintf(op->detail, sizeof op->detail, "%s", pe);
         op->state = OP_FAILED;
         return 1;
@@ -519,16 +531,29 @@ bool comm_fab_irecv(comm_fab *f, int peer, void *buf, size_t len, void *desc, ui
     return fab_post(f, false, peer, buf, len, desc, tag, req, err);
 }
 
-/* A completed or failed op: false with the fabric broken when it failed or has a wrong size. */
+/* A completed or failed op: false with the fabric broken when it failed or has a wrong size.
+ * A transfer that failed (a connection reset, a peer gone) most often means the peer died:
+ * the liveness channel then says so within moments, and its news, which names the rank and
+ * how it ended, is the better message — so wait a little for it. */
 static bool op_check(comm_fab *f, fab_op *op, dtl_err *err)
 {
     char w[96];
     if (op->state == OP_FAILED) {
         if (op->fi_err == FI_ETRUNC)
             return fab_break(f, err,
-                             "%s sent more than the %zu bytes expected (%zu more): the ranks "
-                             "disagree about this operation (its count, dtype or order)",
-                             who(f, op->peer, w, sizeof w), op->len, op->olen);
+                             "%s sent more than the %zu bytes expected: the ranks disagree "
+                             "about this operation (its count, dtype or order)",
+                             who(f, op->peer, w, sizeof w), op->len);
+        char m[400];
+        double until = comm_now() + (f->timeout_s < 2 ? f->timeout_s : 2);
+        while (f->watch && !comm_boot_failed(f->watch, m, sizeof m) && comm_now() < until) {
+            struct timespec t = {0, 2000000};
+            nanosleep(&t, NULL);
+        }
+        if (f->watch && comm_boot_failed(f->watch, m, sizeof m))
+            return fab_break(f, err, "%s (then %s %s failed: %s)", m,
+                             op->send ? "a send to" : "a receive from",
+                             who(f, op->peer, w, sizeof w), fi_strerror(op->fi_err));
         return fab_break(f, err, "%s %s: %s%s%s", op->send ? "send to" : "receive from",
                          who(f, op->peer, w, sizeof w), fi_strerror(op->fi_err),
                          *op->detail ? " — " : "", op->detail);

@@ -19,10 +19,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../../compiler/autodiff.h"
 #include "../../compiler/passes/fuse.h"
 #include "../../compiler/passes/passes.h"
+#include "../../kernels/cuda/cuda.h"
 #include "../../lang/check.h"
 #include "../../lang/ctx.h"
 
@@ -44,7 +46,6 @@ static const bt_backend all_backends[] = {
 #ifdef BT_HAVE_LLVM
     {"llvm", &dtl_backend_llvm, {0}},
 #endif
-    /* A CUDA backend joins here when it exists (under HAVE_CUDA). */
 };
 enum { NALL = sizeof all_backends / sizeof all_backends[0] };
 
@@ -64,14 +65,43 @@ static bool selected(const char *name)
     return false;
 }
 
+/* The CUDA backend (a plugin: kernels/cuda/cuda.h) joins when this machine has an NVIDIA
+ * device and the plugin can use it; the device node is checked first, so that machines
+ * without a GPU do not pay for loading the CUDA libraries. Probed once. */
+static bool cuda_backend(bt_backend *out)
+{
+    static int probed;   /* 0: not yet, 1: yes, 2: no */
+    static bt_backend cuda;
+    if (!probed) {
+        probed = 2;
+        char why[256];
+        dtl_err err = {0};
+        const dtl_backend *be;
+        if (access("/dev/nvidiactl", F_OK) == 0 && selected("cuda")) {
+            if (dtl_cuda_available(why, sizeof why) && (be = dtl_cuda_backend(&err))) {
+                cuda = (bt_backend){"cuda", be, {0}};
+                probed = 1;
+            } else {
+                fprintf(stderr, "backend_testlib: cuda not tested: %s\n",
+                        err.msg[0] ? err.msg : why);
+            }
+        }
+    }
+    if (probed == 1)
+        *out = cuda;
+    return probed == 1;
+}
+
 const bt_backend *bt_backends(size_t *n)
 {
     /* Selection is recomputed on every call (it is cheap) into a per-call-stable array. */
-    static bt_backend chosen[NALL];
+    static bt_backend chosen[NALL + 1];
     size_t k = 0;
     for (size_t i = 0; i < NALL; i++)
         if (selected(all_backends[i].name))
             chosen[k++] = all_backends[i];
+    if (cuda_backend(&chosen[k]))
+        k++;
     *n = k;
     return chosen;
 }
@@ -160,7 +190,7 @@ bool bt_match_outliers(const char *what, const dtl_tensor *got, const dtl_tensor
         return false;
     }
     uint64_t bad = 0, first = 0, worst_at = 0, outliers = 0;
-    double worst = 0, bound_first = 0;
+    double worst = 0, bound_first = 0, worst_outlier = 0;
     if (dtl_dtype_is_float(want->dtype)) {
         double tol = bt_tol(want->dtype) * factor, scale = 0;
         for (uint64_t i = 0; i < n; i++) {
@@ -179,6 +209,7 @@ bool bt_match_outliers(const char *what, const dtl_tensor *got, const dtl_tensor
             double e = isfinite(a) && isfinite(b) ? fabs(a - b) : INFINITY;
             if (e <= outlier_bound && outliers < max_outliers) {
                 outliers++;
+                worst_outlier = e > worst_outlier ? e : worst_outlier;
                 continue;
             }
             if (bad++ == 0) {
@@ -205,10 +236,10 @@ bool bt_match_outliers(const char *what, const dtl_tensor *got, const dtl_tensor
             fprintf(stderr, " [tol %g, scale %.3g]\n", tol, scale);
         }
         if (outliers)
-            fprintf(stderr, "note: %s: %llu element(s) beyond the tolerance by at most %.3g "
-                    "(allowed: up to %llu)\n",
+            fprintf(stderr, "note: %s: %llu element(s) beyond the tolerance, off by up to %.3g "
+                    "(allowed: %llu, each within %.3g)\n",
                     strncmp(what, "FAIL ", 5) == 0 ? what + 5 : what, (unsigned long long)outliers,
-                    outlier_bound, (unsigned long long)max_outliers);
+                    worst_outlier, (unsigned long long)max_outliers, outlier_bound);
     } else {
         for (uint64_t i = 0; i < n; i++)
             if (elem_i(got, i) != elem_i(want, i) && bad++ == 0)
@@ -380,7 +411,7 @@ typedef struct bt_input {
 } bt_input;
 
 typedef struct bt_outrec {
-    char name[16];
+    char name[64];
     dtl_val v;
     const char *sub;
     double factor;

@@ -6,9 +6,10 @@
  * Contract:
  *  - The backends under test: bt_backends() lists them — always "ref-noreuse" (the reference
  *    backend with opts.no_reuse, which tests the harness and the ref memory planner), plus
- *    "llvm" when the build has LLVM (HAVE_LLVM). $DTL_TEST_BACKENDS (names separated by
- *    commas) keeps only the named ones. The reference is always dtl_backend_ref with
- *    default options.
+ *    "llvm" when the build has LLVM (HAVE_LLVM), plus "cuda" when the machine has an NVIDIA
+ *    device the CUDA plugin can use (kernels/cuda/cuda.h). $DTL_TEST_BACKENDS (names
+ *    separated by commas) keeps only the named ones. The reference is always dtl_backend_ref
+ *    with default options.
  *  - The comparison rule (bt_match): integers and bools exactly (bools by truth: any non-zero
  *    byte is true); floats element by element with |got - want| <= tol * (|want| + scale),
  *    scale = the largest finite |want| of the whole tensor, tol = BT_TOL_F32 (1e-5) or

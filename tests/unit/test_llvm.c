@@ -177,6 +177,34 @@ static void test_layer(void)
     dtl_graph_free(&g);
 }
 
+/* A matmul whose root is not kept: gemm writes C where an epilogue output goes, and every
+ * element reads C before that output is stored there (an epilogue member that does not read
+ * the root, stored first, once overwrote C). */
+static void test_epilogue_outs(void)
+{
+    dtl_graph g;
+    dtl_graph_init(&g);
+    int64_t as[2] = {5, 3}, ws[2] = {3, 17}, xs[2] = {1, 17};
+    dtl_val a = dtl_g_input(&g, "a", F32, 2, as);
+    dtl_val w = dtl_g_input(&g, "w", F32, 2, ws);
+    dtl_val x0 = dtl_g_input(&g, "x0", F32, 2, xs);
+    dtl_val x1 = dtl_g_input(&g, "x1", F32, 2, xs);
+    dtl_val x = dtl_g_binary(&g, DTL_OP_ADD, x0, x1);
+    dtl_val xb = dtl_g_broadcast(&g, x, 2, (const int64_t[]){5, 17});
+    dtl_g_output(&g, DTL_OUT_VALUE, "x", xb, DTL_VAL_NONE);
+    dtl_g_output(&g, DTL_OUT_VALUE, "out", dtl_g_binary(&g, DTL_OP_ADD, dtl_g_matmul(&g, a, w), xb),
+                 DTL_VAL_NONE);
+    float av[15], wv[51], x0v[17], x1v[17];
+    fill(av, 15, -1, 1, 5);
+    fill(wv, 51, -1, 1, 6);
+    fill(x0v, 17, -1, 1, 7);
+    fill(x1v, 17, -1, 1, 8);
+    dtl_binding in[4] = {bind("a", av, F32, 2, as), bind("w", wv, F32, 2, ws),
+                         bind("x0", x0v, F32, 2, xs), bind("x1", x1v, F32, 2, xs)};
+    CHECK(differential("epilogue outs", &g, in, 4, 2, 1e-5));
+    dtl_graph_free(&g);
+}
+
 /* Outputs that are bound leaves read the values from before the run (staging), and a swap
  * of two parameters commits both old values. */
 static void test_staging(void)
@@ -216,6 +244,7 @@ static void test_staging(void)
         CHECK(ps.runs == 1);
         /* four staged outputs of 5 floats, 64-byte blocks */
         CHECK(ps.arena_bytes >= 4 * 64 && ps.naive_bytes >= ps.arena_bytes);
+        CHECK(ps.llvm_seconds > 0 && ps.passes_seconds >= 0);
     }
     dtl_plan_free(p);
     dtl_store_free(st);
@@ -383,6 +412,21 @@ static void test_emit(void)
         free(buf);
     }
     dtl_graph_free(&g);
+
+    /* A row sum: explicit vector code, f32 accumulated in double lanes. */
+    dtl_graph_init(&g);
+    int64_t rs[2] = {64, 256};
+    dtl_val r = dtl_g_input(&g, "r", F32, 2, rs);
+    dtl_g_output(&g, DTL_OUT_VALUE, "s", dtl_g_reduce(&g, DTL_OP_SUM, r, 2, false), DTL_VAL_NONE);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    dtl_err err;
+    CHECK(dtl_llvm_emit(f, &g, false, &err));
+    fclose(f);
+    CHECK(buf && strstr(buf, "fadd <8 x double>") != NULL);
+    free(buf);
+    dtl_graph_free(&g);
 }
 
 /* One fused kernel reading 150 distinct store entries (one inner-function parameter each). */
@@ -497,6 +541,7 @@ int main(void)
 {
     test_cache();
     test_layer();
+    test_epilogue_outs();
     test_staging();
     test_big();
     test_ints();
