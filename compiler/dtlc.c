@@ -88,8 +88,12 @@ static const dtlc_option options[] = {
      "/usr/share/datasets)"},
     {OPT_SEED, "--seed", "N", "seed of the initial weights, shuffles and dropout (default: "
      "the train block's, else 0)"},
-#ifdef HAVE_LLVM
+#if defined HAVE_LLVM && defined HAVE_CUDA
+    {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: llvm (default), ref, cuda"},
+#elif defined HAVE_LLVM
     {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: llvm (default), ref"},
+#elif defined HAVE_CUDA
+    {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: ref (default), cuda"},
 #else
     {OPT_BACKEND, "--backend", "NAME", "run on backend NAME: ref (default)"},
 #endif

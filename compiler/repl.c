@@ -8,8 +8,9 @@
  * the language applies fully: a line that begins with `{`, `.`, `->`, `=` or a binary
  * operator other than `-` continues the statement before it, as in a file. A line that
  * starts with `:` is a command (compiler/repl_cmd.c); anything else goes to the session
- * (compiler/repl_eval.c). Ctrl-C at the prompt drops the input; Ctrl-D (end of input) ends
- * the session.
+ * (compiler/repl_eval.c), an expression or assignment followed by more after a top-level
+ * ';' as several inputs in turn. Ctrl-C at the prompt drops the input; Ctrl-D (end of
+ * input) ends the input being continued at "...>", else the session.
  */
 #include "repl_internal.h"
 #include "repl_ctors.h"

@@ -30,7 +30,7 @@ static cmd_fn cmd_help, cmd_quit, cmd_type, cmd_graph, cmd_load, cmd_reset, cmd_
     cmd_backend, cmd_train, cmd_eval, cmd_save, cmd_params;
 
 static const cmd commands[] = {
-    {":help", "", "this list", cmd_help},
+    {":help", "[CMD]", "this list, or the line of command CMD", cmd_help},
     {":type", "EXPR", "the type (dtype and shape) of EXPR, without evaluating it", cmd_type},
     {":graph", "[EXPR] [> FILE.dot]", "the dataflow graph of EXPR (default: the train block's "
      "step), as text or as Graphviz DOT", cmd_graph},
@@ -125,7 +125,7 @@ void repl_command(repl *R, repl_origin *o)
             repl_error(R, "unknown command '%s'; :help lists the commands", name);
         return;
     }
-    if (len && c->args[0] == '\0' && c->fn != cmd_help) {
+    if (len && c->args[0] == '\0') {
         /* `:reset all`, `:quit now`: rather refuse than guess */
         repl_error(R, "%s takes no argument, found '%.*s'", c->name, (int)len, o->text + off);
         return;

@@ -20,11 +20,18 @@
  *                    anything else becomes an entry as written.
  *   declarations     (use, model, fn, dataset, train, several lets) entries, as in a file.
  *
- * Instances made at the prompt keep their params in the session's store under "d.w"; after
- * every change of the declarations the store is synchronized with them (params kept where
- * name, dtype and shape are unchanged, made anew otherwise). Compiled plans are cached by
- * (expression text, declarations' generation, values' shapes generation, backend) and the
- * cache is emptied whenever the declarations, the store or the backend change.
+ * Instances made at the prompt keep their params in the session's store under "d.w"; a
+ * change of the declarations makes the store anew (params kept where name, dtype and shape
+ * are unchanged, made with their initializers otherwise). A change is committed only when
+ * the session it makes checks AND works: that store can be made and the newest train block
+ * lowers (a tensor of the prompt in a param's initializer or a trained model passes the
+ * checker, not lowering). A tensor assigned with a new type or under a new name is checked
+ * with the session too (`x = ones(4)` when a fn needs x as f32[3]; `relu = ones(2)`), so no
+ * input can leave a session where nothing checks. Compiled plans are cached by (expression
+ * text, declarations' generation, a hash of every source the check read — the session's
+ * and the modules `use` read from disk, which may have been edited —, values' shapes
+ * generation, backend) and the cache is emptied whenever the declarations, the store or
+ * the backend change.
  */
 #include "repl_internal.h"
 

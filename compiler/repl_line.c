@@ -3,7 +3,7 @@
  * At a terminal, with libedit: emacs-style editing, the prompt, history (kept in a file and
  * saved after every input, so a killed session loses nothing), Tab completion through the
  * session's callback (the common prefix of the candidates is inserted; a second Tab lists
- * them). Without libedit, or when the input is not a terminal, lines are read with stdio:
+ * them; at the start of a line Tab indents, so a pasted file's tabs stay indentation). Without libedit, or when the input is not a terminal, lines are read with stdio:
  * prompts are still shown at a terminal, nothing is edited or remembered.
  *
  * Ctrl-C is a SIGINT whose handler counts it: the one mutable process-wide variable here,
@@ -222,6 +222,13 @@ static unsigned char le_complete(EditLine *el, int ch)
     if (!le || !le->complete || !li)
         return CC_ERROR;
     size_t cursor = (size_t)(li->cursor - li->buffer);
+    bool indent = true;   /* only blanks before the cursor: Tab indents (a pasted file's tabs) */
+    for (size_t i = 0; i < cursor && indent; i++)
+        indent = li->buffer[i] == ' ' || li->buffer[i] == '\t';
+    if (indent) {
+        el_insertstr(el, "    ");
+        return CC_REFRESH;
+    }
     char *line = malloc(cursor + 1);
     if (!line)
         return CC_ERROR;

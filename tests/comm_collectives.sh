@@ -4,8 +4,8 @@
 # over libfabric's shm provider (3: chosen automatically), 2 and 5 over tcp;ofi_rxm
 # (DTL_FABRIC_PROVIDER), 3 over tcp chosen by FI_PROVIDER on interface lo with memory
 # registration forced (DTL_FABRIC_REGISTER=1), 3 "on two hosts" (DTL_HOST_ID) where tcp must
-# be chosen automatically. Each run must end with every rank saying ok, within its deadline,
-# leaving no shm region behind.
+# be chosen automatically, and 3 started by Open MPI's mpirun where it is installed. Each run
+# must end with every rank saying ok, within its deadline, leaving no shm region behind.
 . "$(dirname "$0")/comm_lib.sh"
 
 collectives() {
@@ -53,6 +53,22 @@ else
     collectives_judge hosts-3 3
     grep -q "provider tcp;ofi_rxm, domain " "$T/hosts-3.out0" && ! grep -q "domain lo" "$T/hosts-3.out0" ||
         { echo "FAIL: two hosts is not tcp off loopback"; fail=1; }
+fi
+# A real launcher: Open MPI's mpirun sets OMPI_COMM_WORLD_* (and the job id the port and the
+# job's identity come from); the ranks need nothing else. Where mpirun is installed.
+if command -v mpirun > /dev/null 2>&1; then
+    t0=$(now)
+    if timeout 120 mpirun --allow-run-as-root --oversubscribe -np 3 "$W" all \
+        > "$T/mpirun.out" 2> "$T/mpirun.err" &&
+        [ "$(grep -c "^rank [0-2]: ok" "$T/mpirun.out")" = 3 ]; then
+        echo "ok: mpirun -np 3: $(grep world "$T/mpirun.out") ($(elapsed "$t0") s)"
+    else
+        echo "FAIL: mpirun -np 3"
+        sed 's/^/    /' "$T/mpirun.out" "$T/mpirun.err"
+        fail=1
+    fi
+else
+    echo "skip: mpirun -np 3 (no mpirun; Debian: openmpi-bin)"
 fi
 # The provider actually used is the one asked for.
 grep -q "provider shm" "$T/auto-3.out0" || { echo "FAIL: auto on one host is not shm"; fail=1; }

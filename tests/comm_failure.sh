@@ -51,6 +51,7 @@ kill_one() {
     vpid=$(echo $pids | cut -d' ' -f$((victim + 1)))
     kill -KILL "$vpid"
     started=$(now)
+    { wait "$vpid"; } 2> /dev/null   # reaped here: no "Killed" notice from the shell
     reap 10
     survivors=
     for i in $(seq 0 $((n - 1))); do

@@ -121,7 +121,7 @@ reap() {
     done
     secs=$(elapsed "$started")
     for rp in $procs; do
-        wait "${rp#*:}"
+        { wait "${rp#*:}"; } 2> /dev/null   # (no "Killed" notice from the shell)
         eval "rc_${rp%%:*}=\$?"
     done
 }

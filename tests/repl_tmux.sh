@@ -1,10 +1,11 @@
 #!/bin/sh
 # tests/repl_tmux.sh — `dtlc repl` at a real terminal, driven through tmux (send-keys and
 # capture-pane): multi-line input with the "...>" prompt, Ctrl-D there, history recall and
-# editing (Up), non-ASCII input, a used module edited between inputs, Tab completion of
-# names, members and commands, Ctrl-C at the prompt and in the middle of :train (the
-# session goes on, its state intact), Ctrl-D, the history file and a second session
-# recalling the first's inputs, and three Ctrl-Cs ending a long evaluation.
+# editing (Up), non-ASCII input, a pasted file with tabs, a used module edited between
+# inputs, Tab completion of names, members and commands, Ctrl-C at the prompt and in the
+# middle of :train (the session goes on, its state intact), Ctrl-D, the history file and
+# a second session recalling the first's inputs, and three Ctrl-Cs ending a long
+# evaluation.
 # Skipped (77) where tmux is missing (Debian: tmux) or dtlc was built without libedit.
 set -u
 
@@ -111,6 +112,21 @@ wait_for "[100.0, 200.0]"
 # Characters beyond ASCII are typed and echoed whole (libedit in a UTF-8 locale).
 enter '"héllo → wörld"'
 [ "$(count '"héllo → wörld"')" -ge 2 ] || fail "non-ASCII input was mangled"
+
+# A pasted file: tabs indent (no completion list), comments after an open brace do not end
+# the input.
+printf 'model Pasted {   # a comment\n\tparam w: f32[2] = ones()\n\tfn forward(x: f32[2]) -> f32[2] =\n\t\tx * w * 5\n}\nlet pasted = Pasted()\n' > "$tmp/paste.dtl"
+$T load-buffer "$tmp/paste.dtl"
+before=$(prompts)
+$T paste-buffer -t t
+i=0
+while [ "$(prompts)" -lt $((before + 2)) ] && [ $i -lt 150 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+enter 'pasted([1.0, 2.0])'
+wait_for "[ 5.0, 10.0]"
+[ "$(count 'bce_with_logits')" -eq 0 ] || fail "a pasted tab listed completions"
 
 # A module used is read again at every input: an edit shows at once (no stale compiled plan).
 printf 'fn scale(v: f32[N]) -> f32[N] = v * 7\n' > "$tmp/mymod.dtl"

@@ -2,7 +2,7 @@
  *
  * Design (after Goto's and BLIS's): C is computed in tiles of MR x NR (6 x 16 f32, 6 x 8 f64)
  * by a micro-kernel that keeps the tile in registers for a whole slice of k. B is packed, one
- * KC x NC slice at a time, into panels of NR columns (128 KiB on the stack, in L2). A is read
+ * KC x NC slice at a time, into panels of NR columns (256 KiB on the stack, in L2). A is read
  * in place: the micro-kernel broadcasts its elements through (row, column) strides, which
  * serves A and A^T alike and costs no packing for the small products of a training step; only
  * a block of A bigger than L1 that many panels reuse is first copied into a contiguous buffer
@@ -102,7 +102,7 @@ static void choose_grid(int64_t mp, int64_t np, int mr, int nr, int nt, int64_t 
 #define SFX(name) name##_f32
 #define NR DTL_GEMM_NR_F32
 #define KC 256
-#define NC 128
+#define NC 256
 #define MB 96
 #define KERN dtl_gemm_kern_f32
 static const KERN kernels_f32[DTL_GEMM_ISA_COUNT];
@@ -119,7 +119,7 @@ static const KERN kernels_f32[DTL_GEMM_ISA_COUNT];
 #define SFX(name) name##_f64
 #define NR DTL_GEMM_NR_F64
 #define KC 256
-#define NC 64
+#define NC 128
 #define MB 48
 #define KERN dtl_gemm_kern_f64
 static const KERN kernels_f64[DTL_GEMM_ISA_COUNT];

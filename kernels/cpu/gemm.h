@@ -17,8 +17,9 @@
  *    it must not touch other parts of C. Its blocks are at most DTL_GEMM_MAX_BLOCK_ROWS rows.
  *  - pool: the work is split over the pool's threads when the product is large enough to
  *    gain from it (DTL_GEMM_PAR_FLOPS multiply-adds x 2); NULL runs on the caller's thread.
- *  - Nothing is allocated: packing buffers live on the calling thread's stack (about
- *    DTL_GEMM_STACK_BYTES; pool workers have stacks of at least 1 MiB).
+ *  - Nothing is allocated: packing buffers live on the calling thread's stack (up to
+ *    DTL_GEMM_STACK_BYTES, 384 KiB: call it from a thread with a normal Linux stack of a few
+ *    MiB, not a 256 KiB one; pool workers have at least 1 MiB).
  *  - ISA: chosen at run time (cpuid): AVX2+FMA where the CPU has it (6x16 f32 / 6x8 f64
  *    micro-kernels), else portable C that the compiler vectorizes. dtl_gemm_*_opts can force
  *    one (tests, benchmarks); an ISA the CPU lacks falls back to the portable code.
@@ -34,7 +35,7 @@
 
 #define DTL_GEMM_PAR_FLOPS (1 << 19)
 #define DTL_GEMM_MAX_BLOCK_ROWS 96
-#define DTL_GEMM_STACK_BYTES (256 * 1024)
+#define DTL_GEMM_STACK_BYTES (384 * 1024)
 
 typedef void (*dtl_gemm_epilogue)(void *ctx, int64_t i0, int64_t i1, int64_t j0, int64_t j1);
 

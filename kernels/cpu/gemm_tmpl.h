@@ -73,12 +73,16 @@ static void SFX(pack_b)(const SFX(gemm_job) *g, T *bp, int64_t pc, int64_t kc, i
                         dst[p * NR + j] = src[p * g->ldb + j];
             }
         } else {
-            const T *src = g->b + (jc + jr) * g->ldb + pc;
-            if (nr < NR)
-                memset(dst, 0, (size_t)kc * NR * sizeof(T));
-            for (int64_t p = 0; p < kc; p++)
-                for (int64_t j = 0; j < nr; j++)
-                    dst[p * NR + j] = src[j * g->ldb + p];
+            for (int64_t j = 0; j < NR; j++) {
+                if (j < nr) {
+                    const T *src = g->b + (jc + jr + j) * g->ldb + pc;
+                    for (int64_t p = 0; p < kc; p++)
+                        dst[p * NR + j] = src[p];
+                } else {
+                    for (int64_t p = 0; p < kc; p++)
+                        dst[p * NR + j] = 0;
+                }
+            }
         }
     }
 }
