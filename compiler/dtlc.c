@@ -31,6 +31,7 @@
 #include "../lang/parse.h"
 #include "../lang/print.h"
 #include "../runtime/fsutil.h"
+#include "../runtime/progress.h"
 #include "graph.h"
 #include "lower.h"
 #include "passes/passes.h"
@@ -60,7 +61,7 @@ typedef enum dtlc_opt_id {
     /* run */
     OPT_EPOCHS, OPT_DATA, OPT_SEED, OPT_BACKEND, OPT_DTYPE, OPT_METRICS, OPT_SAVE, OPT_RESUME,
     OPT_LOAD, OPT_CKPT_EVERY, OPT_STEPS, OPT_LIMIT_TRAIN, OPT_LIMIT_TEST, OPT_NO_SHUFFLE,
-    OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG, OPT_DEVICE,
+    OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG, OPT_DEVICE, OPT_TIMINGS,
     OPT_HELP, OPT_COUNT
 } dtlc_opt_id;
 _Static_assert(OPT_COUNT <= 32, "options are bits of an unsigned");
@@ -115,6 +116,7 @@ static const dtlc_option options[] = {
     {OPT_INPUT, "--input", "FILE", "--infer: the features, a .npy file"},
     {OPT_OUTPUT_LONG, "--output", "FILE", "--infer: where the outputs go, a .npy file"},
     {OPT_DEVICE, "--device", "DEV", "cpu (the default backend) or cuda (--backend cuda)"},
+    {OPT_TIMINGS, "--timings", NULL, "say on stderr where the time before the first step went"},
     {OPT_HELP, "--help", NULL, "show this help (also -h)"},
 };
 _Static_assert(sizeof options / sizeof options[0] == OPT_COUNT, "one row per option");
@@ -225,7 +227,8 @@ static const dtlc_command commands[] = {
          OPT_BIT(OPT_SAVE) | OPT_BIT(OPT_RESUME) | OPT_BIT(OPT_LOAD) | OPT_BIT(OPT_CKPT_EVERY) |
          OPT_BIT(OPT_STEPS) | OPT_BIT(OPT_LIMIT_TRAIN) | OPT_BIT(OPT_LIMIT_TEST) |
          OPT_BIT(OPT_NO_SHUFFLE) | OPT_BIT(OPT_PROGRESS) | OPT_BIT(OPT_INFER) |
-         OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG) | OPT_BIT(OPT_DEVICE),
+         OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG) | OPT_BIT(OPT_DEVICE) |
+         OPT_BIT(OPT_TIMINGS),
      cmd_run},
     {"repl", "[options] [FILE...]", "interactive session: tensors, layers, training",
      "Loads each FILE (as :load does) and prompts for declarations (use, model, fn,\n"
@@ -520,6 +523,9 @@ static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_col
         return true;
     case OPT_NO_SHUFFLE:
         o->run.no_shuffle = true;
+        return true;
+    case OPT_TIMINGS:
+        o->run.timings = true;
         return true;
     case OPT_PROGRESS: {
         static const char *const when[] = {"auto", "bar", "plain", "none"};
@@ -1082,6 +1088,7 @@ static int finish(bool color, int status)
 
 int main(int argc, char **argv)
 {
+    double start = dtl_progress_now();   /* for run --timings */
     bool color = color_auto();
     if (argc < 2) {
         print_usage(stderr);
@@ -1110,6 +1117,7 @@ int main(int argc, char **argv)
     dtlc_opts o;
     memset(&o, 0, sizeof o);
     dtl_run_opts_default(&o.run);
+    o.run.start_time = start;
     int status = parse_args(cmd, argc - 2, argv + 2, &o);
     if (status < 0)
         status = cmd->run(cmd, &o);

@@ -90,6 +90,8 @@ typedef struct runner {
     dtl_st_file *ck;
     const char *ck_shuffle;
     int64_t ck_batch, ck_rows;
+    /* --timings: seconds spent lowering and loading the data, wall clock. */
+    double t_lower, t_data;
 } runner;
 
 /* With no --backend the LAST entry is used. cuda is not here: it is a plugin, loaded only when
@@ -671,9 +673,29 @@ static double last_lr(const runner *r)
     return dtl_opt_lr_at(&c, r->step);
 }
 
+/* --timings: one line on stderr, just before the first step, saying where the time since
+ * dtlc started went. Plan preparation is split into the passes + fusion and LLVM (their CPU
+ * time, from the plans' stats; 0 on backends without them); "other" is what is left (the
+ * check before dtl_run, the store, the loaders' threads). */
+static void print_timings(runner *r)
+{
+    dtl_plan_stats s, e;
+    dtl_plan_stats_get(r->step_plan, &s);
+    dtl_plan_stats_get(r->eval_plan, &e);
+    double now = dtl_progress_now(), total = r->o->start_time > 0 ? now - r->o->start_time : 0;
+    double passes = s.passes_seconds + e.passes_seconds, llvm = s.llvm_seconds + e.llvm_seconds;
+    double other = total - r->t_lower - r->t_data - passes - llvm;
+    fprintf(r->perr, "dtlc: timings: first step after %.1f ms: lowering %.1f ms, passes and "
+            "fusion %.1f ms, LLVM %.1f ms (step and eval plans, %s backend), data %.1f ms, "
+            "other %.1f ms\n", total * 1e3, r->t_lower * 1e3, passes * 1e3, llvm * 1e3,
+            r->be->name, r->t_data * 1e3, (other > 0 ? other : 0) * 1e3);
+}
+
 static dtl_run_status train(runner *r)
 {
     const dtl_run_opts *o = r->o;
+    if (o->timings)
+        print_timings(r);
     int64_t target = r->epochs * r->steps_per_epoch;
     if (o->max_steps >= 0 && o->max_steps < target)
         target = o->max_steps;
@@ -924,6 +946,7 @@ static dtl_run_status setup_training(runner *r)
     const dtl_run_opts *o = r->o;
     char name[200];
     dtl_dtype dt = find_input(&r->L.step, "x")->dtype;
+    double t0 = dtl_progress_now();
     if (!load_split(r, &r->L.data, dt, &r->train))
         return DTL_RUN_FAILED;
     if (o->limit_train > 0 && o->limit_train < r->train.n)
@@ -940,6 +963,7 @@ static dtl_run_status setup_training(runner *r)
         if (!data_fits(r, &r->test, split_name(&r->L.eval_data, name, sizeof name), &r->L.eval))
             return DTL_RUN_FAILED;
     }
+    r->t_data = dtl_progress_now() - t0;
     dtl_loader_opts lo = {r->batch, 1, 0, r->seed, !o->no_shuffle, true, 2};
     if (!(r->ltrain = dtl_loader_new(&r->train, &lo, r->err))) {
         dtl_err_set(r->err, DTL_ERR_MISMATCH, "%s has %" PRId64 " rows, fewer than one batch of "
@@ -991,8 +1015,10 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
 
     r.lo.batch = o->batch;
     r.lo.compute = o->f64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
+    double t_lower = dtl_progress_now();
     if (!dtl_lower_train(ctx, t, &r.lo, &r.L))
         return DTL_RUN_DIAG;
+    r.t_lower = dtl_progress_now() - t_lower;
     r.lowered = true;
     r.batch = r.L.batch;
     r.epochs = o->epochs > 0 ? o->epochs : r.L.epochs;

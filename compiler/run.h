@@ -62,6 +62,8 @@ typedef struct dtl_run_opts {
     bool f64;                  /* compute in f64 (lowering's dtype policy) */
     dtl_run_progress progress;
     double progress_every;     /* seconds between plain progress lines; 0: 10 */
+    bool timings;              /* --timings: where the time to the first step went (stderr) */
+    double start_time;         /* dtl_progress_now() when dtlc started; 0: unknown */
     bool infer;
     const char *input;         /* --infer: X.npy */
     const char *output;        /* --infer: Y.npy */
