@@ -5,6 +5,9 @@
 # samples/s, test accuracy and the peak resident memory of the whole run (data loading
 # included), then the ratios the LLVM backend is judged by: its samples/s over PyTorch's
 # (target >= 10) and PyTorch's peak memory over its (target >= 3), both at 2 threads.
+# Then (b) the wide MLP 784-2048-2048-10 at batch 512 (bench/mlp_big.dtl, 20 steps) on
+# llvm against PyTorch, both with 2 threads, and (c) the time from `dtlc run` to the first
+# step of the example (--timings), with an empty compiled-object cache and a warm one.
 #
 #   bench/mnist_mlp.sh [EPOCHS]          (run by `make bench`; DTLC, DTL_PYTHON from the build)
 #
@@ -53,13 +56,16 @@ row() {   # row NAME LABEL
         "$(cat "$tmp/$1.rss")"
 }
 
-dtl_run() {   # dtl_run NAME BACKEND THREADS
-    if ! DTL_THREADS=$3 timed "$1" "$dtlc" run "$src/examples/mnist_mlp.dtl" --epochs "$epochs" \
-            --backend "$2" --progress=none --metrics "$tmp/$1.jsonl" >/dev/null 2>"$tmp/$1.err"; then
-        echo "dtl $2 backend: skipped ($(head -n1 "$tmp/$1.err"))"
+dtl_run() {   # dtl_run NAME BACKEND THREADS [FILE [OPTIONS...]]
+    local name=$1 be=$2 thr=$3 file=${4:-$src/examples/mnist_mlp.dtl}
+    shift 4 2>/dev/null || shift $#
+    if ! DTL_THREADS=$thr timed "$name" "$dtlc" run "$file" --epochs "$epochs" \
+            --backend "$be" --progress=none --metrics "$tmp/$name.jsonl" "$@" >/dev/null \
+            2>"$tmp/$name.err"; then
+        echo "dtl $be backend: skipped ($(head -n1 "$tmp/$name.err"))"
         return 1
     fi
-    row "$1" "dtl $2 ($3 thr)"
+    row "$name" "dtl $be ($thr thr)"
 }
 
 have_llvm=0
@@ -89,3 +95,22 @@ fi
 if [[ -f $tmp/ref.jsonl ]]; then
     echo "ref vs PyTorch, 1 thread:   samples/s x$(ratio "$(field "$tmp/ref.jsonl" samples_per_s)/$(field "$tmp/torch1.jsonl" samples_per_s)")"
 fi
+[[ $have_llvm = 1 ]] || exit 0
+
+echo
+echo "(b) MLP 784-2048-2048-10, batch 512, 20 steps (--limit-train 10240), 2 threads"
+printf '%-28s %10s %12s %10s %10s\n' "system" "s/epoch" "samples/s" "test acc" "peak MB"
+epochs=1
+dtl_run big llvm 2 "$here/mlp_big.dtl" --limit-train 10240 --limit-test 1024
+timed bigtorch "$py" "$here/mnist_mlp_torch.py" --epochs 1 --threads 2 --hidden 2048,2048 \
+    --batch 512 --limit-train 10240 --limit-test 1024 >"$tmp/bigtorch.jsonl"
+row bigtorch "PyTorch $tv (2 thr)"
+echo "llvm vs PyTorch: samples/s x$(ratio "$(field "$tmp/big.jsonl" samples_per_s)/$(field "$tmp/bigtorch.jsonl" samples_per_s)") (target >= 1.0)"
+
+echo
+echo "(c) dtlc run examples/mnist_mlp.dtl: from start to the first step (--timings)"
+mkdir -p "$tmp/cache"
+for cache in empty warm; do
+    DTL_CACHE_DIR=$tmp/cache "$dtlc" run "$src/examples/mnist_mlp.dtl" --steps 1 --timings \
+        --progress=none 2>&1 >/dev/null | sed -n "s/^dtlc: timings: /  $cache cache: /p"
+done

@@ -8,6 +8,10 @@ Fashion-MNIST files, scaled by 1/255. Prints one JSON line per epoch with the ep
 training time and the test accuracy, like `dtlc run --metrics`.
 
     python3 bench/mnist_mlp_torch.py [--epochs N] [--threads N] [--data DIR]
+        [--hidden 128 | --hidden 2048,2048] [--batch 32] [--limit-train N] [--limit-test N]
+
+--hidden lists the hidden layers' widths (each followed by a ReLU); --limit-train and
+--limit-test take the first N rows, like `dtlc run`'s options of the same names.
 """
 import argparse
 import gzip
@@ -43,6 +47,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=os.environ.get("DTL_DATA", "/usr/share/datasets"))
+    ap.add_argument("--hidden", default="128")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--limit-train", type=int, default=0)
+    ap.add_argument("--limit-test", type=int, default=0)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -54,15 +62,22 @@ def main():
                        dtype=torch.float32)
     yte = torch.tensor(read_idx(find(d, "t10k-labels-idx1-ubyte")), dtype=torch.int64)
 
-    model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                                torch.nn.Linear(128, 10))
+    if a.limit_train > 0:
+        xtr, ytr = xtr[:a.limit_train], ytr[:a.limit_train]
+    if a.limit_test > 0:
+        xte, yte = xte[:a.limit_test], yte[:a.limit_test]
+    layers, width = [], 784
+    for h in (int(w) for w in a.hidden.split(",")):
+        layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+        width = h
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
     for m in model:
         if isinstance(m, torch.nn.Linear):
             torch.nn.init.xavier_uniform_(m.weight)
             torch.nn.init.zeros_(m.bias)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    bs = 32
+    bs = a.batch
     steps = xtr.shape[0] // bs
     for epoch in range(1, a.epochs + 1):
         perm = torch.randperm(xtr.shape[0])

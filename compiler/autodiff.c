@@ -91,8 +91,10 @@ static void vjp_abs(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_v
     (void)want;
     dtl_val x = g->nodes[y].in[0], zero = scalar_like(g, x, 0);
     /* sign(x), with sign(0) = 0 as in PyTorch */
-    dtl_val neg = dtl_g_where(g, dtl_g_binary(g, DTL_OP_LT, x, zero), scalar_like(g, x, -1), zero);
-    dtl_val sign = dtl_g_where(g, dtl_g_binary(g, DTL_OP_GT, x, zero), scalar_like(g, x, 1), neg);
+    dtl_val m1 = scalar_like(g, x, -1);   /* nodes in a fixed order (not argument order) */
+    dtl_val neg = dtl_g_where(g, dtl_g_binary(g, DTL_OP_LT, x, zero), m1, zero);
+    dtl_val p1 = scalar_like(g, x, 1);
+    dtl_val sign = dtl_g_where(g, dtl_g_binary(g, DTL_OP_GT, x, zero), p1, neg);
     gin[0] = mul(g, gy, sign);
 }
 
@@ -117,7 +119,8 @@ static void vjp_sqrt(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_
 static void vjp_tanh(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
 {
     (void)want;   /* gy (1 - y^2) */
-    gin[0] = mul(g, gy, dtl_g_binary(g, DTL_OP_SUB, scalar_like(g, y, 1), mul(g, y, y)));
+    dtl_val yy = mul(g, y, y);
+    gin[0] = mul(g, gy, dtl_g_binary(g, DTL_OP_SUB, scalar_like(g, y, 1), yy));
 }
 
 static void vjp_sigmoid(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
@@ -207,7 +210,8 @@ static void vjp_pow(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_v
             dtl_val bm1 = dtl_g_binary(g, DTL_OP_SUB, b, scalar_like(g, b, 1));
             dtl_val d = mul(g, b, dtl_g_binary(g, DTL_OP_POW, a, bm1));
             dtl_val z = dtl_g_binary(g, DTL_OP_EQ, b, scalar_like(g, b, 0));
-            gin[0] = dtl_g_where(g, z, scalar_like(g, gy, 0), mul(g, gy, d));
+            dtl_val gd = mul(g, gy, d);
+            gin[0] = dtl_g_where(g, z, scalar_like(g, gy, 0), gd);
         }
     }
     if (want[1]) {
@@ -224,9 +228,10 @@ static void vjp_minmax(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dt
 {
     dtl_val a = g->nodes[y].in[0], b = g->nodes[y].in[1];
     dtl_op wins = g->nodes[y].op == DTL_OP_MAX ? DTL_OP_GT : DTL_OP_LT;
-    dtl_val tie = dtl_g_where(g, dtl_g_binary(g, DTL_OP_EQ, a, b), scalar_like(g, gy, 0.5),
-                              scalar_like(g, gy, 0));
-    dtl_val wa = dtl_g_where(g, dtl_g_binary(g, wins, a, b), scalar_like(g, gy, 1), tie);
+    dtl_val zero = scalar_like(g, gy, 0), half = scalar_like(g, gy, 0.5);
+    dtl_val tie = dtl_g_where(g, dtl_g_binary(g, DTL_OP_EQ, a, b), half, zero);
+    dtl_val one = scalar_like(g, gy, 1);
+    dtl_val wa = dtl_g_where(g, dtl_g_binary(g, wins, a, b), one, tie);
     dtl_val ga = mul(g, gy, wa);
     if (want[0])
         gin[0] = ga;

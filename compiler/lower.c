@@ -1159,7 +1159,11 @@ static bool eval_binary(low *l, env *e, const dtl_expr *x, lv *out)
         return fail(l, x->span, "internal error: '%s' of a value that is not a tensor",
                     dtl_binop_text(op));
     dtl_dtype dt = nd(l, a.kind == LV_TENSOR ? a.u.t : b.u.t)->dtype;
-    return tensor_binary(l, x->span, binop_op(op), operand(l, &a, dt), operand(l, &b, dt), out);
+    /* b's constant (if any) is made before a's: a fixed node order, whatever the compiler's
+     * order of evaluation of arguments (unspecified in C). */
+    dtl_val vb = operand(l, &b, dt);
+    dtl_val va = operand(l, &a, dt);
+    return tensor_binary(l, x->span, binop_op(op), va, vb, out);
 }
 
 static bool eval_unary(low *l, env *e, const dtl_expr *x, lv *out)
@@ -1547,8 +1551,8 @@ static bool lower_ctor(low *l, env *e, const dtl_expr *x, const dtl_call *c, dtl
         dtl_val u2 = dtl_g_rng_uniform(g, st, dt, rank, shape,
                                        dtl_rng_stream_id("repl", l->nrandom++));
         dtl_val r = dtl_g_binary(g, DTL_OP_SUB, dtl_g_scalar(g, dt, 1), u1);
-        r = dtl_g_unary(g, DTL_OP_SQRT, dtl_g_binary(g, DTL_OP_MUL, dtl_g_scalar(g, dt, -2),
-                                                   dtl_g_unary(g, DTL_OP_LOG, r)));
+        dtl_val lg = dtl_g_unary(g, DTL_OP_LOG, r);   /* before the -2: a fixed node order */
+        r = dtl_g_unary(g, DTL_OP_SQRT, dtl_g_binary(g, DTL_OP_MUL, dtl_g_scalar(g, dt, -2), lg));
         dtl_val a = dtl_g_unary(g, DTL_OP_COS, dtl_g_binary(g, DTL_OP_MUL, u2,
                                                           dtl_g_scalar(g, dt, 6.283185307179586)));
         v = dtl_g_binary(g, DTL_OP_MUL, r, a);

@@ -187,7 +187,8 @@ static dtl_val softplus_stable(dtl_graph *g, dtl_val z)
 dtl_val dtl_nn_bce_with_logits(dtl_graph *g, dtl_val logits, dtl_val targets)
 {
     need_float(g, logits, "bce_with_logits");
-    dtl_val v = bin(g, DTL_OP_SUB, softplus_stable(g, logits), bin(g, DTL_OP_MUL, logits, targets));
+    dtl_val lt = bin(g, DTL_OP_MUL, logits, targets);   /* before softplus: a fixed node order */
+    dtl_val v = bin(g, DTL_OP_SUB, softplus_stable(g, logits), lt);
     return dtl_nn_mean(g, v, all_axes(g->nodes[v].rank), false);
 }
 
@@ -220,14 +221,19 @@ static dtl_val erf_nonneg(dtl_graph *g, dtl_val t)
 {
     static const double a[5] = {0.254829592, -0.284496736, 1.421413741, -1.453152027,
                                 1.061405429};
-    dtl_val s = bin(g, DTL_OP_DIV, sc(g, t, 1),
-                    bin(g, DTL_OP_ADD, sc(g, t, 1), bin(g, DTL_OP_MUL, t, sc(g, t, 0.3275911))));
+    /* One node per statement: argument order is unspecified in C, the graph's is not. */
+    dtl_val pt = bin(g, DTL_OP_MUL, t, sc(g, t, 0.3275911));
+    dtl_val den = bin(g, DTL_OP_ADD, sc(g, t, 1), pt);
+    dtl_val s = bin(g, DTL_OP_DIV, sc(g, t, 1), den);
     dtl_val poly = sc(g, t, a[4]);   /* Horner: ((((a5 s + a4) s + a3) s + a2) s + a1) s */
-    for (int i = 3; i >= 0; i--)
-        poly = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, poly, s), sc(g, t, a[i]));
+    for (int i = 3; i >= 0; i--) {
+        dtl_val ai = sc(g, t, a[i]);
+        poly = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, poly, s), ai);
+    }
     poly = bin(g, DTL_OP_MUL, poly, s);
     dtl_val e = un(g, DTL_OP_EXP, un(g, DTL_OP_NEG, bin(g, DTL_OP_MUL, t, t)));
-    return bin(g, DTL_OP_SUB, sc(g, t, 1), bin(g, DTL_OP_MUL, poly, e));
+    dtl_val pe = bin(g, DTL_OP_MUL, poly, e);
+    return bin(g, DTL_OP_SUB, sc(g, t, 1), pe);
 }
 
 dtl_val dtl_nn_gelu(dtl_graph *g, dtl_val x)
@@ -241,8 +247,10 @@ dtl_val dtl_nn_gelu(dtl_graph *g, dtl_val x)
     dtl_val pos = bin(g, DTL_OP_GE, t, zero);
     dtl_val tp = dtl_g_where(g, pos, t, zero);
     dtl_val tn = dtl_g_where(g, pos, zero, un(g, DTL_OP_NEG, t));
-    dtl_val erf = dtl_g_where(g, pos, erf_nonneg(g, tp), un(g, DTL_OP_NEG, erf_nonneg(g, tn)));
-    dtl_val phi = bin(g, DTL_OP_MUL, sc(g, x, 0.5), bin(g, DTL_OP_ADD, sc(g, x, 1), erf));
+    dtl_val en = un(g, DTL_OP_NEG, erf_nonneg(g, tn));   /* the t < 0 half first */
+    dtl_val erf = dtl_g_where(g, pos, erf_nonneg(g, tp), en);
+    dtl_val onep = bin(g, DTL_OP_ADD, sc(g, x, 1), erf);
+    dtl_val phi = bin(g, DTL_OP_MUL, sc(g, x, 0.5), onep);
     return bin(g, DTL_OP_MUL, x, phi);
 }
 
@@ -258,7 +266,9 @@ dtl_val dtl_nn_dropout(dtl_graph *g, dtl_val x, double p, dtl_val step, uint64_t
         return dtl_g_const(g, n.dtype, n.rank, n.shape, 0);
     dtl_val u = dtl_g_rng_uniform(g, step, n.dtype, n.rank, n.shape, stream);
     dtl_val keep = bin(g, DTL_OP_GE, u, sc(g, x, p));
-    return dtl_g_where(g, keep, bin(g, DTL_OP_MUL, x, sc(g, x, 1 / (1 - p))), sc(g, x, 0));
+    dtl_val zero = sc(g, x, 0);
+    dtl_val kept = bin(g, DTL_OP_MUL, x, sc(g, x, 1 / (1 - p)));
+    return dtl_g_where(g, keep, kept, zero);
 }
 
 dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b)

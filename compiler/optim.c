@@ -172,16 +172,20 @@ static dtl_val sched_lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val t, int6
          * warmup's unselected branch. */
         dtl_val q = bin(g, DTL_OP_DIV, e, f64(g, (double)s->step_size));
         q = dtl_g_cast(g, dtl_g_cast(g, q, DTL_DTYPE_I64), DTL_DTYPE_F64);
-        return bin(g, DTL_OP_MUL, f64(g, c->lr), bin(g, DTL_OP_POW, f64(g, s->gamma), q));
+        dtl_val decay = bin(g, DTL_OP_POW, f64(g, s->gamma), q);   /* before lr: fixed order */
+        return bin(g, DTL_OP_MUL, f64(g, c->lr), decay);
     }
     /* cosine */
     dtl_val tot = cosine_total(g, s);
     dtl_val k = bin(g, DTL_OP_MIN, e, tot);
     dtl_val ang = bin(g, DTL_OP_MUL, k, !s->total_from_run ? f64(g, PI / (double)s->total)
                                                            : bin(g, DTL_OP_DIV, f64(g, PI), tot));
-    dtl_val half = bin(g, DTL_OP_MUL, bin(g, DTL_OP_ADD, f64(g, 1), dtl_g_unary(g, DTL_OP_COS, ang)),
-                       f64(g, 0.5));
-    return bin(g, DTL_OP_ADD, f64(g, s->floor), bin(g, DTL_OP_MUL, f64(g, c->lr - s->floor), half));
+    /* One node per statement, in the order the goldens fix (C leaves argument order open). */
+    dtl_val c05 = f64(g, 0.5);
+    dtl_val cosa = dtl_g_unary(g, DTL_OP_COS, ang);
+    dtl_val half = bin(g, DTL_OP_MUL, bin(g, DTL_OP_ADD, f64(g, 1), cosa), c05);
+    dtl_val span = bin(g, DTL_OP_MUL, f64(g, c->lr - s->floor), half);
+    return bin(g, DTL_OP_ADD, f64(g, s->floor), span);
 }
 
 static dtl_val lr_node(dtl_graph *g, const dtl_opt_cfg *c, dtl_val t)
@@ -335,23 +339,31 @@ bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
             sumsq = sumsq == DTL_VAL_NONE ? s : bin(g, DTL_OP_ADD, sumsq, s);
         }
         norm = dtl_g_unary(g, DTL_OP_SQRT, sumsq == DTL_VAL_NONE ? f64(g, 0) : sumsq);
-        dtl_val coef = bin(g, DTL_OP_DIV, f64(g, cfg->clip_norm), bin(g, DTL_OP_ADD, norm, f64(g, CLIP_EPS)));
+        /* Graph nodes are made one per statement here and below, in a fixed order: C leaves
+         * the order of evaluation of a call's arguments unspecified (gcc and clang differ). */
+        dtl_val den = bin(g, DTL_OP_ADD, norm, f64(g, CLIP_EPS));
+        dtl_val coef = bin(g, DTL_OP_DIV, f64(g, cfg->clip_norm), den);
         cache_init(&scale, bin(g, DTL_OP_MIN, coef, f64(g, 1)));
     }
     if (cfg->kind != DTL_OPT_SGD) {
         /* step_size = lr / (1 - b1^t); bias_correction2_sqrt = sqrt(1 - b2^t) */
-        dtl_val bc1 = bin(g, DTL_OP_SUB, f64(g, 1), bin(g, DTL_OP_POW, f64(g, cfg->beta1), t));
-        dtl_val bc2 = bin(g, DTL_OP_SUB, f64(g, 1), bin(g, DTL_OP_POW, f64(g, cfg->beta2), t));
+        dtl_val p1 = bin(g, DTL_OP_POW, f64(g, cfg->beta1), t);
+        dtl_val bc1 = bin(g, DTL_OP_SUB, f64(g, 1), p1);
+        dtl_val p2 = bin(g, DTL_OP_POW, f64(g, cfg->beta2), t);
+        dtl_val bc2 = bin(g, DTL_OP_SUB, f64(g, 1), p2);
         cache_init(&step_size, bin(g, DTL_OP_DIV, lr64, bc1));
         cache_init(&bc2_sqrt, dtl_g_unary(g, DTL_OP_SQRT, bc2));
     }
-    if (cfg->kind == DTL_OPT_ADAMW && cfg->weight_decay != 0)   /* 1 - lr wd */
-        cache_init(&decay, bin(g, DTL_OP_SUB, f64(g, 1), bin(g, DTL_OP_MUL, lr64, f64(g, cfg->weight_decay))));
+    if (cfg->kind == DTL_OPT_ADAMW && cfg->weight_decay != 0) {   /* 1 - lr wd */
+        dtl_val lrwd = bin(g, DTL_OP_MUL, lr64, f64(g, cfg->weight_decay));
+        cache_init(&decay, bin(g, DTL_OP_SUB, f64(g, 1), lrwd));
+    }
     if (cfg->kind == DTL_OPT_SGD && cfg->momentum != 0) {
         /* PyTorch starts the buffer as a copy of the first gradient: the new gradient's
          * coefficient is 1 at t = 1 and 1 - dampening after (the buffer is 0 before). */
         dtl_val first = bin(g, DTL_OP_LE, t, f64(g, 1));
-        cache_init(&mom_c, dtl_g_where(g, first, f64(g, 1), f64(g, 1 - cfg->dampening)));
+        dtl_val damp = f64(g, 1 - cfg->dampening);
+        cache_init(&mom_c, dtl_g_where(g, first, f64(g, 1), damp));
     }
 
     for (uint32_t i = 0; i < n; i++) {
@@ -368,8 +380,8 @@ bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
             if (cfg->momentum != 0) {
                 /* buf.mul_(momentum).add_(d_p, alpha=1 - dampening) */
                 m = new_state(g, &p, "m");
-                nm = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, m, sc(g, dt, cfg->momentum)),
-                         bin(g, DTL_OP_MUL, gr, cache_get(g, &mom_c, dt)));
+                dtl_val gm = bin(g, DTL_OP_MUL, gr, cache_get(g, &mom_c, dt));
+                nm = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, m, sc(g, dt, cfg->momentum)), gm);
                 d = cfg->nesterov ? bin(g, DTL_OP_ADD, gr, bin(g, DTL_OP_MUL, nm, sc(g, dt, cfg->momentum)))
                                   : nm;
             }
@@ -383,16 +395,17 @@ bool dtl_opt_build(dtl_graph *g, const dtl_opt_cfg *cfg, const dtl_val *params,
             m = new_state(g, &p, "m");
             v = new_state(g, &p, "v");
             /* exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1) */
-            nm = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, m, sc(g, dt, cfg->beta1)),
-                     bin(g, DTL_OP_MUL, gr, sc(g, dt, 1 - cfg->beta1)));
+            dtl_val g1 = bin(g, DTL_OP_MUL, gr, sc(g, dt, 1 - cfg->beta1));
+            nm = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, m, sc(g, dt, cfg->beta1)), g1);
             /* exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2) */
-            nv = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, v, sc(g, dt, cfg->beta2)),
-                     bin(g, DTL_OP_MUL, bin(g, DTL_OP_MUL, gr, sc(g, dt, 1 - cfg->beta2)), gr));
+            dtl_val g2 = bin(g, DTL_OP_MUL, bin(g, DTL_OP_MUL, gr, sc(g, dt, 1 - cfg->beta2)), gr);
+            nv = bin(g, DTL_OP_ADD, bin(g, DTL_OP_MUL, v, sc(g, dt, cfg->beta2)), g2);
             /* denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
              * param.addcdiv_(exp_avg, denom, value=-step_size) */
-            dtl_val denom = bin(g, DTL_OP_ADD,
-                                bin(g, DTL_OP_DIV, dtl_g_unary(g, DTL_OP_SQRT, nv), cache_get(g, &bc2_sqrt, dt)),
-                                sc(g, dt, cfg->eps));
+            dtl_val eps = sc(g, dt, cfg->eps);
+            dtl_val bc2s = cache_get(g, &bc2_sqrt, dt);
+            dtl_val denom = bin(g, DTL_OP_ADD, bin(g, DTL_OP_DIV, dtl_g_unary(g, DTL_OP_SQRT, nv), bc2s),
+                                eps);
             dtl_val upd = bin(g, DTL_OP_DIV, bin(g, DTL_OP_MUL, nm, cache_get(g, &step_size, dt)), denom);
             np = bin(g, DTL_OP_SUB, p0, upd);
         }
