@@ -38,7 +38,7 @@ static const cmd commands[] = {
     {":reset", "", "forget everything: declarations, values, training", cmd_reset},
     {":time", "EXPR", "compile time of EXPR and its run time (median of repeated runs)",
      cmd_time},
-    {":backend", "[ref|llvm|cuda]", "the backend that runs what follows", cmd_backend},
+    {":backend", "[ref|llvm]", "the backend that runs what follows", cmd_backend},
     {":train", "[N]", "N steps (default 1) of the newest train block, with the loss of each",
      cmd_train},
     {":eval", "", "the train block's evaluation on its test split", cmd_eval},

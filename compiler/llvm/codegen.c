@@ -733,8 +733,8 @@ static LLVMValueRef operand(cg *c, nest *n, dtl_val u)
 static LLVMValueRef fcmp_or_nan(cg *c, LLVMRealPredicate p, LLVMValueRef x, LLVMValueRef z)
 {
     /* (x p z) || x != x */
-    return LLVMBuildOr(c->B, LLVMBuildFCmp(c->B, p, x, z, ""),
-                       LLVMBuildFCmp(c->B, LLVMRealUNO, x, x, ""), "");
+    LLVMValueRef uno = LLVMBuildFCmp(c->B, LLVMRealUNO, x, x, "");   /* one instruction per */
+    return LLVMBuildOr(c->B, LLVMBuildFCmp(c->B, p, x, z, ""), uno, "");   /* statement */
 }
 
 /* tanh through libm, lane by lane for vectors (no intrinsic exists). */
@@ -805,8 +805,8 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
     case DTL_OP_ABS:
         if (fl)
             return intr1(c, "llvm.fabs", x);
-        return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, x, kint(c, xt, 0), ""),
-                               LLVMBuildSub(B, kint(c, xt, 0), x, ""), x, "");
+        LLVMValueRef neg = LLVMBuildSub(B, kint(c, xt, 0), x, "");   /* a fixed order */
+        return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, x, kint(c, xt, 0), ""), neg, x, "");
     case DTL_OP_EXP: return intr1(c, "llvm.exp", x);
     case DTL_OP_LOG: return intr1(c, "llvm.log", x);
     case DTL_OP_SQRT: return intr1(c, "llvm.sqrt", x);
@@ -817,8 +817,10 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
         LLVMValueRef one = kreal(c, xt, 1);
         LLVMValueRef e = intr1(c, "llvm.exp", LLVMBuildFNeg(B, intr1(c, "llvm.fabs", x), ""));
         LLVMValueRef d = LLVMBuildFAdd(B, one, e, "");
-        return LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGE, x, kreal(c, xt, 0), ""),
-                               LLVMBuildFDiv(B, one, d, ""), LLVMBuildFDiv(B, e, d, ""), "");
+        LLVMValueRef lo = LLVMBuildFDiv(B, e, d, "");   /* one instruction per statement */
+        LLVMValueRef hi = LLVMBuildFDiv(B, one, d, "");
+        return LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGE, x, kreal(c, xt, 0), ""), hi, lo,
+                               "");
     }
     case DTL_OP_RELU:
         if (fl)   /* x > 0 || x != x */
@@ -1549,9 +1551,11 @@ LLVMModuleRef dtl_llvm_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
     c->epi_ctx = LLVMBuildAlloca(c->B, c->epi_ctx_ty, "epi_ctx");
     LLVMBuildStore(c->B, c->slots, LLVMBuildStructGEP2(c->B, c->epi_ctx_ty, c->epi_ctx, 0, ""));
     for (uint32_t o = 0; o < g->nouts; o++)
-        if (staged[o])
-            LLVMBuildMemCpy(c->B, slot_ptr(c, stage[o]), 1, slot_ptr(c, where(c, g->outs[o].val)),
-                            1, ci64(c, (int64_t)value_bytes(&g->nodes[g->outs[o].val])));
+        if (staged[o]) {   /* source address first: one instruction order for every compiler */
+            LLVMValueRef from = slot_ptr(c, where(c, g->outs[o].val));
+            LLVMBuildMemCpy(c->B, slot_ptr(c, stage[o]), 1, from, 1,
+                            ci64(c, (int64_t)value_bytes(&g->nodes[g->outs[o].val])));
+        }
     for (uint32_t i = 0; i < kp->nk && !c->failed; i++) {
         const dtl_kernel *k = &kp->k[i];
         c->kidx = i;
@@ -1573,7 +1577,8 @@ LLVMModuleRef dtl_llvm_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
         outp[o] = dst;
         if (dst.slot == src.slot && dst.offset == src.offset)
             continue;
-        LLVMBuildMemMove(c->B, slot_ptr(c, dst), 1, slot_ptr(c, src), 1,
+        LLVMValueRef from = slot_ptr(c, src);   /* before dst: a fixed instruction order */
+        LLVMBuildMemMove(c->B, slot_ptr(c, dst), 1, from, 1,
                          ci64(c, (int64_t)value_bytes(&g->nodes[out->val])));
     }
     LLVMBuildRet(c->B, LLVMConstInt(c->ti32, 0, 0));
