@@ -569,28 +569,39 @@ static bool ref_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
     return true;
 }
 
-static bool ref_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err)
+int64_t dtl_output_find(const dtl_graph *g, const char *name, dtl_err *err)
 {
-    ref_plan *p = vp;
-    const dtl_graph *g = p->g;
-    for (uint32_t k = 0; k < g->nouts; k++) {
-        if (strcmp(g->outs[k].name, name) != 0)
-            continue;
-        const dtl_node *v = &g->nodes[g->outs[k].val];
-        out->data = p->outptr[k];
-        out->dtype = v->dtype;
-        out->rank = v->rank;
-        memset(out->shape, 0, sizeof out->shape);
-        memcpy(out->shape, v->shape, v->rank * sizeof *v->shape);
-        return true;
-    }
+    for (uint32_t k = 0; k < g->nouts; k++)
+        if (strcmp(g->outs[k].name, name) == 0)
+            return k;
     char names[300] = "";
     size_t at = 0;
     for (uint32_t k = 0; k < g->nouts && at < sizeof names; k++)
         at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", k ? ", " : "",
                                g->outs[k].name);
-    return dtl_err_set(err, DTL_ERR_USAGE, "no output named \"%s\" (the graph's outputs: %s)",
-                       name, g->nouts ? names : "none");
+    dtl_err_set(err, DTL_ERR_USAGE, "no output named \"%s\" (the graph's outputs: %s)", name,
+                g->nouts ? names : "none");
+    return -1;
+}
+
+void dtl_output_view(const dtl_graph *g, uint32_t k, void *data, dtl_tensor *out)
+{
+    const dtl_node *v = &g->nodes[g->outs[k].val];
+    out->data = data;
+    out->dtype = v->dtype;
+    out->rank = v->rank;
+    memset(out->shape, 0, sizeof out->shape);
+    memcpy(out->shape, v->shape, v->rank * sizeof *v->shape);
+}
+
+static bool ref_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err)
+{
+    ref_plan *p = vp;
+    int64_t k = dtl_output_find(p->g, name, err);
+    if (k < 0)
+        return false;
+    dtl_output_view(p->g, (uint32_t)k, p->outptr[k], out);
+    return true;
 }
 
 static void ref_stats(const void *vp, dtl_plan_stats *st)

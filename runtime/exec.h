@@ -149,5 +149,9 @@ bool dtl_graph_check(const dtl_graph *g, const char *who, dtl_err *err);
  * bindings for other names are ignored): data[k] = the data of inputs[k]'s binding. */
 bool dtl_inputs_bind(const dtl_graph *g, const uint32_t *inputs, uint32_t ninputs,
                      const dtl_binding *in, size_t nin, const void **data, dtl_err *err);
+/* The index of g's output called name, or -1 with a DTL_ERR_USAGE naming the outputs g has. */
+int64_t dtl_output_find(const dtl_graph *g, const char *name, dtl_err *err);
+/* *out = a view of output k of g (its node's dtype and shape) whose elements are at data. */
+void dtl_output_view(const dtl_graph *g, uint32_t k, void *data, dtl_tensor *out);
 
 #endif

@@ -1539,44 +1539,32 @@ static bool cu_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err)
 {
     cu_plan *p = vp;
     const dtl_graph *g = p->g;
-    for (uint32_t k = 0; k < g->nouts; k++) {
-        const dtl_output *o = &g->outs[k];
-        if (strcmp(o->name, name) != 0)
-            continue;
-        const dtl_node *v = N(p, o->val);
-        size_t bytes = (size_t)dtl_node_numel(v) * dtl_dtype_size(v->dtype);
-        void *host;
-        if (o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE) {
-            dtl_store_entry *e = st_find(p->store, N(p, o->target)->name);
-            host = e->t.data;
-            if (!p->outfresh[k] && bytes) {
-                CU_TRY(cudaMemcpyAsync(host, p->ptr[o->target], bytes, cudaMemcpyDeviceToHost,
-                                       p->ctx->stream), "reading an update");
-                CU_TRY(cudaStreamSynchronize(p->ctx->stream), "running the step");
-            }
-        } else {
-            host = p->outhost[k];
-            if (!p->outfresh[k] && bytes) {
-                CU_TRY(cudaMemcpyAsync(host, p->outsrc[k], bytes, cudaMemcpyDeviceToHost,
-                                       p->ctx->stream), "reading an output");
-                CU_TRY(cudaStreamSynchronize(p->ctx->stream), "running the step");
-            }
+    int64_t k = dtl_output_find(g, name, err);
+    if (k < 0)
+        return false;
+    const dtl_output *o = &g->outs[k];
+    const dtl_node *v = N(p, o->val);
+    size_t bytes = (size_t)dtl_node_numel(v) * dtl_dtype_size(v->dtype);
+    void *host;
+    if (o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE) {
+        dtl_store_entry *e = st_find(p->store, N(p, o->target)->name);
+        host = e->t.data;
+        if (!p->outfresh[k] && bytes) {
+            CU_TRY(cudaMemcpyAsync(host, p->ptr[o->target], bytes, cudaMemcpyDeviceToHost,
+                                   p->ctx->stream), "reading an update");
+            CU_TRY(cudaStreamSynchronize(p->ctx->stream), "running the step");
         }
-        p->outfresh[k] = true;
-        out->data = host;
-        out->dtype = v->dtype;
-        out->rank = v->rank;
-        memset(out->shape, 0, sizeof out->shape);
-        memcpy(out->shape, v->shape, v->rank * sizeof *v->shape);
-        return true;
+    } else {
+        host = p->outhost[k];
+        if (!p->outfresh[k] && bytes) {
+            CU_TRY(cudaMemcpyAsync(host, p->outsrc[k], bytes, cudaMemcpyDeviceToHost,
+                                   p->ctx->stream), "reading an output");
+            CU_TRY(cudaStreamSynchronize(p->ctx->stream), "running the step");
+        }
     }
-    char names[300] = "";
-    size_t at = 0;
-    for (uint32_t k = 0; k < g->nouts && at < sizeof names; k++)
-        at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", k ? ", " : "",
-                               g->outs[k].name);
-    return dtl_err_set(err, DTL_ERR_USAGE, "no output named \"%s\" (the graph's outputs: %s)",
-                       name, g->nouts ? names : "none");
+    p->outfresh[k] = true;
+    dtl_output_view(g, (uint32_t)k, host, out);
+    return true;
 }
 
 static void cu_stats(const void *vp, dtl_plan_stats *st)

@@ -239,6 +239,8 @@ static void test_staging(void)
         CHECK(memcmp(dtl_store_find(st, "a")->t.data, oldb, sizeof oldb) == 0);
         CHECK(memcmp(dtl_store_find(st, "b")->t.data, olda, sizeof olda) == 0);
         CHECK(dtl_plan_output(p, "x0", &x0, &err) && memcmp(x0.data, xv, sizeof xv) == 0);
+        CHECK(!dtl_plan_output(p, "x1", &x0, &err) && err.kind == DTL_ERR_USAGE &&
+              strstr(err.msg, "no output named \"x1\""));
         dtl_plan_stats ps;
         dtl_plan_stats_get(p, &ps);
         CHECK(ps.runs == 1);

@@ -306,6 +306,9 @@ static void test_binary_int_bool(void)
     CHECK(dtl_plan_output(p, "sum", &t, &err));
     const int64_t *sv = t.data;
     CHECK(sv[0] == 9 && sv[2] == INT64_MAX && sv[4] == INT64_MIN);   /* wraps */
+    /* A name the graph has no output for is refused, listing the ones it has. */
+    CHECK(!dtl_plan_output(p, "sums", &t, &err) && err.kind == DTL_ERR_USAGE &&
+          strstr(err.msg, "no output named \"sums\" (the graph's outputs: q, sum)"));
     dtl_plan_free(p);
     dtl_store_free(st);
 
