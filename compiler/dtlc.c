@@ -910,6 +910,31 @@ static bool one_file(const dtlc_command *cmd, const dtlc_opts *o)
 
 /* Ahead of time (--emit=obj|so, or -o FILE.o|FILE.so): the first train block's infer and
  * step graphs to native code and a header (compiler/llvm/aot.h). */
+/* The prologue of commands that act on o->files[0]'s train block: loads and checks the file
+ * in ctx (opened by the caller), reports the diagnostics and returns the status they make;
+ * *t is the train block (NULL if none: an error saying there is nothing to `what`). With
+ * EXIT_CLEAN and a train block the reported warnings are forgotten, so that only what
+ * lowering finds is left. */
+static int load_train(dtl_ctx *ctx, const dtlc_opts *o, const char *what, const dtl_train **t)
+{
+    *t = NULL;
+    const dtl_source *src = load(ctx, o, o->files[0]);
+    if (!src)
+        return EXIT_USAGE;
+    const dtl_module *m = dtl_check_source(ctx, src);
+    if (m && !dtl_diag_failed(&ctx->diags) && !(*t = dtl_lower_find_train(m, NULL))) {
+        static const dtl_span nowhere;
+        dtl_diag_error(&ctx->diags, nowhere, "%s has no train block: nothing to %s",
+                       o->files[0], what);
+    }
+    int status = report(ctx, o);
+    if (status == EXIT_CLEAN && *t) {
+        ctx->diags.first = ctx->diags.last = NULL;   /* the warnings are out */
+        ctx->diags.nwarnings = 0;
+    }
+    return status;
+}
+
 static int compile_aot(const dtlc_opts *o, bool shared)
 {
     if (!o->output || strcmp(o->output, "-") == 0) {
@@ -924,35 +949,23 @@ static int compile_aot(const dtlc_opts *o, bool shared)
 #else
     dtl_ctx ctx;
     ctx_open(&ctx, o);
-    int status = EXIT_USAGE;
-    const dtl_source *src = load(&ctx, o, o->files[0]);
-    if (src) {
-        const dtl_module *m = dtl_check_source(&ctx, src);
-        const dtl_train *t = NULL;
-        if (m && !dtl_diag_failed(&ctx.diags) && !(t = dtl_lower_find_train(m, NULL))) {
-            static const dtl_span nowhere;
-            dtl_diag_error(&ctx.diags, nowhere, "%s has no train block: nothing to compile",
-                           o->files[0]);
-        }
-        status = report(&ctx, o);
-        dtl_lowered L;
-        dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32};
-        if (status == EXIT_CLEAN && t) {
-            ctx.diags.first = ctx.diags.last = NULL;   /* the warnings are out (as in run) */
-            ctx.diags.nwarnings = 0;
-            if (!dtl_lower_train(&ctx, t, &lo, &L))
-                status = (report(&ctx, o), EXIT_DIAG);
-            else {
-                dtl_aot_opts ao = {shared ? DTL_AOT_SHARED : DTL_AOT_OBJECT, o->output,
-                                   o->files[0], t->inst->u.m.model->name, NULL, NULL};
-                dtl_err err = {DTL_ERR_NONE, ""};
-                if (!dtl_aot_compile(&L, &ao, &err)) {
-                    say(o->color, "error", "%s", err.msg);
-                    status = err.kind == DTL_ERR_IO || err.kind == DTL_ERR_NOMEM ? EXIT_USAGE
-                                                                               : EXIT_DIAG;
-                }
-                dtl_lowered_free(&L);
+    const dtl_train *t;
+    int status = load_train(&ctx, o, "compile", &t);
+    dtl_lowered L;
+    dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32};
+    if (status == EXIT_CLEAN && t) {
+        if (!dtl_lower_train(&ctx, t, &lo, &L))
+            status = (report(&ctx, o), EXIT_DIAG);
+        else {
+            dtl_aot_opts ao = {shared ? DTL_AOT_SHARED : DTL_AOT_OBJECT, o->output,
+                               o->files[0], t->inst->u.m.model->name, NULL, NULL};
+            dtl_err err = {DTL_ERR_NONE, ""};
+            if (!dtl_aot_compile(&L, &ao, &err)) {
+                say(o->color, "error", "%s", err.msg);
+                status = err.kind == DTL_ERR_IO || err.kind == DTL_ERR_NOMEM ? EXIT_USAGE
+                                                                           : EXIT_DIAG;
             }
+            dtl_lowered_free(&L);
         }
     }
     dtl_ctx_free(&ctx);
@@ -1008,32 +1021,19 @@ static int cmd_run(const dtlc_command *cmd, dtlc_opts *o)
         return EXIT_USAGE;
     dtl_ctx ctx;
     ctx_open(&ctx, o);
-    int status = EXIT_USAGE;
-    const dtl_source *src = load(&ctx, o, o->files[0]);
-    if (src) {
-        const dtl_module *m = dtl_check_source(&ctx, src);
-        const dtl_train *t = NULL;
-        if (m && !dtl_diag_failed(&ctx.diags) && !(t = dtl_lower_find_train(m, NULL))) {
-            static const dtl_span nowhere;
-            dtl_diag_error(&ctx.diags, nowhere, "%s has no train block: nothing to run",
-                           o->files[0]);
-        }
-        status = report(&ctx, o);
-        if (status == EXIT_CLEAN && t) {
-            /* The warnings are out: forget them, so that only what lowering finds is left. */
-            ctx.diags.first = ctx.diags.last = NULL;
-            ctx.diags.nwarnings = 0;
-            dtl_err err = {DTL_ERR_NONE, ""};
-            o->run.file = o->files[0];
-            o->run.batch = o->batch;
-            fflush(stdout);
-            dtl_run_status st = dtl_run(&ctx, t, &o->run, stdout, stderr, &err);
-            if (st == DTL_RUN_DIAG)
-                status = (report(&ctx, o), EXIT_DIAG);
-            else if (st != DTL_RUN_OK) {
-                say(o->color, "error", "%s", err.msg);
-                status = st == DTL_RUN_USAGE || err.kind == DTL_ERR_IO ? EXIT_USAGE : EXIT_DIAG;
-            }
+    const dtl_train *t;
+    int status = load_train(&ctx, o, "run", &t);
+    if (status == EXIT_CLEAN && t) {
+        dtl_err err = {DTL_ERR_NONE, ""};
+        o->run.file = o->files[0];
+        o->run.batch = o->batch;
+        fflush(stdout);
+        dtl_run_status st = dtl_run(&ctx, t, &o->run, stdout, stderr, &err);
+        if (st == DTL_RUN_DIAG)
+            status = (report(&ctx, o), EXIT_DIAG);
+        else if (st != DTL_RUN_OK) {
+            say(o->color, "error", "%s", err.msg);
+            status = st == DTL_RUN_USAGE || err.kind == DTL_ERR_IO ? EXIT_USAGE : EXIT_DIAG;
         }
     }
     dtl_ctx_free(&ctx);
