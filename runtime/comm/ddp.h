@@ -1,0 +1,78 @@
+/* runtime/comm/ddp.h — data-parallel gradient averaging: buckets, allreduced by a comm thread
+ * while the backward pass still runs.
+ *
+ * Contract:
+ *  - The gradients of one step are a fixed list of tensors (f32 or f64, each a count of
+ *    elements and a name), given in the order the backward pass produces them (the reverse of
+ *    the params' declaration order is a good guess; any order is correct, only the overlap
+ *    depends on it). dtl_ddp_plan cuts that list into buckets of consecutive tensors of one
+ *    dtype, each at most bucket_bytes (a tensor larger than that is a bucket of its own); it
+ *    is a pure function, so every rank computes the same buckets, and dtl_ddp_sigs gives the
+ *    collective signatures of one step (for dtl_comm_opts, before dtl_comm_init).
+ *  - dtl_ddp_new starts one comm thread that owns the communicator c between
+ *    dtl_ddp_begin and dtl_ddp_finish of each step; outside those the caller may use c itself
+ *    (metrics, broadcasts), never during. One step: dtl_ddp_begin; then dtl_ddp_ready(k, data)
+ *    once for every tensor k, in any order, from the thread that called begin (typically from
+ *    a backend's output-ready hook, runtime/exec.h): its elements are copied into the bucket's
+ *    buffer at once (data may be reused by the caller as soon as ready returns); a bucket whose
+ *    tensors are all in is allreduced (mean over c) by the comm thread, in bucket order;
+ *    dtl_ddp_finish waits for every bucket and then dtl_ddp_grad(k) is the averaged tensor k
+ *    (valid until the next dtl_ddp_begin).
+ *  - Every rank averages the same buckets in the same order with the same labels, so the
+ *    result is bitwise identical on every rank (runtime/comm/comm.h's reduction contract).
+ *  - Failure: a failed allreduce (a peer died, a timeout) is reported by dtl_ddp_finish with
+ *    the comm layer's message (it names the dead rank, the bucket's size and label); the
+ *    buckets after it are not started. A tensor announced twice, or finish before all are
+ *    announced, is DTL_ERR_INTERNAL. After a failure only dtl_ddp_free is useful.
+ *  - A world of size 1 starts no thread: dtl_ddp_ready copies, dtl_ddp_finish returns.
+ */
+#ifndef DTL_COMM_DDP_H
+#define DTL_COMM_DDP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "comm.h"
+
+#define DTL_DDP_BUCKET_BYTES ((size_t)4 << 20)   /* default; DTL_BUCKET_MB overrides */
+
+typedef struct dtl_ddp_tensor {
+    const char *name;      /* e.g. "fc1.w" (the param whose gradient it is) */
+    dtl_dtype dtype;       /* f32 or f64 */
+    size_t count;          /* elements */
+} dtl_ddp_tensor;
+
+typedef struct dtl_ddp_bucket {
+    size_t first, n;       /* tensors first .. first+n-1 of the list */
+    dtl_dtype dtype;
+    size_t count;          /* elements, all its tensors together */
+} dtl_ddp_bucket;
+
+/* Cuts t[0..n) into buckets (see the contract) into out[0..*nb); out has room for n. false
+ * with err set for a dtype other than f32/f64 or bucket_bytes 0. */
+bool dtl_ddp_plan(const dtl_ddp_tensor *t, size_t n, size_t bucket_bytes, dtl_ddp_bucket *out,
+                  size_t *nb, dtl_err *err);
+
+/* The signature of bucket b for dtl_comm_opts.sigs (dtl_comm_sig of "allreduce", its count
+ * and dtype, mean, and label). Returns buf. */
+char *dtl_ddp_sig(char *buf, size_t cap, const dtl_ddp_bucket *b, const char *label);
+
+typedef struct dtl_ddp dtl_ddp;
+
+/* label: what the buckets serve, for error messages (e.g. "gradients @ mnist.dtl:25").
+ * t is copied. */
+dtl_ddp *dtl_ddp_new(dtl_comm *c, const dtl_ddp_tensor *t, size_t n, size_t bucket_bytes,
+                     const char *label, dtl_err *err);
+bool dtl_ddp_begin(dtl_ddp *d, dtl_err *err);
+/* Tensor k's local gradient (t[k].count elements of t[k].dtype). */
+void dtl_ddp_ready(dtl_ddp *d, size_t k, const void *data);
+/* Waits for every bucket; false with err set when an allreduce failed. */
+bool dtl_ddp_finish(dtl_ddp *d, dtl_err *err);
+/* The averaged tensor k after a successful finish. */
+const void *dtl_ddp_grad(const dtl_ddp *d, size_t k);
+/* Seconds the last step's finish waited for buckets (communication not hidden by compute). */
+double dtl_ddp_wait_seconds(const dtl_ddp *d);
+void dtl_ddp_free(dtl_ddp *d);   /* NULL is fine; joins the thread */
+
+#endif
