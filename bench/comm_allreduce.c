@@ -1,12 +1,18 @@
-/* bench/comm_allreduce.c — allreduce bandwidth of runtime/comm (or, built with -DDTL_BENCH_MPI
- * by bench/comm.sh through mpicc, of MPI_Allreduce: the same loop, for a side-by-side table).
+/* bench/comm_allreduce.c — allreduce time and bandwidth of runtime/comm (or, built with
+ * -DDTL_BENCH_MPI by bench/comm.sh through mpicc, of MPI_Allreduce: the same loop, for a
+ * side-by-side table).
  *
  * One rank of the benchmark: started N times (bench/comm.sh sets DTL_RANK/DTL_WORLD_SIZE/
- * DTL_COORDINATOR, or mpirun does). For each size (f32 sum, in place) it warms up, then runs
- * as many iterations as fit in about DTL_BENCH_SECONDS (default 0.3), and prints on rank 0 the
- * time per allreduce (the slowest rank's), the algorithm bandwidth (bytes / time) and the bus
- * bandwidth (algbw * 2(n-1)/n, what each link carries in a ring: comparable across n).
- * Sizes: 4 KB up to DTL_BENCH_MAX_MB (default 64) MB, times 16.
+ * DTL_COORDINATOR, or mpirun does). For each size (f32 sum, in place, one buffer allocated
+ * and filled once for all sizes, the same in both builds) it warms up (3 calls, then about a
+ * tenth of the budget), then takes DTL_BENCH_SAMPLES (default 5) samples: a barrier, k calls,
+ * the time of the slowest rank divided by k, with k chosen from the warm-up so that all samples
+ * together take about DTL_BENCH_SECONDS (default 0.5; k is agreed by all ranks). It prints, on
+ * rank 0, one line per size with the MEDIAN sample: bytes, microseconds per allreduce, the
+ * algorithm bandwidth (bytes / time) and the bus bandwidth (algbw * 2(n-1)/n, what each link
+ * carries in a ring: comparable across n), then the fastest and slowest sample in µs.
+ * Sizes: 4 KiB up to DTL_BENCH_MAX_MB (default 256) MiB, times 16; DTL_BENCH_MIN_KB raises the
+ * smallest.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +24,8 @@
 #else
 #include "../runtime/comm/comm.h"
 #endif
+
+#define MAX_SAMPLES 31
 
 static double now(void)
 {
@@ -83,8 +91,14 @@ static void setup(ctx *c, int *argc, char ***argv)
 }
 static void allreduce(ctx *c, float *buf, size_t n)
 {
+    /* DTL_BENCH_ALGO=ring or rd forces an algorithm (default: dtl's choice). */
+    const char *a = getenv("DTL_BENCH_ALGO");
+    dtl_comm_algo algo = !a ? DTL_COMM_ALGO_AUTO
+                         : strcmp(a, "ring") == 0 ? DTL_COMM_ALGO_RING
+                         : strcmp(a, "rd") == 0   ? DTL_COMM_ALGO_RD
+                                                  : DTL_COMM_ALGO_AUTO;
     dtl_err err;
-    if (!dtl_comm_allreduce(*c, buf, n, DTL_DTYPE_F32, DTL_COMM_SUM, "bench", &err))
+    if (!dtl_comm_allreduce_algo(*c, buf, n, DTL_DTYPE_F32, DTL_COMM_SUM, algo, "bench", &err))
         fail(&err);
 }
 static double max_over_ranks(ctx *c, double x)
@@ -116,39 +130,75 @@ static void teardown(ctx *c)
 }
 #endif
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double env_num(const char *k, double dflt)
+{
+    const char *s = getenv(k);
+    return s && *s ? atof(s) : dflt;
+}
+
 int main(int argc, char **argv)
 {
     ctx c;
     setup(&c, &argc, &argv);
-    const char *s = getenv("DTL_BENCH_SECONDS"), *m = getenv("DTL_BENCH_MAX_MB");
-    double budget = s ? atof(s) : 0.3;
-    size_t max = (size_t)(m ? atof(m) : 64) << 20;
-    float *buf = calloc(max / 4 + 1, sizeof *buf);
+    double budget = env_num("DTL_BENCH_SECONDS", 0.5);
+    int samples = (int)env_num("DTL_BENCH_SAMPLES", 5);
+    samples = samples < 1 ? 1 : samples > MAX_SAMPLES ? MAX_SAMPLES : samples;
+    size_t max = (size_t)(env_num("DTL_BENCH_MAX_MB", 256) * 1048576.0);
+    size_t min = (size_t)(env_num("DTL_BENCH_MIN_KB", 4) * 1024.0);
+    float *buf = malloc(max / 4 * sizeof *buf + sizeof *buf);
     if (!buf)
         return 1;
+    /* Small values whose sums stay normal for thousands of calls (no denormals, no inf). */
+    for (size_t i = 0; i < max / 4; i++)
+        buf[i] = (float)(i % 7) * 1e-6f;
     if (rank == 0)
-        printf("# %s, %d ranks\n# %10s %12s %12s %12s\n", name(&c), size, "bytes", "us",
-               "algbw GB/s", "busbw GB/s");
-    for (size_t bytes = 4096; bytes <= max; bytes *= 16) {
+        printf("# %s, %d ranks, median of %d samples\n# %10s %12s %12s %12s %12s %12s\n",
+               name(&c), size, samples, "bytes", "us", "algbw GB/s", "busbw GB/s", "min us",
+               "max us");
+    for (size_t bytes = min; bytes <= max; bytes *= 16) {
         size_t n = bytes / 4;
-        for (int i = 0; i < 3; i++)
+        /* Warm-up (connections, page faults): 3 calls, then as many more as take about a
+         * tenth of the budget; every count is agreed by all ranks (they must issue the same
+         * calls), from the slowest rank's time. */
+        double one = 0;
+        for (int i = 0; i < 3; i++) {
+            double t0 = now();
             allreduce(&c, buf, n);
-        /* Iterations: as many as the first one says fit in the budget (the same on all). */
-        barrier(&c);
+            one = now() - t0;
+        }
+        one = max_over_ranks(&c, one);
+        int w = one > 0 ? (int)(budget / 10 / one) : 100;
+        w = w > 1000 ? 1000 : w;
         double t0 = now();
-        allreduce(&c, buf, n);
-        double one = max_over_ranks(&c, now() - t0);
-        int iters = one > 0 ? (int)(budget / one) : 1000;
-        iters = iters < 3 ? 3 : iters > 2000 ? 2000 : iters;
-        barrier(&c);
-        t0 = now();
-        for (int i = 0; i < iters; i++)
+        for (int i = 0; i < w; i++)
             allreduce(&c, buf, n);
-        double t = max_over_ranks(&c, now() - t0) / iters;
-        double algbw = (double)bytes / t / 1e9;
-        if (rank == 0)
-            printf("  %10zu %12.1f %12.3f %12.3f\n", bytes, t * 1e6, algbw,
-                   algbw * 2.0 * (size - 1) / size);
+        if (w > 0)
+            one = max_over_ranks(&c, (now() - t0) / w);
+        /* Calls per sample, so that all samples take about the budget. */
+        int k = one > 0 ? (int)(budget / samples / one) : 1000;
+        k = k < 1 ? 1 : k > 5000 ? 5000 : k;
+        double t[MAX_SAMPLES];
+        for (int s = 0; s < samples; s++) {
+            barrier(&c);
+            double t0 = now();
+            for (int i = 0; i < k; i++)
+                allreduce(&c, buf, n);
+            t[s] = max_over_ranks(&c, now() - t0) / k;
+        }
+        qsort(t, (size_t)samples, sizeof *t, cmp_double);
+        double med = samples % 2 ? t[samples / 2] : 0.5 * (t[samples / 2 - 1] + t[samples / 2]);
+        double algbw = (double)bytes / med / 1e9;
+        if (rank == 0) {
+            printf("  %10zu %12.1f %12.3f %12.3f %12.1f %12.1f\n", bytes, med * 1e6, algbw,
+                   algbw * 2.0 * (size - 1) / size, t[0] * 1e6, t[samples - 1] * 1e6);
+            fflush(stdout);
+        }
     }
     free(buf);
     teardown(&c);

@@ -369,6 +369,63 @@ static void vjp_scatter_add(dtl_graph *g, dtl_val y, dtl_val gy, const bool *wan
     gin[0] = dtl_g_gather(g, gy, n.in[1], n.attr.axis);
 }
 
+/* conv2d, conv2d_bwd_x and conv2d_bwd_w are the three partial derivatives of one trilinear
+ * form T(x, w, dy) = sum dy * conv2d(x, w), so each one's VJP is made of the other two. */
+static void vjp_conv2d(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
+{
+    dtl_node n = node_copy(g, y), x = node_copy(g, n.in[0]), w = node_copy(g, n.in[1]);
+    if (want[0])
+        gin[0] = dtl_g_conv2d_bwd_x(g, gy, n.in[1], &n.attr.win, x.shape);
+    if (want[1])
+        gin[1] = dtl_g_conv2d_bwd_w(g, n.in[0], gy, &n.attr.win, w.shape);
+}
+
+static void vjp_conv2d_bwd_x(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want,
+                             dtl_val *gin)
+{
+    dtl_node n = node_copy(g, y), w = node_copy(g, n.in[1]);
+    if (want[0])   /* dy */
+        gin[0] = dtl_g_conv2d(g, gy, n.in[1], &n.attr.win);
+    if (want[1])   /* w */
+        gin[1] = dtl_g_conv2d_bwd_w(g, gy, n.in[0], &n.attr.win, w.shape);
+}
+
+static void vjp_conv2d_bwd_w(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want,
+                             dtl_val *gin)
+{
+    dtl_node n = node_copy(g, y), x = node_copy(g, n.in[0]);
+    if (want[0])   /* x */
+        gin[0] = dtl_g_conv2d_bwd_x(g, n.in[1], gy, &n.attr.win, x.shape);
+    if (want[1])   /* dy */
+        gin[1] = dtl_g_conv2d(g, n.in[0], gy, &n.attr.win);
+}
+
+static void vjp_maxpool2d(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
+{
+    if (!want[0])
+        return;
+    dtl_node n = node_copy(g, y);
+    gin[0] = dtl_g_maxpool2d_bwd(g, n.in[0], gy, &n.attr.win);
+}
+
+static void vjp_avgpool2d(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
+{
+    if (!want[0])
+        return;
+    dtl_node n = node_copy(g, y), x = node_copy(g, n.in[0]);
+    gin[0] = dtl_g_avgpool2d_bwd(g, gy, &n.attr.win, x.shape);
+}
+
+/* avgpool2d_bwd is linear in dy: its adjoint is avgpool2d itself. */
+static void vjp_avgpool2d_bwd(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want,
+                              dtl_val *gin)
+{
+    if (!want[0])
+        return;
+    dtl_node n = node_copy(g, y);
+    gin[0] = dtl_g_pool2d(g, DTL_OP_AVGPOOL2D, gy, &n.attr.win);
+}
+
 /* Every op, in enum order; NULL: no gradient flows through it. */
 static const struct {
     dtl_op op;
@@ -419,6 +476,13 @@ static const struct {
     {DTL_OP_CONCAT, vjp_concat},
     {DTL_OP_GATHER, vjp_gather},
     {DTL_OP_SCATTER_ADD, vjp_scatter_add},
+    {DTL_OP_CONV2D, vjp_conv2d},
+    {DTL_OP_CONV2D_BWD_X, vjp_conv2d_bwd_x},
+    {DTL_OP_CONV2D_BWD_W, vjp_conv2d_bwd_w},
+    {DTL_OP_MAXPOOL2D, vjp_maxpool2d},
+    {DTL_OP_MAXPOOL2D_BWD, NULL},   /* second order through max pooling: not supported */
+    {DTL_OP_AVGPOOL2D, vjp_avgpool2d},
+    {DTL_OP_AVGPOOL2D_BWD, vjp_avgpool2d_bwd},
 };
 static_assert(sizeof ad_rules / sizeof ad_rules[0] == DTL_OP_COUNT,
               "ad_rules must list every dtl_op, in enum order");

@@ -36,6 +36,7 @@
 #include "lower.h"
 #include "passes/passes.h"
 #include "passes/fuse.h"
+#include "launch.h"
 #include "repl.h"
 #include "run.h"
 #ifdef HAVE_LLVM
@@ -62,11 +63,13 @@ typedef enum dtlc_opt_id {
     OPT_EPOCHS, OPT_DATA, OPT_SEED, OPT_BACKEND, OPT_DTYPE, OPT_METRICS, OPT_SAVE, OPT_RESUME,
     OPT_LOAD, OPT_CKPT_EVERY, OPT_STEPS, OPT_LIMIT_TRAIN, OPT_LIMIT_TEST, OPT_NO_SHUFFLE,
     OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG, OPT_DEVICE, OPT_TIMINGS,
+    OPT_RANKS,
+    OPT_SAMPLE, OPT_PROMPT, OPT_TEMPERATURE, OPT_TRAIN,
     OPT_HELP, OPT_COUNT
 } dtlc_opt_id;
-_Static_assert(OPT_COUNT <= 32, "options are bits of an unsigned");
+_Static_assert(OPT_COUNT <= 64, "options are bits of a uint64_t");
 
-#define OPT_BIT(id) (1u << (id))
+#define OPT_BIT(id) ((uint64_t)1 << (id))
 
 typedef struct dtlc_option {
     dtlc_opt_id id;
@@ -117,6 +120,12 @@ static const dtlc_option options[] = {
     {OPT_OUTPUT_LONG, "--output", "FILE", "--infer: where the outputs go, a .npy file"},
     {OPT_DEVICE, "--device", "DEV", "cpu (the default backend) or cuda (--backend cuda)"},
     {OPT_TIMINGS, "--timings", NULL, "say on stderr where the time before the first step went"},
+    {OPT_RANKS, "-n", "N", "run N ranks on this host, data parallel (docs/distributed.md)"},
+    {OPT_SAMPLE, "--sample", "N", "--infer: generate N bytes from a language model (text data)"},
+    {OPT_PROMPT, "--prompt", "TEXT", "--sample: the text to continue (default: a newline)"},
+    {OPT_TEMPERATURE, "--temperature", "T", "--sample: divide the logits by T (default 1; 0: "
+     "always the likeliest byte)"},
+    {OPT_TRAIN, "--train", "NAME", "the train block named NAME (default: the first)"},
     {OPT_HELP, "--help", NULL, "show this help (also -h)"},
 };
 _Static_assert(sizeof options / sizeof options[0] == OPT_COUNT, "one row per option");
@@ -137,6 +146,10 @@ typedef struct dtlc_opts {
     const char **files;
     size_t nfiles;
     dtl_run_opts run;       /* run */
+    int nranks;             /* run -n N; 0: not given */
+    const char *argv0;
+    const char **child_args;   /* run -n: the words after `run` but -n, --progress, --color */
+    size_t nchild_args;
 } dtlc_opts;
 
 /* ---- Commands ---- */
@@ -148,7 +161,7 @@ struct dtlc_command {
     const char *summary;      /* one line for `dtlc --help` */
     const char *description;  /* paragraph(s) for `dtlc help NAME` */
     const char *examples;     /* lines, each "dtlc …" */
-    unsigned opts;            /* OPT_BIT()s accepted */
+    uint64_t opts;            /* OPT_BIT()s accepted */
     int (*run)(const dtlc_command *cmd, dtlc_opts *o);
 };
 
@@ -221,14 +234,17 @@ static const dtlc_command commands[] = {
      "dtlc run examples/mnist_mlp.dtl --epochs 2 --save mlp.safetensors --metrics m.jsonl\n"
      "dtlc run examples/mnist_mlp.dtl --resume mlp.safetensors --epochs 4\n"
      "dtlc run examples/mnist_mlp.dtl --infer --load mlp.safetensors --input x.npy "
-     "--output y.npy\n",
+     "--output y.npy\n"
+     "dtlc run examples/char_transformer.dtl --infer --load ct.safetensors --sample 300 "
+     "--prompt \"Q:\"\n",
      DIAG_OPTS | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_EPOCHS) | OPT_BIT(OPT_DATA) |
          OPT_BIT(OPT_SEED) | OPT_BIT(OPT_BACKEND) | OPT_BIT(OPT_DTYPE) | OPT_BIT(OPT_METRICS) |
          OPT_BIT(OPT_SAVE) | OPT_BIT(OPT_RESUME) | OPT_BIT(OPT_LOAD) | OPT_BIT(OPT_CKPT_EVERY) |
          OPT_BIT(OPT_STEPS) | OPT_BIT(OPT_LIMIT_TRAIN) | OPT_BIT(OPT_LIMIT_TEST) |
          OPT_BIT(OPT_NO_SHUFFLE) | OPT_BIT(OPT_PROGRESS) | OPT_BIT(OPT_INFER) |
          OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG) | OPT_BIT(OPT_DEVICE) |
-         OPT_BIT(OPT_TIMINGS),
+         OPT_BIT(OPT_TIMINGS) | OPT_BIT(OPT_RANKS) | OPT_BIT(OPT_SAMPLE) |
+         OPT_BIT(OPT_PROMPT) | OPT_BIT(OPT_TEMPERATURE) | OPT_BIT(OPT_TRAIN),
      cmd_run},
     {"repl", "[options] [FILE...]", "interactive session: tensors, layers, training",
      "Loads each FILE (as :load does) and prompts for declarations (use, model, fn,\n"
@@ -524,6 +540,16 @@ static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_col
     case OPT_NO_SHUFFLE:
         o->run.no_shuffle = true;
         return true;
+    case OPT_RANKS: {
+        unsigned n;
+        if (!parse_count(val, &n) || n < 1 || n > DTL_LAUNCH_MAX_RANKS) {
+            say(o->color, "error", "-n expects a number of ranks from 1 to %d, found '%s'",
+                DTL_LAUNCH_MAX_RANKS, val);
+            return false;
+        }
+        o->nranks = (int)n;
+        return true;
+    }
     case OPT_TIMINGS:
         o->run.timings = true;
         return true;
@@ -539,6 +565,34 @@ static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_col
     }
     case OPT_INFER:
         o->run.infer = true;
+        return true;
+    case OPT_SAMPLE: {
+        unsigned n;
+        if (!parse_count(val, &n) || n < 1) {
+            say(o->color, "error", "--sample expects a positive number of bytes, found '%s'",
+                val);
+            return false;
+        }
+        o->run.sample = n;
+        return true;
+    }
+    case OPT_PROMPT:
+        o->run.prompt = val;
+        return true;
+    case OPT_TEMPERATURE: {
+        char *end;
+        errno = 0;
+        double t = strtod(val, &end);
+        if (!*val || *end || errno || !(t >= 0) || t > 1e6) {
+            say(o->color, "error", "--temperature expects a number >= 0, found '%s'", val);
+            return false;
+        }
+        o->run.temperature = t;
+        o->run.temperature_set = true;
+        return true;
+    }
+    case OPT_TRAIN:
+        o->run.train_name = val;
         return true;
     case OPT_INPUT:
         o->run.input = val;
@@ -585,7 +639,8 @@ static int parse_args(const dtlc_command *c, int argc, char **argv, dtlc_opts *o
         }
     o->includes = calloc((size_t)argc + 1, sizeof *o->includes);
     o->files = calloc((size_t)argc + 1, sizeof *o->files);
-    if (!o->includes || !o->files) {
+    o->child_args = calloc((size_t)argc + 1, sizeof *o->child_args);
+    if (!o->includes || !o->files || !o->child_args) {
         say(o->color, "error", "out of memory");
         return EXIT_USAGE;
     }
@@ -594,10 +649,12 @@ static int parse_args(const dtlc_command *c, int argc, char **argv, dtlc_opts *o
         const char *arg = argv[i];
         if (only_files || arg[0] != '-' || arg[1] == '\0') {
             o->files[o->nfiles++] = arg;
+            o->child_args[o->nchild_args++] = arg;
             continue;
         }
         if (strcmp(arg, "--") == 0) {
             only_files = true;
+            o->child_args[o->nchild_args++] = arg;
             continue;
         }
         const dtlc_option *op = NULL;
@@ -628,6 +685,12 @@ static int parse_args(const dtlc_command *c, int argc, char **argv, dtlc_opts *o
         } else if (!op->arg && val) {
             say(o->color, "error", "option '%s' takes no value", op->name);
             return EXIT_USAGE;
+        }
+        /* run -n passes the rest on to its ranks (it sets their progress and color). */
+        if (op->id != OPT_RANKS && op->id != OPT_PROGRESS && op->id != OPT_COLOR) {
+            o->child_args[o->nchild_args++] = arg;
+            if (op->arg && val == argv[i])
+                o->child_args[o->nchild_args++] = val;
         }
         if (!apply_option(o, op->id, val, &color))
             return EXIT_USAGE;
@@ -922,10 +985,24 @@ static int load_train(dtl_ctx *ctx, const dtlc_opts *o, const char *what, const 
     if (!src)
         return EXIT_USAGE;
     const dtl_module *m = dtl_check_source(ctx, src);
-    if (m && !dtl_diag_failed(&ctx->diags) && !(*t = dtl_lower_find_train(m, NULL))) {
+    const char *name = o->run.train_name;
+    if (m && !dtl_diag_failed(&ctx->diags) && !(*t = dtl_lower_find_train(m, name))) {
         static const dtl_span nowhere;
-        dtl_diag_error(&ctx->diags, nowhere, "%s has no train block: nothing to %s",
-                       o->files[0], what);
+        if (name) {   /* --train NAME: say which there are */
+            char have[400] = "";
+            size_t len = 0;
+            for (size_t i = 0; i < m->ntrains && len < sizeof have; i++) {
+                const dtl_decl *d = m->trains[i]->decl;
+                const char *tn = d && d->name.text ? d->name.text : "(unnamed)";
+                len += (size_t)snprintf(have + len, sizeof have - len, "%s%s", i ? ", " : "",
+                                        tn);
+            }
+            dtl_diag_error(&ctx->diags, nowhere, "%s has no train block named '%s'%s%s",
+                           o->files[0], name, m->ntrains ? "; it has: " : "", have);
+        } else {
+            dtl_diag_error(&ctx->diags, nowhere, "%s has no train block: nothing to %s",
+                           o->files[0], what);
+        }
     }
     int status = report(ctx, o);
     if (status == EXIT_CLEAN && *t) {
@@ -1019,10 +1096,23 @@ static int cmd_run(const dtlc_command *cmd, dtlc_opts *o)
 {
     if (!one_file(cmd, o))
         return EXIT_USAGE;
+    if (o->nranks > 0 && (o->run.infer || strcmp(o->files[0], "-") == 0)) {
+        say(o->color, "error", "%s", o->run.infer ? "-n and --infer do not go together: "
+            "inference runs in one process" : "-n needs a FILE: its ranks cannot all read "
+            "standard input");
+        return EXIT_USAGE;
+    }
     dtl_ctx ctx;
     ctx_open(&ctx, o);
     const dtl_train *t;
     int status = load_train(&ctx, o, "run", &t);
+    if (status == EXIT_CLEAN && t && o->nranks > 0) {
+        /* -n N: the file is checked once here; the ranks (compiler/launch.h) do the rest. */
+        dtl_ctx_free(&ctx);
+        dtl_launch_opts lo = {o->nranks, o->argv0, o->child_args, o->nchild_args,
+                              o->run.progress, o->color};
+        return dtl_launch(&lo);
+    }
     if (status == EXIT_CLEAN && t) {
         dtl_err err = {DTL_ERR_NONE, ""};
         o->run.file = o->files[0];
@@ -1118,10 +1208,12 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     dtl_run_opts_default(&o.run);
     o.run.start_time = start;
+    o.argv0 = argv[0];
     int status = parse_args(cmd, argc - 2, argv + 2, &o);
     if (status < 0)
         status = cmd->run(cmd, &o);
     free(o.includes);
     free(o.files);
+    free(o.child_args);
     return finish(o.color, status);
 }

@@ -74,6 +74,13 @@ static const struct {
     [DTL_OP_CONCAT] = {"concat", ARITY_ANY, DTL_OPK_MOVE},
     [DTL_OP_GATHER] = {"gather", 2, DTL_OPK_MOVE},
     [DTL_OP_SCATTER_ADD] = {"scatter_add", 2, DTL_OPK_MOVE},
+    [DTL_OP_CONV2D] = {"conv2d", 2, DTL_OPK_WINDOW},
+    [DTL_OP_CONV2D_BWD_X] = {"conv2d_bwd_x", 2, DTL_OPK_WINDOW},
+    [DTL_OP_CONV2D_BWD_W] = {"conv2d_bwd_w", 2, DTL_OPK_WINDOW},
+    [DTL_OP_MAXPOOL2D] = {"maxpool2d", 1, DTL_OPK_WINDOW},
+    [DTL_OP_MAXPOOL2D_BWD] = {"maxpool2d_bwd", 2, DTL_OPK_WINDOW},
+    [DTL_OP_AVGPOOL2D] = {"avgpool2d", 1, DTL_OPK_WINDOW},
+    [DTL_OP_AVGPOOL2D_BWD] = {"avgpool2d_bwd", 1, DTL_OPK_WINDOW},
 };
 static_assert(sizeof op_table / sizeof op_table[0] == DTL_OP_COUNT,
               "op_table must have one row per dtl_op");
@@ -178,6 +185,96 @@ typedef struct node_type {
     uint32_t rank;
     int64_t shape[DTL_MAX_RANK];
 } node_type;
+
+/* ---- windowed ops (conv, pooling) -------------------------------------------------------- */
+
+int64_t dtl_win_out(int64_t in, int64_t k, int64_t pad, int64_t dil, int64_t stride)
+{
+    if (in < 0 || k < 1 || pad < 0 || dil < 1 || stride < 1 || in > INT32_MAX ||
+        k > INT32_MAX || pad > INT32_MAX || dil > INT32_MAX)
+        return -1;
+    int64_t span = dil * (k - 1) + 1, room = in + 2 * pad;
+    return room < span ? -1 : (room - span) / stride + 1;
+}
+
+/* The forward op's view: x [N, C, H, W], the kernel (KH, KW), the result [N, O, OH, OW].
+ * For each windowed op, which operand or the node itself plays each part is fixed; this
+ * checks the attributes and that the parts agree, and sets the result's type. */
+static bool win_check(const dtl_graph *g, const dtl_node *n, node_type *t, char *why,
+                      size_t wlen)
+{
+#define BAD(...) (snprintf(why, wlen, __VA_ARGS__), false)
+    char b1[TYPE_LEN], b2[TYPE_LEN];
+    const dtl_node *in0 = &g->nodes[n->in[0]];
+    const dtl_node *in1 = n->nin > 1 ? &g->nodes[n->in[1]] : NULL;
+    const dtl_win_attr *a = &n->attr.win;
+    const char *name = dtl_op_name(n->op);
+    bool conv = n->op == DTL_OP_CONV2D || n->op == DTL_OP_CONV2D_BWD_X ||
+                n->op == DTL_OP_CONV2D_BWD_W;
+    for (int i = 0; i < 2; i++) {
+        if (a->stride[i] < 1 || a->pad[i] < 0 || a->dil[i] < 1)
+            return BAD("%s: stride %d, pad %d, dilation %d on axis %d", name, a->stride[i],
+                       a->pad[i], a->dil[i], i);
+        if (!conv && (a->kernel[i] < 1 || a->pad[i] >= a->kernel[i] || a->dil[i] != 1))
+            return BAD("%s: kernel %d, pad %d, dilation %d on axis %d (pad < kernel, "
+                       "dilation 1 needed)", name, a->kernel[i], a->pad[i], a->dil[i], i);
+    }
+    if (a->groups < 1 || (!conv && a->groups != 1))
+        return BAD("%s: groups %d", name, a->groups);
+    /* x, w, y: the forward op's input, weight (conv) and output types. */
+    const dtl_node *x, *w = NULL, *y = NULL;
+    switch (n->op) {
+    case DTL_OP_CONV2D: x = in0; w = in1; break;
+    case DTL_OP_CONV2D_BWD_X: x = n; y = in0; w = in1; break;
+    case DTL_OP_CONV2D_BWD_W: x = in0; y = in1; w = n; break;
+    case DTL_OP_MAXPOOL2D:
+    case DTL_OP_AVGPOOL2D: x = in0; break;
+    case DTL_OP_MAXPOOL2D_BWD: x = in0; y = in1; break;
+    default: x = n; y = in0; break;   /* AVGPOOL2D_BWD */
+    }
+    const dtl_node *ops[3] = {x, w, y};
+    for (int i = 0; i < 3; i++)
+        if (ops[i] && ops[i] != n && !dtl_dtype_is_float(ops[i]->dtype))
+            return BAD("%s of %s (a float dtype needed)", name, NODE_TYPE(b1, ops[i]));
+    if (x->rank != 4 || (w && w->rank != 4) || (y && y->rank != 4))
+        return BAD("%s: operands must be [N, C, H, W]%s: %s%s%s", name,
+                   conv ? " and [O, C / groups, KH, KW]" : "", NODE_TYPE(b1, in0),
+                   in1 ? " and " : "", in1 ? NODE_TYPE(b2, in1) : "");
+    dtl_dtype dt = in0->dtype;
+    if (in1 && in1->dtype != dt)
+        return BAD("%s of %s and %s (same dtype needed)", name, NODE_TYPE(b1, in0),
+                   NODE_TYPE(b2, in1));
+    int64_t k[2] = {a->kernel[0], a->kernel[1]};
+    int64_t out[4] = {x->shape[0], x->shape[1], 0, 0};
+    if (conv) {
+        k[0] = w->shape[2];
+        k[1] = w->shape[3];
+        if (x->shape[1] % a->groups || w->shape[0] % a->groups ||
+            w->shape[1] * a->groups != x->shape[1])
+            return BAD("%s: x has %" PRId64 " channels, w is %s, groups %d", name,
+                       x->shape[1], NODE_TYPE(b1, w), a->groups);
+        out[1] = w->shape[0];
+    }
+    for (int i = 0; i < 2; i++) {
+        out[2 + i] = dtl_win_out(x->shape[2 + i], k[i], a->pad[i], a->dil[i], a->stride[i]);
+        if (out[2 + i] < 1)
+            return BAD("%s: a window of %" PRId64 " (dilation %d) does not fit axis %d of "
+                       "%s padded by %d", name, k[i], a->dil[i], 2 + i, NODE_TYPE(b1, x),
+                       a->pad[i]);
+    }
+    if (y && !shape_eq(4, y->shape, 4, out))
+        return BAD("%s: dy is %s, the forward result would be %s", name, NODE_TYPE(b1, y),
+                   dtl_tensor_str(b2, sizeof b2, dt, 4, out));
+    t->dtype = dt;
+    t->rank = 4;
+    if (n->op == DTL_OP_CONV2D || n->op == DTL_OP_MAXPOOL2D || n->op == DTL_OP_AVGPOOL2D)
+        memcpy(t->shape, out, sizeof out);
+    else if (n->op == DTL_OP_MAXPOOL2D_BWD)
+        memcpy(t->shape, x->shape, sizeof out);
+    /* else: the node gives its shape (dx or dw), checked above through x or w */
+    return true;
+#undef BAD
+}
 
 /* Sets *t to what node n (number id of g, inputs already in g) must be; returns false with a
  * one-line reason in why otherwise. Inputs must be valid ids smaller than id (checked by the
@@ -491,6 +588,14 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
                        dtl_tensor_str((char[TYPE_LEN]){0}, TYPE_LEN, n->dtype, n->rank, n->shape));
         return true;
     }
+    case DTL_OP_CONV2D:
+    case DTL_OP_CONV2D_BWD_X:
+    case DTL_OP_CONV2D_BWD_W:
+    case DTL_OP_MAXPOOL2D:
+    case DTL_OP_MAXPOOL2D_BWD:
+    case DTL_OP_AVGPOOL2D:
+    case DTL_OP_AVGPOOL2D_BWD:
+        return win_check(g, n, t, why, wlen);
     case DTL_OP_COUNT:
         break;
     }
@@ -797,6 +902,53 @@ dtl_val dtl_g_scatter_add(dtl_graph *g, dtl_val upd, dtl_val idx, uint32_t axis,
     set_shape(&n, __func__, rank, shape);
     n.attr.axis = axis;
     return node_add(g, __func__, &n);
+}
+
+static dtl_val win_node(dtl_graph *g, const char *func, dtl_op op, uint32_t nin,
+                        const dtl_val *in, const dtl_win_attr *win, const int64_t *shape)
+{
+    dtl_node n = node_make(g, func, op, nin, in);
+    n.attr.win = *win;
+    if (shape) {
+        n.dtype = g->nodes[in[0]].dtype;
+        set_shape(&n, func, 4, shape);
+    }
+    return node_add(g, func, &n);
+}
+
+dtl_val dtl_g_conv2d(dtl_graph *g, dtl_val x, dtl_val w, const dtl_win_attr *win)
+{
+    return win_node(g, __func__, DTL_OP_CONV2D, 2, (dtl_val[]){x, w}, win, NULL);
+}
+
+dtl_val dtl_g_conv2d_bwd_x(dtl_graph *g, dtl_val dy, dtl_val w, const dtl_win_attr *win,
+                           const int64_t *xshape)
+{
+    return win_node(g, __func__, DTL_OP_CONV2D_BWD_X, 2, (dtl_val[]){dy, w}, win, xshape);
+}
+
+dtl_val dtl_g_conv2d_bwd_w(dtl_graph *g, dtl_val x, dtl_val dy, const dtl_win_attr *win,
+                           const int64_t *wshape)
+{
+    return win_node(g, __func__, DTL_OP_CONV2D_BWD_W, 2, (dtl_val[]){x, dy}, win, wshape);
+}
+
+dtl_val dtl_g_pool2d(dtl_graph *g, dtl_op op, dtl_val x, const dtl_win_attr *win)
+{
+    if (op != DTL_OP_MAXPOOL2D && op != DTL_OP_AVGPOOL2D)
+        G_ABORT("%s is not a pooling op", dtl_op_name(op));
+    return win_node(g, __func__, op, 1, &x, win, NULL);
+}
+
+dtl_val dtl_g_maxpool2d_bwd(dtl_graph *g, dtl_val x, dtl_val dy, const dtl_win_attr *win)
+{
+    return win_node(g, __func__, DTL_OP_MAXPOOL2D_BWD, 2, (dtl_val[]){x, dy}, win, NULL);
+}
+
+dtl_val dtl_g_avgpool2d_bwd(dtl_graph *g, dtl_val dy, const dtl_win_attr *win,
+                            const int64_t *xshape)
+{
+    return win_node(g, __func__, DTL_OP_AVGPOOL2D_BWD, 1, &dy, win, xshape);
 }
 
 dtl_val dtl_g_copy(dtl_graph *g, const dtl_node *proto, const dtl_val *in)
@@ -1143,6 +1295,22 @@ static void print_node(const dtl_graph *g, uint32_t id, FILE *out)
         print_axes_list(out, "start", rank, n->attr.slice.start);
         print_axes_list(out, "step", rank, n->attr.slice.step);
         break;
+    case DTL_OP_CONV2D: case DTL_OP_CONV2D_BWD_X: case DTL_OP_CONV2D_BWD_W:
+    case DTL_OP_MAXPOOL2D: case DTL_OP_MAXPOOL2D_BWD: case DTL_OP_AVGPOOL2D:
+    case DTL_OP_AVGPOOL2D_BWD: {
+        const dtl_win_attr *w = &n->attr.win;
+        if (w->kernel[0])
+            fprintf(out, " kernel=[%d, %d]", w->kernel[0], w->kernel[1]);
+        fprintf(out, " stride=[%d, %d] pad=[%d, %d]", w->stride[0], w->stride[1], w->pad[0],
+                w->pad[1]);
+        if (w->dil[0] != 1 || w->dil[1] != 1)
+            fprintf(out, " dilation=[%d, %d]", w->dil[0], w->dil[1]);
+        if (w->groups != 1)
+            fprintf(out, " groups=%d", w->groups);
+        if (w->count_pad)
+            fputs(" count_pad", out);
+        break;
+    }
     default:
         break;
     }

@@ -71,12 +71,25 @@ typedef enum dtl_op {
                             integer; out shape = in0's with that axis replaced by in1's shape */
     DTL_OP_SCATTER_ADD,  /* the adjoint of GATHER: zeros of the node's shape, then
                             out[..., in1[j], ...] += in0[..., j, ...] along attr.axis */
+    /* Windowed ops over NCHW images, attr.win (kernels/ref/ref.h gives the loops). Output
+     * size per spatial axis: (in + 2 pad - dil (k - 1) - 1) / stride + 1 (floor), >= 1. */
+    DTL_OP_CONV2D,       /* in0 x [N, C, H, W], in1 w [O, C / groups, KH, KW] -> [N, O, OH, OW] */
+    DTL_OP_CONV2D_BWD_X, /* in0 dy [N, O, OH, OW], in1 w -> dx, the node's shape [N, C, H, W]
+                            (a transposed conv: the adjoint of conv2d in x) */
+    DTL_OP_CONV2D_BWD_W, /* in0 x, in1 dy -> dw, the node's shape [O, C / groups, KH, KW] */
+    DTL_OP_MAXPOOL2D,    /* in0 x [N, C, H, W] -> [N, C, OH, OW]; padding never wins */
+    DTL_OP_MAXPOOL2D_BWD,/* in0 x, in1 dy -> dx (x's shape): each dy goes to its window's
+                            first maximum */
+    DTL_OP_AVGPOOL2D,    /* in0 x -> [N, C, OH, OW]; divisor kh * kw if attr.win.count_pad,
+                            else the window's count of elements inside x */
+    DTL_OP_AVGPOOL2D_BWD,/* in0 dy -> dx, the node's shape: each dy spread over its window */
     DTL_OP_COUNT
 } dtl_op;
 
 typedef enum dtl_op_kind {
     DTL_OPK_LEAF, DTL_OPK_UNARY, DTL_OPK_BINARY, DTL_OPK_TERNARY, DTL_OPK_REDUCE,
-    DTL_OPK_MATMUL, DTL_OPK_MOVE
+    DTL_OPK_MATMUL, DTL_OPK_MOVE,
+    DTL_OPK_WINDOW       /* conv2d, pooling and their backward ops */
 } dtl_op_kind;
 
 /* What a node is for; used to tell forward, backward and update apart (DOT colours,
@@ -101,6 +114,16 @@ typedef struct dtl_init {
     const void *data;     /* DATA: the node's dtype and shape, row-major */
 } dtl_init;
 
+/* The attributes of the windowed ops (conv, pooling); per spatial axis (h, w). */
+typedef struct dtl_win_attr {
+    int32_t kernel[2];     /* pooling: the window; conv: 0 (the kernel is w's KH, KW) */
+    int32_t stride[2];     /* >= 1 */
+    int32_t pad[2];        /* >= 0, on both sides; pooling: < kernel */
+    int32_t dil[2];        /* >= 1; pooling: 1 */
+    int32_t groups;        /* conv: >= 1, divides C and O; pooling: 1 */
+    bool count_pad;        /* avgpool: padding counts in the divisor */
+} dtl_win_attr;
+
 typedef struct dtl_node {
     dtl_op op;
     dtl_dtype dtype;
@@ -122,6 +145,7 @@ typedef struct dtl_node {
         uint32_t perm[DTL_MAX_RANK];                    /* TRANSPOSE */
         struct { int64_t start[DTL_MAX_RANK], step[DTL_MAX_RANK]; } slice;   /* SLICE */
         uint64_t stream;           /* RNG_UNIFORM */
+        dtl_win_attr win;          /* CONV2D* MAXPOOL2D* AVGPOOL2D* */
     } attr;
 } dtl_node;
 
@@ -155,6 +179,9 @@ void dtl_graph_free(dtl_graph *g);
 const char *dtl_op_name(dtl_op op);      /* "matmul", "reduce_max", … */
 dtl_op_kind dtl_op_kind_of(dtl_op op);
 uint64_t dtl_node_numel(const dtl_node *n);
+/* A windowed op's output size on one axis: (in + 2 pad - dil (k - 1) - 1) / stride + 1, or
+ * -1 when the window does not fit even once (or an argument is out of range). */
+int64_t dtl_win_out(int64_t in, int64_t k, int64_t pad, int64_t dil, int64_t stride);
 /* "f32[32, 128]" into buf[0..len) (truncated to fit); returns buf. */
 const char *dtl_tensor_str(char *buf, size_t len, dtl_dtype dt, uint32_t rank,
                          const int64_t *shape);
@@ -193,6 +220,17 @@ dtl_val dtl_g_concat(dtl_graph *g, const dtl_val *xs, uint32_t n, uint32_t axis)
 dtl_val dtl_g_gather(dtl_graph *g, dtl_val x, dtl_val idx, uint32_t axis);
 dtl_val dtl_g_scatter_add(dtl_graph *g, dtl_val upd, dtl_val idx, uint32_t axis,
                           uint32_t rank, const int64_t *shape);
+/* Windowed ops: win gives stride, pad, dil, groups (conv) or kernel, stride, pad,
+ * count_pad (pooling). The backward builders take the shape of their result. */
+dtl_val dtl_g_conv2d(dtl_graph *g, dtl_val x, dtl_val w, const dtl_win_attr *win);
+dtl_val dtl_g_conv2d_bwd_x(dtl_graph *g, dtl_val dy, dtl_val w, const dtl_win_attr *win,
+                           const int64_t *xshape);
+dtl_val dtl_g_conv2d_bwd_w(dtl_graph *g, dtl_val x, dtl_val dy, const dtl_win_attr *win,
+                           const int64_t *wshape);
+dtl_val dtl_g_pool2d(dtl_graph *g, dtl_op op, dtl_val x, const dtl_win_attr *win);
+dtl_val dtl_g_maxpool2d_bwd(dtl_graph *g, dtl_val x, dtl_val dy, const dtl_win_attr *win);
+dtl_val dtl_g_avgpool2d_bwd(dtl_graph *g, dtl_val dy, const dtl_win_attr *win,
+                            const int64_t *xshape);
 
 void dtl_g_output(dtl_graph *g, dtl_out_kind kind, const char *name, dtl_val val,
                   dtl_val target);

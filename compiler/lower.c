@@ -90,6 +90,8 @@ struct inst {
     inst **subs;               /* per member: its instance, or NULL (a constant) */
     lv *mval;                  /* per member: a constant's value … */
     unsigned char *mstate;     /* … 0 not yet evaluated, 1 being evaluated, 2 done */
+    inst **reps;               /* a stack made by repeat(n, …): its n instances, applied in */
+    int64_t nreps;             /* order when called ("blocks.0.", …); else NULL and 0 */
 };
 
 /* Where an expression is evaluated. */
@@ -136,9 +138,16 @@ typedef struct low {
     size_t nmemos, capmemos;
     bool expr;                 /* dtl_lower_expr: a free-standing expression (t is NULL) */
     uint64_t nrandom;          /* rand/randn lowered so far: the next one's stream */
+    int shard_rank, shard_world;   /* dtl_lower_opts: GRAD as rank r's share of the batch */
 } low;
 
 static bool eval(low *l, env *e, const dtl_expr *x, lv *out);
+
+/* A graph that trains: dropout draws masks, calls are not memoized (STEP and GRAD). */
+static bool training_kind(const low *l)
+{
+    return l->kind == DTL_LOWER_STEP || l->kind == DTL_LOWER_GRAD;
+}
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
@@ -629,6 +638,8 @@ static bool eval_literal(low *l, env *e, const dtl_expr *x, lv *out)
 
 static bool new_inst(low *l, dtl_model *m, lv *ctor, const char *path, dtl_span at,
                      inst **out);
+static bool new_stack(low *l, env *e, dtl_model *m, lv *ctor, const dtl_dim *rep,
+                      const char *path, dtl_span at, inst **out);
 
 /* The initializer of param p of instance in. */
 static bool param_init(low *l, inst *in, const dtl_sym *p, dtl_dtype dt, uint32_t rank,
@@ -754,9 +765,12 @@ static bool make_param(low *l, inst *in, const dtl_sym *p)
         return fail(l, at, "the shape of param '%s' (%s) is not a whole number here", name,
                     dtl_type_print(l->ca, t, p->module));
     dtl_dtype dt = mapdt(l, t->u.t.dtype);
+    bool state = p->decl && p->decl->u.bind.state;
     if (!dtl_dtype_is_float(dt))
-        return fail(l, at, "param '%s' is %s: params must have a float dtype, they are "
-                    "trained by gradients", name, shape_str(l, dt, t->u.t.rank, shape));
+        return fail(l, at, state ? "state '%s' is %s: states must have a float dtype"
+                                 : "param '%s' is %s: params must have a float dtype, they are "
+                                   "trained by gradients", name,
+                    shape_str(l, dt, t->u.t.rank, shape));
     if (!shape_ok(l, at, dtl_arena_printf(l->ca, "param '%s'", name), dt, t->u.t.rank, shape))
         return false;
     dtl_init init;
@@ -764,6 +778,8 @@ static bool make_param(low *l, inst *in, const dtl_sym *p)
         return false;
     dtl_val v = dtl_g_param(l->g, name, dt, t->u.t.rank, shape, init);
     in->params[p->index] = v;
+    if (state)
+        return true;   /* a PARAM node, persistent like the others, but not trained */
     if (l->nparams == l->capparams) {
         uint32_t cap = l->capparams ? l->capparams * 2 : 16;
         l->params = dtl_arena_grow(&l->scratch, l->params, l->nparams, cap, sizeof *l->params);
@@ -834,10 +850,15 @@ static bool new_inst(low *l, dtl_model *m, lv *ctor, const char *path, dtl_span 
             env e;
             env_init(l, &e, in, m->module);
             lv *args;
-            ok = ctor_args(l, &e, v, cs->u.call, &args) &&
-                 new_inst(l, cs->u.call->model, args,
-                          dtl_arena_printf(&l->scratch, "%s%s.", path, s->name), s->span,
-                          &in->subs[s->index]);
+            const dtl_type *it_type = cs->u.call->inst;
+            const char *mpath = dtl_arena_printf(&l->scratch, "%s%s.", path, s->name);
+            if (it_type && it_type->u.m.rep)
+                ok = ctor_args(l, &e, v, cs->u.call, &args) &&
+                     new_stack(l, &e, cs->u.call->model, args, it_type->u.m.rep, mpath,
+                               s->span, &in->subs[s->index]);
+            else
+                ok = ctor_args(l, &e, v, cs->u.call, &args) &&
+                     new_inst(l, cs->u.call->model, args, mpath, s->span, &in->subs[s->index]);
             in->mstate[s->index] = 2;
             in->mval[s->index].kind = LV_INST;
             in->mval[s->index].u.in = in->subs[s->index];
@@ -846,6 +867,31 @@ static bool new_inst(low *l, dtl_model *m, lv *ctor, const char *path, dtl_span 
     l->depth--;
     *out = in;
     return ok;
+}
+
+/* A stack made by repeat(n, Model(…)): n instances named PATH0., PATH1., … (path ends with
+ * '.'), built in order so their params are declared in order. */
+static bool new_stack(low *l, env *e, dtl_model *m, lv *ctor, const dtl_dim *rep,
+                      const char *path, dtl_span at, inst **out)
+{
+    int64_t n;
+    if (!dim_eval(rep, &e->subst, true, &n))
+        return fail(l, at, "internal error: the count of repeat(…) is not known here");
+    if (n < 1 || n > 100000)
+        return fail(l, at, "repeat: the count must be between 1 and 100000, it is %" PRId64
+                    " here", n);
+    inst *st = dtl_arena_alloc(&l->scratch, sizeof *st);
+    st->model = m;
+    st->path = path;
+    st->ctor = ctor;
+    st->nreps = n;
+    st->reps = dtl_arena_array(&l->scratch, (size_t)n, sizeof *st->reps);
+    for (int64_t i = 0; i < n; i++)
+        if (!new_inst(l, m, ctor, dtl_arena_printf(&l->scratch, "%s%" PRId64 ".", path, i), at,
+                      &st->reps[i]))
+            return false;
+    *out = st;
+    return true;
 }
 
 /* ---- names ------------------------------------------------------------------------------- */
@@ -1593,6 +1639,287 @@ static bool lower_ctor(low *l, env *e, const dtl_expr *x, const dtl_call *c, dtl
     return true;
 }
 
+/* ---- the issue 7 layer ops: take, stack, causal_mask, masked_fill, batch_norm, layer_norm ---- */
+
+/* Arguments from..to must be vectors [n] of x's dtype (the checker saw it symbolically). */
+static bool vecs_fit(low *l, const dtl_expr *x, const dtl_call *c, const lv *a, unsigned from,
+                     unsigned to, int64_t n)
+{
+    for (unsigned i = from; i <= to; i++) {
+        dtl_span at = c->args[i] ? c->args[i]->span : x->span;
+        if (!need_tensor(l, at, &a[i]))
+            return false;
+        const dtl_node *vn = nd(l, a[i].u.t);
+        if (vn->rank != 1 || vn->shape[0] != n || vn->dtype != nd(l, a[0].u.t)->dtype)
+            return fail(l, at, "%s: '%s' is %s, x is %s here", c->builtin->name,
+                        c->builtin->params[i].name, node_str(l, a[i].u.t),
+                        node_str(l, a[0].u.t));
+    }
+    return true;
+}
+
+/* batch_norm in the step graph: the batch's statistics, and the running ones (states a[3],
+ * a[4]) updated as (1 - momentum) * running + momentum * batch, PyTorch's rule (the running
+ * variance from the unbiased batch variance). A state updated already in this step (the
+ * model applied twice) is updated again from its new value, as two calls of a PyTorch module
+ * would. */
+static bool lower_batch_norm_train(low *l, const dtl_expr *x, const dtl_call *c, const lv *a,
+                                   double mom, double eps, lv *out)
+{
+    dtl_graph *g = l->g;
+    dtl_val v = a[0].u.t;
+    const dtl_node *xn = nd(l, v);
+    if (dtl_node_numel(xn) / (uint64_t)xn->shape[1] < 2)
+        return fail(l, x->span, "batch_norm: training needs more than one value per channel; x "
+                    "is %s here", node_str(l, v));
+    for (unsigned k = 3; k <= 4; k++)
+        if (nd(l, a[k].u.t)->op != DTL_OP_PARAM)
+            return fail(l, c->args[k] ? c->args[k]->span : x->span,
+                        "internal error: batch_norm's '%s' is not a state",
+                        c->builtin->params[k].name);
+    if (a[3].u.t == a[4].u.t)
+        return fail(l, x->span, "batch_norm: 'mean' and 'var' are the same state, %s",
+                    nd(l, a[3].u.t)->name);
+    dtl_val bm, bv;
+    dtl_val y = dtl_nn_batch_norm_train(g, v, a[1].u.t, a[2].u.t, eps, &bm, &bv);
+    dtl_role role = g->role;
+    g->role = DTL_ROLE_UPDATE;
+    for (unsigned k = 3; k <= 4; k++) {
+        dtl_val target = a[k].u.t, run = target, stat = k == 3 ? bm : bv;
+        uint32_t prev = UINT32_MAX;
+        for (uint32_t o = 0; o < g->nouts; o++)
+            if (g->outs[o].target == target)
+                prev = o, run = g->outs[o].val;
+        dtl_dtype dt = nd(l, run)->dtype;
+        dtl_val nv = dtl_g_binary(g, DTL_OP_ADD,
+                                  dtl_g_binary(g, DTL_OP_MUL, run, dtl_g_scalar(g, dt, 1 - mom)),
+                                  dtl_g_binary(g, DTL_OP_MUL, stat, dtl_g_scalar(g, dt, mom)));
+        if (prev != UINT32_MAX)
+            g->outs[prev].val = nv;
+        else
+            dtl_g_output(g, DTL_OUT_PARAM, nd(l, target)->name, nv, target);
+    }
+    g->role = role;
+    *out = lv_tensor(y);
+    return true;
+}
+
+static bool lower_layer_op(low *l, const dtl_expr *x, const dtl_call *c, lv *a, lv *out)
+{
+    dtl_graph *g = l->g;
+    dtl_span at = x->span;
+    dtl_span at0 = c->args[0] ? c->args[0]->span : at;
+    switch (c->builtin->id) {
+    case DTL_BI_TAKE: {
+        uint32_t ax;
+        if (!need_tensor(l, at0, &a[0]) || !need_tensor(l, at, &a[1]) ||
+            !axis_of(l, at, &a[2], nd(l, a[0].u.t)->rank, &ax))
+            return false;
+        const dtl_node *xn = nd(l, a[0].u.t), *in = nd(l, a[1].u.t);
+        uint32_t r = xn->rank - 1 + in->rank;
+        int64_t s[2 * DTL_MAX_RANK];
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < ax; i++)
+            s[k++] = xn->shape[i];
+        for (uint32_t i = 0; i < in->rank; i++)
+            s[k++] = in->shape[i];
+        for (uint32_t i = ax + 1; i < xn->rank; i++)
+            s[k++] = xn->shape[i];
+        if (!shape_ok(l, at, "the result of take", xn->dtype, r, s))
+            return false;
+        if (xn->shape[ax] == 0 && dtl_node_numel(in) > 0)
+            return fail(l, at, "take: %s has no entries along axis %u to take", node_str(l, a[0].u.t),
+                        ax);
+        *out = lv_tensor(dtl_g_gather(g, a[0].u.t, a[1].u.t, ax));
+        return true;
+    }
+    case DTL_BI_STACK: {
+        if (a[0].kind != LV_LIST || a[0].u.list.n == 0)
+            return fail(l, at, "internal error: stack of something other than a list");
+        size_t n = a[0].u.list.n;
+        if (n > UINT32_MAX / 2)
+            return fail(l, at, "stack: too many tensors");
+        dtl_val *xs = dtl_arena_array(&l->scratch, n, sizeof *xs);
+        for (size_t i = 0; i < n; i++)
+            if (!need_tensor(l, at, &a[0].u.list.items[i]))
+                return false;
+        const dtl_node *x0 = nd(l, a[0].u.list.items[0].u.t);
+        uint32_t ax;
+        if (!axis_of(l, at, &a[1], x0->rank + 1, &ax))
+            return false;
+        int64_t s[DTL_MAX_RANK + 1];
+        uint32_t r = x0->rank + 1;
+        for (uint32_t i = 0, k = 0; i < r; i++)
+            s[i] = i == ax ? 1 : x0->shape[k++];
+        if (!shape_ok(l, at, "the stack", x0->dtype, r, s))
+            return false;
+        for (size_t i = 0; i < n; i++) {
+            dtl_val xi = a[0].u.list.items[i].u.t;
+            const dtl_node *xn = nd(l, xi);
+            if (xn->dtype != x0->dtype || xn->rank != x0->rank ||
+                memcmp(xn->shape, x0->shape, x0->rank * sizeof *xn->shape) != 0)
+                return fail(l, at, "stack: element %zu is %s, element 0 is %s here", i,
+                            node_str(l, xi), node_str(l, a[0].u.list.items[0].u.t));
+            xs[i] = dtl_g_reshape(g, xi, r, s);
+        }
+        s[ax] = (int64_t)n;
+        if (!shape_ok(l, at, "the stack", x0->dtype, r, s))
+            return false;
+        *out = lv_tensor(n == 1 ? xs[0] : dtl_g_concat(g, xs, (uint32_t)n, ax));
+        return true;
+    }
+    case DTL_BI_CAUSAL_MASK: {
+        if (a[0].kind != LV_INT || a[0].u.i < 1)
+            return fail(l, at0, "causal_mask: 'n' must be at least 1, found %" PRId64 " here",
+                        a[0].kind == LV_INT ? a[0].u.i : 0);
+        int64_t s[2] = {a[0].u.i, a[0].u.i};
+        if (!shape_ok(l, at, "the causal mask", DTL_DTYPE_BOOL, 2, s))
+            return false;
+        *out = lv_tensor(dtl_nn_causal_mask(g, a[0].u.i));
+        return true;
+    }
+    case DTL_BI_MASKED_FILL: {
+        if (!need_tensor(l, at0, &a[0]))
+            return false;
+        dtl_dtype dt = nd(l, a[0].u.t)->dtype;
+        if (!lower_where(l, at, dt, &a[1], &a[2], &a[0], out))
+            return false;
+        const dtl_node *xn = nd(l, a[0].u.t), *yn = nd(l, out->u.t);
+        if (yn->rank != xn->rank || memcmp(yn->shape, xn->shape, xn->rank * sizeof *xn->shape))
+            return fail(l, at, "masked_fill: the mask %s does not broadcast to %s here",
+                        node_str(l, a[1].u.t), node_str(l, a[0].u.t));
+        return true;
+    }
+    case DTL_BI_BATCH_NORM: {
+        if (!need_tensor(l, at0, &a[0]))
+            return false;
+        const dtl_node *xn = nd(l, a[0].u.t);
+        if (xn->rank < 2 || !vecs_fit(l, x, c, a, 1, 4, xn->shape[1]))
+            return false;
+        double mom = num(&a[5]), eps = num(&a[6]);
+        if (!is_number(&a[5]) || !(mom > 0 && mom <= 1))
+            return fail(l, c->args[5] ? c->args[5]->span : at, "batch_norm: 'momentum' must be "
+                        "in (0, 1], found %s here", dtl_double_print(l->ca, mom));
+        if (!is_number(&a[6]) || !(eps > 0))
+            return fail(l, c->args[6] ? c->args[6]->span : at, "batch_norm: 'eps' must be > 0, "
+                        "found %s here", dtl_double_print(l->ca, eps));
+        if (training_kind(l) && !l->expr)   /* GRAD too: each rank updates its own */
+            return lower_batch_norm_train(l, x, c, a, mom, eps, out);
+        *out = lv_tensor(dtl_nn_batch_norm(g, a[0].u.t, a[1].u.t, a[2].u.t, a[3].u.t, a[4].u.t,
+                                           eps));
+        return true;
+    }
+    case DTL_BI_LAYER_NORM: {
+        if (!need_tensor(l, at0, &a[0]))
+            return false;
+        const dtl_node *xn = nd(l, a[0].u.t);
+        if (xn->rank < 1 || !vecs_fit(l, x, c, a, 1, 2, xn->shape[xn->rank - 1]))
+            return false;
+        double eps = num(&a[3]);
+        if (!is_number(&a[3]) || !(eps > 0))
+            return fail(l, c->args[3] ? c->args[3]->span : at, "layer_norm: 'eps' must be > 0, "
+                        "found %s here", dtl_double_print(l->ca, eps));
+        *out = lv_tensor(dtl_nn_layer_norm(g, a[0].u.t, a[1].u.t, a[2].u.t, eps));
+        return true;
+    }
+    default:
+        return fail(l, at, "internal error: %s is not a layer op", c->builtin->name);
+    }
+}
+
+/* Parameter i of a window builtin (INT_PAIR): [h, w] from a literal or one int for both;
+ * *none when it is none. */
+static bool win_pair(low *l, env *e, const dtl_call *c, const lv *a, unsigned i, dtl_span at,
+                     int64_t *v, bool *none)
+{
+    *none = false;
+    if (c->args[i] && strip(c->args[i])->kind == DTL_EXPR_TENSOR) {
+        size_t n;
+        if (!int_list(l, e, c->args[i], v, 2, &n))
+            return false;
+        if (n == 2)
+            return true;
+    } else if (a[i].kind == LV_INT) {
+        v[0] = v[1] = a[i].u.i;
+        return true;
+    } else if (a[i].kind == LV_NONE) {
+        *none = true;
+        return true;
+    }
+    return fail(l, at, "internal error: %s of %s() is not an int pair",
+                c->builtin->params[i].name, c->builtin->name);
+}
+
+/* conv2d, max_pool2d, avg_pool2d: the checker has checked what it could with symbolic sizes;
+ * here every size is a number, so everything is checked again. */
+static bool lower_window(low *l, env *e, const dtl_expr *x, const dtl_call *c, const lv *a,
+                         lv *out)
+{
+    const dtl_builtin *b = c->builtin;
+    dtl_span at = x->span;
+    bool conv = b->id == DTL_BI_CONV2D;
+    if (a[0].kind != LV_TENSOR || (conv && a[1].kind != LV_TENSOR))
+        return fail(l, at, "internal error: %s() of a non-tensor", b->name);
+    const dtl_node *xn = nd(l, a[0].u.t), *wn = conv ? nd(l, a[1].u.t) : NULL;
+    if (xn->rank != 4 || (wn && (wn->rank != 4 || wn->dtype != xn->dtype)))
+        return fail(l, at, "internal error: %s() of %s", b->name, node_str(l, a[0].u.t));
+    int64_t k[2] = {0, 0}, st[2], pad[2], dil[2] = {1, 1}, groups = 1;
+    bool none;
+    const unsigned ist = 2, ipad = 3;   /* stride, padding: the same places in all three */
+    if (!conv && !win_pair(l, e, c, a, 1, at, k, &none))
+        return false;
+    if (!win_pair(l, e, c, a, ist, at, st, &none))
+        return false;
+    if (none)   /* a pooling stride none: the kernel */
+        st[0] = k[0], st[1] = k[1];
+    if (!win_pair(l, e, c, a, ipad, at, pad, &none))
+        return false;
+    if (conv) {
+        if (!win_pair(l, e, c, a, 4, at, dil, &none))
+            return false;
+        if (a[5].kind != LV_INT)
+            return fail(l, at, "internal error: conv2d's groups is not an int");
+        groups = a[5].u.i;
+        k[0] = wn->shape[2];
+        k[1] = wn->shape[3];
+    }
+    for (int i = 0; i < 2; i++) {
+        const char *ax = i ? "width" : "height";
+        if (st[i] < 1 || st[i] > INT32_MAX || dil[i] < 1 || dil[i] > INT32_MAX)
+            return fail(l, at, "%s: stride %" PRId64 " and dilation %" PRId64 " (%s) must be in "
+                        "[1, 2^31) here", b->name, st[i], dil[i], ax);
+        if (pad[i] < 0 || pad[i] > INT32_MAX || (!conv && pad[i] >= k[i]))
+            return fail(l, at, "%s: padding %" PRId64 " (%s) must be >= 0%s here", b->name,
+                        pad[i], ax, conv ? "" : " and less than the kernel");
+        if (!conv && (k[i] < 1 || k[i] > INT32_MAX))
+            return fail(l, at, "%s: kernel %" PRId64 " (%s) must be at least 1 here", b->name,
+                        k[i], ax);
+        if (dtl_win_out(xn->shape[2 + i], k[i], pad[i], dil[i], st[i]) < 1)
+            return fail(l, at, "%s: the window (%" PRId64 ", dilation %" PRId64 ") does not fit "
+                        "the input's %s %" PRId64 " padded by %" PRId64 " here", b->name, k[i],
+                        dil[i], ax, xn->shape[2 + i], pad[i]);
+    }
+    if (conv && (groups < 1 || groups > INT32_MAX || xn->shape[1] % groups ||
+                 wn->shape[0] % groups || wn->shape[1] * groups != xn->shape[1]))
+        return fail(l, at, "conv2d: input has %" PRId64 " channels, weight %s expects %" PRId64
+                    " per group x %" PRId64 " groups here", xn->shape[1], node_str(l, a[1].u.t),
+                    wn->shape[1], groups);
+    dtl_win_attr w = {{(int32_t)k[0], (int32_t)k[1]}, {(int32_t)st[0], (int32_t)st[1]},
+                      {(int32_t)pad[0], (int32_t)pad[1]}, {(int32_t)dil[0], (int32_t)dil[1]},
+                      (int32_t)groups, false};
+    if (conv) {
+        w.kernel[0] = w.kernel[1] = 0;
+        *out = lv_tensor(dtl_g_conv2d(l->g, a[0].u.t, a[1].u.t, &w));
+        return true;
+    }
+    if (b->id == DTL_BI_AVG_POOL2D)
+        w.count_pad = a[4].kind == LV_BOOL && a[4].u.b;
+    *out = lv_tensor(dtl_g_pool2d(l->g, b->id == DTL_BI_AVG_POOL2D ? DTL_OP_AVGPOOL2D
+                                                                   : DTL_OP_MAXPOOL2D,
+                                  a[0].u.t, &w));
+    return true;
+}
+
 static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, lv *out)
 {
     const dtl_builtin *b = c->builtin;
@@ -1607,6 +1934,9 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
         dtl_bparam_kind k = b->params[i].kind;
         if (k == DTL_BP_SHAPE || k == DTL_BP_PERM_OR_NONE)
             continue;   /* read as a list of ints by the rule */
+        if ((k == DTL_BP_INT_PAIR || k == DTL_BP_INT_PAIR_OR_NONE) && c->args[i] &&
+            strip(c->args[i])->kind == DTL_EXPR_TENSOR)
+            continue;   /* [h, w]: read by lower_window */
         if (c->args[i] ? !eval(l, e, c->args[i], &a[i])
                        : !type_value(l, x->span, c->argtypes[i], &a[i]))
             return false;
@@ -1703,24 +2033,53 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
         if (!is_number(&a[1]) || !(p >= 0 && p < 1))
             return fail(l, at1, "dropout: 'p' must be in [0, 1), found %s here",
                         dtl_double_print(l->ca, p));
-        if (l->kind != DTL_LOWER_STEP || p == 0) {
+        if (!training_kind(l) || p == 0) {
             *out = a[0];
             return true;
         }
         uint64_t stream = dtl_rng_stream_id("dropout", l->ndropout++);
+        const dtl_node *xn = nd(l, v);
+        if (l->shard_world > 1 && xn->rank >= 1 && xn->shape[0] == l->batch) {
+            /* Rank r of a data-parallel step: the mask of the global batch, rows r·batch …
+             * of it, so that N ranks drop what one rank with the whole batch drops. */
+            int64_t full[DTL_MAX_RANK], start[DTL_MAX_RANK] = {0}, stop[DTL_MAX_RANK],
+                                                step[DTL_MAX_RANK];
+            for (uint32_t i = 0; i < xn->rank; i++)
+                full[i] = stop[i] = xn->shape[i], step[i] = 1;
+            full[0] = l->batch * l->shard_world;
+            start[0] = l->batch * l->shard_rank;
+            stop[0] = start[0] + l->batch;
+            dtl_val u = dtl_g_rng_uniform(g, dtl_nn_step(g), xn->dtype, xn->rank, full, stream);
+            u = dtl_g_slice(g, u, start, stop, step);
+            /* as dtl_nn_dropout: where(u >= p, x / (1 - p), 0) */
+            dtl_val keep = dtl_g_binary(g, DTL_OP_GE, u, dtl_g_scalar(g, xn->dtype, p));
+            dtl_val kept = dtl_g_binary(g, DTL_OP_MUL, v, dtl_g_scalar(g, xn->dtype, 1 / (1 - p)));
+            *out = lv_tensor(dtl_g_where(g, keep, kept, dtl_g_scalar(g, xn->dtype, 0)));
+            return true;
+        }
+        if (l->shard_world > 1)   /* not along the batch: at least a mask of its own */
+            stream = dtl_rng_stream_id("dropout", (l->ndropout - 1) +
+                                                  (((uint64_t)l->shard_rank + 1) << 32));
         *out = lv_tensor(dtl_nn_dropout(g, v, p, dtl_nn_step(g), stream));
         return true;
     }
+    case DTL_BI_CONV2D:
+    case DTL_BI_MAX_POOL2D:
+    case DTL_BI_AVG_POOL2D:
+        return lower_window(l, e, x, c, a, out);
     case DTL_BI_MATMUL:
         return matmul(l, at, &a[0], &a[1], out);
     case DTL_BI_CROSS_ENTROPY: {
         if (!need_tensor(l, at0, &a[0]) || !need_tensor(l, at1, &a[1]))
             return false;
         const dtl_node *zn = nd(l, v), *yn = nd(l, a[1].u.t);
-        if (zn->rank != 2 || yn->rank != 1 || zn->shape[0] != yn->shape[0])
+        bool fits = zn->rank >= 2 && yn->rank == zn->rank - 1;
+        for (uint32_t i = 0; fits && i < yn->rank; i++)
+            fits = zn->shape[i] == yn->shape[i];
+        if (!fits)
             return fail(l, at, "cross_entropy: logits %s and labels %s do not match here",
                         node_str(l, v), node_str(l, a[1].u.t));
-        if (zn->shape[1] == 0)
+        if (zn->shape[zn->rank - 1] == 0)
             return fail(l, at, "cross_entropy: logits %s have no classes", node_str(l, v));
         *out = lv_tensor(dtl_nn_cross_entropy(g, v, a[1].u.t));
         return true;
@@ -1738,6 +2097,13 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
                                              : dtl_nn_bce_with_logits(g, v, a[1].u.t));
         return true;
     }
+    case DTL_BI_TAKE:
+    case DTL_BI_STACK:
+    case DTL_BI_CAUSAL_MASK:
+    case DTL_BI_MASKED_FILL:
+    case DTL_BI_BATCH_NORM:
+    case DTL_BI_LAYER_NORM:
+        return lower_layer_op(l, x, c, a, out);
     default:
         return fail(l, at, "%s() is not supported by lowering yet", b->name);
     }
@@ -1816,7 +2182,7 @@ static bool inline_fn(low *l, env *caller, dtl_span at, dtl_fn *f, inst *in, con
     size_t np = f->nparams;
     for (size_t i = 0; i < np; i++)
         args[i] = coerce_host(f->params[i]->type, args[i]);
-    if (l->kind != DTL_LOWER_STEP) {
+    if (!training_kind(l)) {
         const memo *m = memo_find(l, f, in, args, np);
         if (m) {
             *out = m->result;
@@ -1971,6 +2337,16 @@ static bool eval_call(low *l, env *e, const dtl_expr *x, lv *out)
                   : !type_value(l, x->span, f->defaults ? f->defaults[i] : NULL, &args[i]))
                 return false;
         }
+        if (in && in->reps) {   /* a stack: each instance's forward on the previous result */
+            for (int64_t i = 0; i < in->nreps; i++) {
+                lv *a = dtl_arena_array(&l->scratch, np, sizeof *a);
+                memcpy(a, args, np * sizeof *a);
+                if (!inline_fn(l, e, x->span, f, in->reps[i], c, a, out))
+                    return false;
+                args[0] = *out;
+            }
+            return true;
+        }
         return inline_fn(l, e, x->span, f, in, c, args, out);
     }
     case DTL_CALL_NEW:
@@ -2102,9 +2478,18 @@ static bool lower_inputs(low *l)
     dtl_dtype xdt = mapdt(l, xt->u.t.dtype);
     if (!shape_ok(l, at, "x", xdt, xt->u.t.rank, shape))
         return false;
-    l->x = lv_tensor(dtl_g_input(l->g, "x", xdt, xt->u.t.rank, shape));
-    if (l->kind != DTL_LOWER_INFER)
-        l->y = lv_tensor(dtl_g_input(l->g, "y", DTL_DTYPE_I64, 1, &l->batch));
+    if (l->kind != DTL_LOWER_UPDATE)   /* (which takes gradients, not a batch) */
+        l->x = lv_tensor(dtl_g_input(l->g, "x", xdt, xt->u.t.rank, shape));
+    if (l->kind != DTL_LOWER_INFER && l->kind != DTL_LOWER_UPDATE) {
+        /* y: i64[B] class labels, f32[B] regression targets, i64[B, T] text (the checker's) */
+        const dtl_type *yt = t->y ? t->y->type : NULL;
+        int64_t yshape[DTL_MAX_RANK];
+        if (!yt || yt->kind != DTL_TYPE_TENSOR || yt->u.t.rank > DTL_MAX_RANK ||
+            !type_shape(yt, &s, true, yshape))
+            return fail(l, at, "internal error: the type of y cannot be lowered");
+        dtl_dtype ydt = yt->u.t.dtype == DTL_DTYPE_I64 ? DTL_DTYPE_I64 : mapdt(l, yt->u.t.dtype);
+        l->y = lv_tensor(dtl_g_input(l->g, "y", ydt, yt->u.t.rank, yshape));
+    }
     return new_inst(l, m, ctor, "", at, &l->root);
 }
 
@@ -2156,6 +2541,34 @@ static bool lower_loss(low *l, env *e, dtl_val *loss)
 }
 
 static bool opt_config(low *l, dtl_opt_cfg *cfg);
+static double cfg_num(const dtl_type *t, unsigned i);
+
+/* UPDATE: an input "grad.<param>" per param, and the optimizer applied to them as STEP
+ * applies it to the gradients it computes. */
+static bool lower_update(low *l)
+{
+    dtl_graph *g = l->g;
+    dtl_opt_cfg cfg;
+    if (!opt_config(l, &cfg))
+        return false;
+    uint32_t n = l->nparams;
+    dtl_val *grads = dtl_arena_array(&l->scratch, n ? n : 1, sizeof *grads);
+    for (uint32_t i = 0; i < n; i++) {
+        const dtl_node *p = nd(l, l->params[i]);
+        grads[i] = dtl_g_input(g, dtl_arena_printf(&l->scratch, "grad.%s", p->name), p->dtype,
+                               p->rank, p->shape);
+    }
+    dtl_opt_info info;
+    dtl_err err = {0};
+    if (!dtl_opt_build(g, &cfg, l->params, grads, n, &info, &err))
+        return fail(l, l->t->settings[DTL_SET_OPTIMIZER]
+                           ? l->t->settings[DTL_SET_OPTIMIZER]->u.bind.value->span
+                           : l->t->decl->span,
+                    "optimizer: %s", err.msg);
+    if (info.lr != DTL_VAL_NONE)
+        dtl_g_output(g, DTL_OUT_VALUE, "lr", info.lr, DTL_VAL_NONE);
+    return true;
+}
 
 /* Builds the graph of l->kind into l->g. */
 static bool verified(low *l, const char *what);
@@ -2185,8 +2598,14 @@ static bool lower_body(low *l)
             if (!lower_forward(l, &e, &z))
                 return false;
             const dtl_node *zn = z.kind == LV_TENSOR ? nd(l, z.u.t) : NULL;
-            if (!zn || zn->rank != 2 || zn->shape[0] != l->batch || zn->shape[1] == 0 ||
-                !dtl_dtype_is_float(zn->dtype)) {
+            /* scores [batch, classes] for labels [batch]; [batch, T, classes] for [batch, T]
+             * (text: every position counts) */
+            const dtl_node *yn = nd(l, l->y.u.t);
+            bool fits = zn && zn->rank == yn->rank + 1 && yn->dtype == DTL_DTYPE_I64 &&
+                        zn->shape[zn->rank - 1] > 0;
+            for (uint32_t i = 0; fits && i < yn->rank; i++)
+                fits = zn->shape[i] == yn->shape[i];
+            if (!fits || !dtl_dtype_is_float(zn->dtype)) {
                 dtl_span at = l->t->settings[DTL_SET_EVALUATE]
                                   ? l->t->settings[DTL_SET_EVALUATE]->u.bind.value->span
                                   : l->t->decl->span;
@@ -2195,7 +2614,9 @@ static bool lower_body(low *l)
                                                              : "not a tensor");
             }
             g->role = DTL_ROLE_METRIC;
-            dtl_val correct = dtl_nn_accuracy_count(g, z.u.t, l->y.u.t, DTL_DTYPE_I64);
+            int64_t k = ev->u.cfg.builtin->nparams > 1 ? (int64_t)cfg_num(ev, 1) : 1;
+            dtl_val correct = k <= 1 ? dtl_nn_accuracy_count(g, z.u.t, l->y.u.t, DTL_DTYPE_I64)
+                                     : dtl_nn_topk_count(g, z.u.t, l->y.u.t, k, DTL_DTYPE_I64);
             g->role = DTL_ROLE_FORWARD;
             dtl_g_output(g, DTL_OUT_VALUE, "correct", correct, DTL_VAL_NONE);
         }
@@ -2205,7 +2626,10 @@ static bool lower_body(low *l)
         dtl_g_output(g, DTL_OUT_LOSS, "loss", loss, DTL_VAL_NONE);
         return true;
     }
+    case DTL_LOWER_UPDATE:
+        return lower_update(l);
     case DTL_LOWER_STEP:
+    case DTL_LOWER_GRAD:
         break;
     }
     dtl_val loss;
@@ -2232,6 +2656,13 @@ static bool lower_body(low *l)
                              nd(l, l->params[i])->name);
     if (!verified(l, "backward (after autodiff)"))
         return false;
+    if (l->kind == DTL_LOWER_GRAD) {   /* in the order backward finishes them (a guess) */
+        for (uint32_t i = n; i-- > 0;)
+            dtl_g_output(g, DTL_OUT_VALUE,
+                         dtl_arena_printf(&l->scratch, "grad.%s", nd(l, l->params[i])->name),
+                         grads[i], DTL_VAL_NONE);
+        return true;
+    }
     dtl_opt_info info;
     if (!dtl_opt_build(g, &cfg, l->params, grads, n, &info, &err))
         return fail(l, l->t->settings[DTL_SET_OPTIMIZER]
@@ -2360,8 +2791,23 @@ static bool data_spec(low *l, const dtl_type *split, dtl_lower_data *d)
             dtl_type_int_const(lab, &d->label_index);
         d->header = t->u.cfg.args[3]->kind == DTL_TYPE_BOOL && t->u.cfg.args[3]->u.b.v;
         d->scale = cfg_num(t, 4);
+        if (t->u.cfg.args[2]->kind != DTL_TYPE_STR) {   /* test = 0.2: held out of path */
+            d->test_fraction = cfg_num(t, 2);
+            d->path = cfg_str(l, t, 0);
+        }
+        dtl_type_int_const(t->u.cfg.args[5], &d->skip);
+        d->standardize = t->u.cfg.args[6]->kind == DTL_TYPE_BOOL && t->u.cfg.args[6]->u.b.v;
+        d->regression = t->u.cfg.args[7]->kind == DTL_TYPE_BOOL && t->u.cfg.args[7]->u.b.v;
         break;
     }
+    case DTL_BI_TEXT:
+        d->kind = DTL_LDATA_TEXT;
+        d->path = cfg_str(l, t, 0);
+        dtl_type_int_const(t->u.cfg.args[1], &d->context);
+        d->separator = cfg_str(l, t, 2);
+        dtl_type_int_const(t->u.cfg.args[3], &d->test_every);
+        d->scale = 1.0;
+        break;
     default:
         return fail(l, l->t->decl->span, "dataset %s() is not supported by lowering yet",
                     t->u.cfg.builtin->name);
@@ -2439,6 +2885,10 @@ static low *low_new(dtl_ctx *ctx, const dtl_train *t, dtl_lower_kind kind,
     l->kind = kind;
     l->fdt = o && o->compute == DTL_DTYPE_F64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
     l->batch = o && o->batch > 0 ? o->batch : t->batch;
+    if (o && o->shard_world > 1 && kind == DTL_LOWER_GRAD) {
+        l->shard_world = o->shard_world;
+        l->shard_rank = o->shard_rank;
+    }
     l->t = t;
     l->mod = train_module(t);
     return l;
@@ -2452,7 +2902,7 @@ static void low_free(low *l)
     free(l);
 }
 
-static const char *const kind_names[] = {"step", "eval", "infer"};
+static const char *const kind_names[] = {"step", "eval", "infer", "grad", "update"};
 
 /* Lowers one graph; with the out-of-memory jump already installed by the caller. */
 static bool lower_one(low *l)
@@ -2521,16 +2971,20 @@ bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opt
     memset(out, 0, sizeof *out);
     if (!opts_ok(ctx, t, opts))
         return false;
-    if (!dtl_lower_graph(ctx, t, DTL_LOWER_STEP, opts, &out->step))
+    out->split = opts && opts->split_step;
+    if (out->split ? !dtl_lower_graph(ctx, t, DTL_LOWER_GRAD, opts, &out->grad) ||
+                     !dtl_lower_graph(ctx, t, DTL_LOWER_UPDATE, opts, &out->update)
+                   : !dtl_lower_graph(ctx, t, DTL_LOWER_STEP, opts, &out->step)) {
+        dtl_lowered_free(out);
         return false;
+    }
     if (!dtl_lower_graph(ctx, t, DTL_LOWER_EVAL, opts, &out->eval)) {
-        dtl_graph_free(&out->step);
+        dtl_lowered_free(out);
         return false;
     }
     out->has_infer = forward_fits(t);
     if (out->has_infer && !dtl_lower_graph(ctx, t, DTL_LOWER_INFER, opts, &out->infer)) {
-        dtl_graph_free(&out->step);
-        dtl_graph_free(&out->eval);
+        dtl_lowered_free(out);
         return false;
     }
     /* The settings, decoded with a lowering state of their own (no graph is touched). */
@@ -2549,8 +3003,9 @@ bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opt
                             t->evaluate->u.cfg.builtin->id == DTL_BI_ACCURACY;
         if (ok && out->has_accuracy)
             ok = data_spec(l, t->evaluate->u.cfg.args[0], &out->eval_data);
-        for (uint32_t i = 0; i < out->step.nnodes; i++)
-            out->nparams += out->step.nodes[i].op == DTL_OP_PARAM;
+        const dtl_graph *tg = dtl_lowered_train_graph(out);
+        for (uint32_t i = 0; i < tg->nnodes; i++)
+            out->nparams += tg->nodes[i].op == DTL_OP_PARAM;
     } else {
         static const dtl_span nowhere;
         dtl_diag_error(&ctx->diags, nowhere, "out of memory");
@@ -2626,5 +3081,12 @@ void dtl_lowered_free(dtl_lowered *l)
     dtl_graph_free(&l->step);
     dtl_graph_free(&l->eval);
     dtl_graph_free(&l->infer);
+    dtl_graph_free(&l->grad);
+    dtl_graph_free(&l->update);
     memset(l, 0, sizeof *l);
+}
+
+const dtl_graph *dtl_lowered_train_graph(const dtl_lowered *l)
+{
+    return l->split ? &l->grad : &l->step;
 }

@@ -24,6 +24,17 @@
  *          is updated.
  *   INFER  input "x" only; output "y" (DTL_OUT_VALUE) = the model's forward(x). Dropout is
  *          the identity.
+ * and, for data-parallel training (docs/distributed.md), STEP cut in two where the gradients
+ * are averaged over ranks:
+ *   GRAD   STEP's inputs and params, dropout included; outputs "loss" (DTL_OUT_LOSS, the
+ *          mean over this graph's batch) and one DTL_OUT_VALUE "grad.<param>" per param (its
+ *          gradient; a zero constant for a param the loss does not reach), in reverse
+ *          declaration order (the order the backward pass finishes them). Nothing is updated.
+ *   UPDATE inputs "grad.<param>" (each of its param's dtype and shape) and "step" (and
+ *          "total_steps" when the schedule needs it), no x or y; the same params; STEP's
+ *          optimizer, schedule and clip applied to those gradients: the same DTL_OUT_PARAM,
+ *          DTL_OUT_STATE and "lr" outputs. GRAD then UPDATE on one batch computes what STEP
+ *          computes.
  * The three graphs declare the same params, with the same names, shapes and initializers,
  * in the same order, so one set of weights serves all three.
  *
@@ -57,6 +68,8 @@ typedef enum dtl_lower_kind {
     DTL_LOWER_STEP,      /* forward + loss + backward + update */
     DTL_LOWER_EVAL,      /* forward + loss (+ correct count) */
     DTL_LOWER_INFER,     /* forward only */
+    DTL_LOWER_GRAD,      /* forward + loss + backward: STEP's first half (data parallel) */
+    DTL_LOWER_UPDATE,    /* the optimizer on given gradients: STEP's second half */
 } dtl_lower_kind;
 
 typedef struct dtl_lower_opts {
@@ -65,11 +78,20 @@ typedef struct dtl_lower_opts {
      * DTL_DTYPE_F64 computes every f32 of the program in f64 (params, x, literals, casts,
      * one_hot) — for gradient checks against finite differences. Others are refused. */
     dtl_dtype compute;
+    /* dtl_lower_train: GRAD and UPDATE instead of STEP (its `step` is left empty), for data
+     * parallel training, where the gradients are averaged over ranks between the two. */
+    bool split_step;
+    /* GRAD as rank shard_rank's share (batch rows) of a global batch of batch × shard_world
+     * rows (when shard_world > 1): dropout along the batch takes its mask from the global
+     * batch's, rows shard_rank × batch …, so the ranks together drop what one graph with the
+     * global batch drops; a dropout on a tensor whose first axis is not the batch draws a
+     * mask of this rank's own. */
+    int shard_rank, shard_world;
 } dtl_lower_opts;
 
 /* Where the examples come from: a dataset split, decoded from idx(…) / npy(…) / csv(…). */
 typedef enum dtl_lower_data_kind {
-    DTL_LDATA_IDX, DTL_LDATA_NPY, DTL_LDATA_CSV
+    DTL_LDATA_IDX, DTL_LDATA_NPY, DTL_LDATA_CSV, DTL_LDATA_TEXT
 } dtl_lower_data_kind;
 
 typedef struct dtl_lower_data {
@@ -85,11 +107,21 @@ typedef struct dtl_lower_data {
     const char *label;       /* CSV: the label column by header name, or NULL … */
     int64_t label_index;     /* … by index from 0 */
     bool header;             /* CSV: the first line names the columns */
+    double test_fraction;    /* CSV: > 0: the test split is this fraction of path's rows,
+                                held out (runtime/data.h dtl_data_holdout) */
+    int64_t skip;            /* CSV: lines skipped before the header */
+    bool standardize;        /* CSV: features standardized with the train split's stats */
+    bool regression;         /* CSV: float targets (y is f32[B]) */
+    int64_t context;         /* TEXT (path: the file or directory): window length */
+    const char *separator;   /* TEXT: the document separator line ("" none) */
+    int64_t test_every;      /* TEXT: every test_every-th document is a test one (0: none) */
 } dtl_lower_data;
 
 /* A train block lowered: the three graphs and what the runner needs besides. */
 typedef struct dtl_lowered {
     dtl_graph step, eval, infer;
+    dtl_graph grad, update;  /* with opts->split_step (then step is empty); else empty */
+    bool split;              /* opts->split_step was set */
     bool has_infer;          /* the model's forward takes x alone (else infer is empty) */
     bool has_accuracy;       /* eval has the "correct" output */
     int64_t batch;           /* as bound */
@@ -125,5 +157,7 @@ bool dtl_lower_expr(dtl_ctx *ctx, const dtl_module *m, const dtl_expr *e,
 bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opts,
                      dtl_lowered *out);
 void dtl_lowered_free(dtl_lowered *l);
+/* The training graph with x, y and the params: step, or grad when split. */
+const dtl_graph *dtl_lowered_train_graph(const dtl_lowered *l);
 
 #endif

@@ -239,16 +239,15 @@ static dtl_val erf_nonneg(dtl_graph *g, dtl_val t)
 dtl_val dtl_nn_gelu(dtl_graph *g, dtl_val x)
 {
     need_float(g, x, "gelu");
-    /* erf is odd: erf(t) = E(t) for t >= 0, -E(-t) below. Each branch sees only its own
-     * half (the other half reads 0) so neither evaluates E where its formula is not meant
-     * to be used, and the gradient at 0 comes from the t >= 0 branch. */
+    /* erf is odd: erf(t) = E(|t|) for t >= 0, -E(|t|) below, with |t| written as a where
+     * so that E is evaluated once (on a value >= 0, where its formula is meant to be used)
+     * and the gradient at 0 comes from the t >= 0 side. */
     dtl_val t = bin(g, DTL_OP_MUL, x, sc(g, x, 1 / sqrt(2.0)));
     dtl_val zero = sc(g, x, 0);
     dtl_val pos = bin(g, DTL_OP_GE, t, zero);
-    dtl_val tp = dtl_g_where(g, pos, t, zero);
-    dtl_val tn = dtl_g_where(g, pos, zero, un(g, DTL_OP_NEG, t));
-    dtl_val en = un(g, DTL_OP_NEG, erf_nonneg(g, tn));   /* the t < 0 half first */
-    dtl_val erf = dtl_g_where(g, pos, erf_nonneg(g, tp), en);
+    dtl_val ta = dtl_g_where(g, pos, t, un(g, DTL_OP_NEG, t));
+    dtl_val e = erf_nonneg(g, ta);
+    dtl_val erf = dtl_g_where(g, pos, e, un(g, DTL_OP_NEG, e));
     dtl_val onep = bin(g, DTL_OP_ADD, sc(g, x, 1), erf);
     dtl_val phi = bin(g, DTL_OP_MUL, sc(g, x, 0.5), onep);
     return bin(g, DTL_OP_MUL, x, phi);
@@ -286,6 +285,19 @@ dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b)
         s[0] = bn.shape[0], s[1] = 1;
         b = dtl_g_reshape(g, b, 2, s);
     }
+    if (an.rank >= 3 && bn.rank == 2) {
+        /* [..., m, k] @ [k, n] is one product [(…) * m, k] @ [k, n]: one big GEMM instead
+         * of one per batch matrix, and b's gradient is one product too (not a batch of
+         * products summed). */
+        int64_t rows = 1;
+        for (uint32_t i = 0; i + 1 < an.rank; i++)
+            rows *= an.shape[i];
+        s[0] = rows, s[1] = an.shape[an.rank - 1];
+        dtl_val y2 = dtl_g_matmul(g, dtl_g_reshape(g, a, 2, s), b);
+        memcpy(s, an.shape, (an.rank - 1) * sizeof *s);
+        s[an.rank - 1] = bn.shape[1];
+        return dtl_g_reshape(g, y2, an.rank, s);
+    }
     dtl_val y = dtl_g_matmul(g, a, b);
     if (!va && !vb)
         return y;
@@ -305,4 +317,116 @@ dtl_val dtl_nn_step(dtl_graph *g)
             return v;
     const int64_t none[1] = {0};
     return dtl_g_input(g, "step", DTL_DTYPE_I64, 0, none);
+}
+
+/* ---- normalization (issue 7) ---------------------------------------------------------------- */
+
+/* v, a vector [C], reshaped to broadcast along axis `axis` of a rank-`rank` tensor. */
+static dtl_val along(dtl_graph *g, dtl_val v, uint32_t rank, uint32_t axis)
+{
+    int64_t s[DTL_MAX_RANK];
+    for (uint32_t i = 0; i < rank; i++)
+        s[i] = i == axis ? g->nodes[v].shape[0] : 1;
+    return dtl_g_reshape(g, v, rank, s);
+}
+
+static void need_vec(const dtl_graph *g, dtl_val v, dtl_val x, uint32_t axis, const char *what)
+{
+    const dtl_node *n = &g->nodes[v], *xn = &g->nodes[x];
+    if (n->rank != 1 || n->dtype != xn->dtype || n->shape[0] != xn->shape[axis])
+        NN_BUG("%s: %%%u must be a vector of %lld, of x's dtype", what, v,
+               (long long)xn->shape[axis]);
+}
+
+/* (x - m) / sqrt(v + eps) * gamma + beta, m and v of keepdims shape, gamma and beta [C]
+ * along axis. */
+static dtl_val normalize(dtl_graph *g, dtl_val x, dtl_val m, dtl_val v, dtl_val gamma,
+                         dtl_val beta, uint32_t axis, double eps)
+{
+    uint32_t r = g->nodes[x].rank;
+    dtl_val c = bin(g, DTL_OP_SUB, x, m);
+    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, x, eps)));
+    dtl_val y = bin(g, DTL_OP_DIV, c, s);
+    y = bin(g, DTL_OP_MUL, y, along(g, gamma, r, axis));
+    return bin(g, DTL_OP_ADD, y, along(g, beta, r, axis));
+}
+
+dtl_val dtl_nn_layer_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, double eps)
+{
+    need_float(g, x, "layer_norm");
+    uint32_t r = g->nodes[x].rank;
+    if (r < 1)
+        NN_BUG("layer_norm: x must have rank 1 or more");
+    need_vec(g, gamma, x, r - 1, "layer_norm");
+    need_vec(g, beta, x, r - 1, "layer_norm");
+    uint32_t ax = 1u << (r - 1);
+    dtl_val m = dtl_nn_mean(g, x, ax, true);
+    dtl_val c = bin(g, DTL_OP_SUB, x, m);
+    dtl_val v = dtl_nn_mean(g, bin(g, DTL_OP_MUL, c, c), ax, true);
+    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, x, eps)));
+    dtl_val y = bin(g, DTL_OP_MUL, bin(g, DTL_OP_DIV, c, s), along(g, gamma, r, r - 1));
+    return bin(g, DTL_OP_ADD, y, along(g, beta, r, r - 1));
+}
+
+dtl_val dtl_nn_batch_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, dtl_val mean,
+                          dtl_val var, double eps)
+{
+    need_float(g, x, "batch_norm");
+    uint32_t r = g->nodes[x].rank;
+    if (r < 2)
+        NN_BUG("batch_norm: x must have rank 2 or more");
+    need_vec(g, gamma, x, 1, "batch_norm");
+    need_vec(g, beta, x, 1, "batch_norm");
+    need_vec(g, mean, x, 1, "batch_norm");
+    need_vec(g, var, x, 1, "batch_norm");
+    return normalize(g, x, along(g, mean, r, 1), along(g, var, r, 1), gamma, beta, 1, eps);
+}
+
+dtl_val dtl_nn_batch_norm_train(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, double eps,
+                                dtl_val *mean, dtl_val *var)
+{
+    need_float(g, x, "batch_norm");
+    dtl_node xn = node_copy(g, x);
+    if (xn.rank < 2)
+        NN_BUG("batch_norm: x must have rank 2 or more");
+    need_vec(g, gamma, x, 1, "batch_norm");
+    need_vec(g, beta, x, 1, "batch_norm");
+    uint32_t axes = all_axes(xn.rank) & ~2u;
+    int64_t n = xn.shape[1] ? (int64_t)(dtl_node_numel(&xn) / (uint64_t)xn.shape[1]) : 0;
+    dtl_val m = dtl_nn_mean(g, x, axes, true);
+    dtl_val c = bin(g, DTL_OP_SUB, x, m);
+    dtl_val v = dtl_nn_mean(g, bin(g, DTL_OP_MUL, c, c), axes, true);
+    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, x, eps)));
+    dtl_val y = bin(g, DTL_OP_MUL, bin(g, DTL_OP_DIV, c, s), along(g, gamma, xn.rank, 1));
+    y = bin(g, DTL_OP_ADD, y, along(g, beta, xn.rank, 1));
+    int64_t cs[1] = {xn.shape[1]};
+    if (mean)
+        *mean = dtl_g_reshape(g, m, 1, cs);
+    if (var)
+        *var = dtl_g_reshape(g, bin(g, DTL_OP_MUL, v, sc(g, x, n > 1 ? (double)n / (double)(n - 1)
+                                                                    : 1.0)), 1, cs);
+    return y;
+}
+
+dtl_val dtl_nn_causal_mask(dtl_graph *g, int64_t n)
+{
+    const int64_t s[2] = {n, n};
+    dtl_val row = dtl_g_iota(g, DTL_DTYPE_I64, 2, s, 0);
+    dtl_val col = dtl_g_iota(g, DTL_DTYPE_I64, 2, s, 1);
+    return bin(g, DTL_OP_LE, col, row);
+}
+
+dtl_val dtl_nn_topk_count(dtl_graph *g, dtl_val logits, dtl_val labels, int64_t k, dtl_dtype dt)
+{
+    need_float(g, logits, "topk_count");
+    dtl_node z = node_copy(g, logits);
+    if (z.rank != 2 || g->nodes[labels].rank != 1 || g->nodes[labels].shape[0] != z.shape[0])
+        NN_BUG("topk_count: logits [B, C] and labels [B] needed");
+    /* The label's score; the row counts when fewer than k scores are strictly above it. */
+    dtl_val hot = dtl_nn_one_hot(g, labels, z.shape[1], z.dtype);
+    dtl_val picked = dtl_g_reduce(g, DTL_OP_SUM, bin(g, DTL_OP_MUL, logits, hot), 2u, true);
+    dtl_val above = dtl_g_cast(g, bin(g, DTL_OP_GT, logits, picked), DTL_DTYPE_I64);
+    dtl_val rank = dtl_g_reduce(g, DTL_OP_SUM, above, 2u, false);
+    dtl_val hit = bin(g, DTL_OP_LT, rank, dtl_g_scalar(g, DTL_DTYPE_I64, (double)k));
+    return dtl_g_reduce(g, DTL_OP_SUM, dtl_g_cast(g, hit, dt), 1u, false);
 }

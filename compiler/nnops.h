@@ -27,6 +27,15 @@
  *   dtl_nn_matmul(a, b)             numpy matmul: 1-D operands promoted, then the
  *                                   added axis removed                           numpy's
  *   dtl_nn_step(g)                  the INPUT "step" (found, else made i64 [])   []
+ *   dtl_nn_layer_norm(x, g, b, eps) (x - m) / sqrt(v + eps) * g + b, m and v the mean and
+ *                                   (biased) variance over the last axis        x
+ *   dtl_nn_batch_norm(x, g, b, m, v, eps)  the same with given m, v [C] along axis 1 x
+ *   dtl_nn_batch_norm_train(x, g, b, eps, &m, &v)  with the batch's statistics over every
+ *                                   axis but 1; *m the batch mean [C], *v the UNBIASED
+ *                                   variance [C] (n / (n - 1) times), for running stats   x
+ *   dtl_nn_causal_mask(g, n)        iota(col) <= iota(row): bool[n, n]           [n, n]
+ *   dtl_nn_topk_count(z, y, k, dt)  rows whose label has fewer than k scores strictly
+ *                                   above its own (ties count for the label)    scalar
  *
  * Primitive ops (relu, sigmoid, tanh, exp, log, sqrt, abs, sin, cos, sum, max, argmax,
  * reshape, transpose, concat, where, cast) are used directly through graph.h.
@@ -64,5 +73,12 @@ dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b);
 /* The graph's INPUT named "step" (the number of the update being computed, 1 for the first;
  * the RNG and the optimizer read it): the existing one if any, else a new i64 scalar INPUT. */
 dtl_val dtl_nn_step(dtl_graph *g);
+dtl_val dtl_nn_layer_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, double eps);
+dtl_val dtl_nn_batch_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, dtl_val mean,
+                          dtl_val var, double eps);
+dtl_val dtl_nn_batch_norm_train(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, double eps,
+                                dtl_val *mean, dtl_val *var);
+dtl_val dtl_nn_causal_mask(dtl_graph *g, int64_t n);
+dtl_val dtl_nn_topk_count(dtl_graph *g, dtl_val logits, dtl_val labels, int64_t k, dtl_dtype dt);
 
 #endif

@@ -34,10 +34,12 @@
 #include "../runtime/data.h"
 #include "../runtime/exec.h"
 #include "../runtime/fsutil.h"
+#include "../runtime/philox.h"
 #include "../runtime/progress.h"
 #include "../runtime/safetensors.h"
 #include "../lang/print.h"
 #include "lower.h"
+#include "run_dist.h"
 #include "../kernels/cuda/cuda.h"
 #ifdef HAVE_LLVM
 #include "llvm/llvm.h"
@@ -68,6 +70,13 @@ typedef struct runner {
     const dtl_backend *be;
     dtl_store *store;
     dtl_plan *step_plan, *eval_plan, *eval_tail, *infer_plan, *infer_tail;
+    /* Data parallel (world > 1, compiler/run_dist.h): step_plan runs the GRAD graph and
+     * update_plan the UPDATE graph; r->batch is this rank's share of the global batch. */
+    int world, rank;
+    dtl_comm_env env;
+    dtl_dist *dist;
+    bool dist_started;         /* a step ran: the world's timeout is DTL_TIMEOUT again */
+    dtl_plan *update_plan;
     dtl_graph eval_tail_g, infer_tail_g;
     bool have_eval_tail_g, have_infer_tail_g;
     dtl_data train, test;
@@ -202,6 +211,10 @@ static void params_hash(const dtl_graph *g, char out[17])
 
 static bool save_checkpoint(runner *r, const char *path)
 {
+    if (r->rank != 0) {   /* data parallel: rank 0 writes, the others hold the same values */
+        r->saved_step = r->step;
+        return true;
+    }
     if (!dtl_store_sync(r->store, DTL_SYNC_TO_HOST, r->err))   /* a device backend's values */
         return false;
     size_t n = dtl_store_count(r->store);
@@ -222,7 +235,7 @@ static bool save_checkpoint(runner *r, const char *path)
     snprintf(epoch, sizeof epoch, "%" PRId64, r->epoch);
     snprintf(estep, sizeof estep, "%" PRId64, r->epoch_step);
     snprintf(seed, sizeof seed, "%" PRIu64, r->seed);
-    snprintf(batch, sizeof batch, "%" PRId64, r->batch);
+    snprintf(batch, sizeof batch, "%" PRId64, r->batch * r->world);   /* the global batch */
     snprintf(rows, sizeof rows, "%" PRId64, r->train.n);
     snprintf(lsum, sizeof lsum, "%a", r->loss_sum);
     const dtl_st_meta meta[] = {
@@ -383,7 +396,7 @@ static dtl_run_status resume_apply(runner *r, const char *path)
 {
     if (r->epoch_step > 0) {
         /* The position in the epoch means something only with the same batches. */
-        const char *what = r->ck_batch != r->batch ? "batch size"
+        const char *what = r->ck_batch != r->batch * r->world ? "batch size"
                            : r->ck_rows != r->train.n ? "number of training rows (--limit-train)"
                            : (strcmp(r->ck_shuffle, "false") == 0) != r->o->no_shuffle
                            ? "shuffling (--no-shuffle)" : NULL;
@@ -441,6 +454,14 @@ static bool load_split(runner *r, const dtl_lower_data *ld, dtl_dtype dt, dtl_da
         return dtl_data_find_dir(ld->name, dirs, nd, dir, sizeof dir, r->err) &&
                dtl_data_load_idx_dir(d, dir, ld->test ? "test" : "train", &o, r->err);
     }
+    case DTL_LDATA_TEXT: {
+        dtl_text_opts to = {ld->context, ld->separator, ld->test_every, ld->test};
+        char *p = join(ld->dir, ld->path);
+        bool ok = p ? dtl_data_load_text(d, p, &to, r->err)
+                    : dtl_err_set(r->err, DTL_ERR_NOMEM, "out of memory");
+        free(p);
+        return ok;
+    }
     case DTL_LDATA_NPY: {
         char *x = join(ld->dir, ld->x), *y = join(ld->dir, ld->y);
         bool ok = x && y ? dtl_data_load_npy(d, x, y, &o, r->err)
@@ -453,9 +474,15 @@ static bool load_split(runner *r, const dtl_lower_data *ld, dtl_dtype dt, dtl_da
         o.csv_header = ld->header;
         o.csv_label = ld->label;
         o.csv_label_index = (int)ld->label_index;
+        o.csv_skip = (int)ld->skip;
+        o.csv_regression = ld->regression;
         char *p = join(ld->dir, ld->path);
         bool ok = p ? dtl_data_load_csv(d, p, &o, r->err)
                     : dtl_err_set(r->err, DTL_ERR_NOMEM, "out of memory");
+        if (ok && ld->test_fraction > 0)   /* test = 0.2: the held-out rows of one file */
+            ok = dtl_data_holdout(d, ld->test_fraction, ld->test, p, r->err);
+        if (!ok)
+            dtl_data_free(d);
         free(p);
         return ok;
     }
@@ -484,6 +511,17 @@ static bool data_fits(runner *r, const dtl_data *d, const char *what, const dtl_
                            "model's x is %s (%" PRId64 " values a row)", what, d->features, ty,
                            per);
     }
+    const dtl_node *y = find_input(g, "y");
+    int64_t yper = 1;
+    for (uint32_t i = 1; y && i < y->rank; i++)
+        yper *= y->shape[i];
+    if (d->text && x->dtype != DTL_DTYPE_I64)
+        return dtl_err_set(r->err, DTL_ERR_MISMATCH, "%s: text windows are byte ids, i64, but "
+                           "the model's x is %s", what, dtl_dtype_name(x->dtype));
+    if (y && (y->dtype != dtl_data_ydtype(d) || yper != dtl_data_ylen(d)))
+        return dtl_err_set(r->err, DTL_ERR_MISMATCH, "%s: %" PRId64 " label(s) of %s a row, "
+                           "but the graph's y takes %" PRId64 " of %s", what, dtl_data_ylen(d),
+                           dtl_dtype_name(dtl_data_ydtype(d)), yper, dtl_dtype_name(y->dtype));
     if (r->L.has_infer && d->y) {
         const dtl_graph *ig = &r->L.infer;
         for (uint32_t i = 0; i < ig->nouts; i++) {
@@ -516,20 +554,36 @@ static double scalar_of(const dtl_tensor *t)
     }
 }
 
-/* Runs plan p (whose x is `rows` rows) on x, y, the step number and the run's length (the
- * inputs a graph does not have are ignored). */
+/* The bindings of graph g (whose x is `rows` rows) for x, y, the step number (*stepno, which
+ * must outlive the run) and the run's length (the inputs a graph does not have are ignored);
+ * returns how many (x alone without y). */
+static size_t batch_bindings(runner *r, const dtl_graph *g, const void *x, const int64_t *y,
+                             int64_t rows, const int64_t *stepno, dtl_binding in[4])
+{
+    const dtl_node *xn = find_input(g, "x"), *yn = find_input(g, "y");
+    dtl_binding b[4] = {{"x", x, xn->dtype, xn->rank, {0}},
+                        {"y", y, yn ? yn->dtype : DTL_DTYPE_I64, yn ? yn->rank : 1, {rows}},
+                        {"step", stepno, DTL_DTYPE_I64, 0, {0}},
+                        {"total_steps", &r->total_steps, DTL_DTYPE_I64, 0, {0}}};
+    memcpy(b[0].shape, xn->shape, sizeof b[0].shape);
+    b[0].shape[0] = rows;
+    if (yn) {   /* y: i64[B], f32[B] targets or i64[B, T] (text) */
+        memcpy(b[1].shape, yn->shape, sizeof b[1].shape);
+        b[1].shape[0] = rows;
+    }
+    memcpy(in, b, sizeof b);
+    return y ? 4 : 1;
+}
+
+/* Runs plan p of graph g on a batch (see batch_bindings). */
 static bool run_batch(runner *r, dtl_plan *p, const dtl_graph *g, const void *x, const int64_t *y,
                       int64_t rows, int64_t stepno)
 {
-    const dtl_node *xn = find_input(g, "x");
-    dtl_binding in[4] = {{"x", x, xn->dtype, xn->rank, {0}},
-                         {"y", y, DTL_DTYPE_I64, 1, {rows}},
-                         {"step", &stepno, DTL_DTYPE_I64, 0, {0}},
-                         {"total_steps", &r->total_steps, DTL_DTYPE_I64, 0, {0}}};
-    memcpy(in[0].shape, xn->shape, sizeof in[0].shape);
-    in[0].shape[0] = rows;
-    return dtl_plan_run(p, in, y ? 4 : 1, r->err);
+    dtl_binding in[4];
+    size_t n = batch_bindings(r, g, x, y, rows, &stepno, in);
+    return dtl_plan_run(p, in, n, r->err);
 }
+
 
 static bool read_scalar(runner *r, dtl_plan *p, const char *name, double *v)
 {
@@ -537,6 +591,25 @@ static bool read_scalar(runner *r, dtl_plan *p, const char *name, double *v)
     if (!dtl_plan_output(p, name, &t, r->err))
         return false;
     *v = scalar_of(&t);
+    return true;
+}
+
+/* One update on a batch: *loss (the global batch's, in data parallel) and r->last_lr. */
+static bool train_batch(runner *r, const dtl_batch *b, double *loss)
+{
+    int64_t stepno = r->step + 1;
+    if (!r->dist)
+        return run_batch(r, r->step_plan, &r->L.step, b->x, b->y, b->rows, stepno) &&
+               read_scalar(r, r->step_plan, "loss", loss) &&
+               read_scalar(r, r->step_plan, "lr", &r->last_lr);
+    dtl_binding in[4];
+    size_t n = batch_bindings(r, &r->L.grad, b->x, b->y, b->rows, &stepno, in);
+    if (!dtl_dist_step(r->dist, r->step_plan, r->update_plan, in, n, loss, r->err) ||
+        !read_scalar(r, r->update_plan, "lr", &r->last_lr))
+        return false;
+    if (!r->dist_started)   /* compiling and the first step are behind: the usual timeout */
+        dtl_dist_started(r->dist);
+    r->dist_started = true;
     return true;
 }
 
@@ -587,8 +660,17 @@ static bool evaluate(runner *r, double *loss, double *acc)
         correct += (int64_t)c;
         rows += b->rows;
     }
+    if (r->dist) {   /* each rank evaluated its shard: the sums over all ranks */
+        double v[3] = {lsum, (double)correct, (double)rows};
+        if (!dtl_dist_sum(r->dist, v, 3, r->err))
+            return false;
+        lsum = v[0];
+        correct = (int64_t)v[1];
+        rows = (int64_t)v[2];
+    }
     *loss = lsum / (double)rows;
-    *acc = (double)correct / (double)rows;
+    /* text: every position of a window is a prediction */
+    *acc = (double)correct / ((double)rows * (double)dtl_data_ylen(&r->test));
     return true;
 }
 
@@ -612,6 +694,8 @@ typedef struct epoch_report {
 
 static bool report_epoch(runner *r, const epoch_report *e)
 {
+    if (r->rank != 0)   /* data parallel: rank 0 reports for all */
+        return true;
     dtl_progress_clear(&r->prog);
     fprintf(r->out, "epoch %" PRId64 "/%" PRId64, e->epoch, r->epochs);
     if (e->steps != r->steps_per_epoch)
@@ -684,6 +768,12 @@ static void print_timings(runner *r)
     dtl_plan_stats_get(r->eval_plan, &e);
     double now = dtl_progress_now(), total = r->o->start_time > 0 ? now - r->o->start_time : 0;
     double passes = s.passes_seconds + e.passes_seconds, llvm = s.llvm_seconds + e.llvm_seconds;
+    if (r->update_plan) {   /* data parallel: the step is two plans */
+        dtl_plan_stats u;
+        dtl_plan_stats_get(r->update_plan, &u);
+        passes += u.passes_seconds;
+        llvm += u.llvm_seconds;
+    }
     double other = total - r->t_lower - r->t_data - passes - llvm;
     fprintf(r->perr, "dtlc: timings: first step after %.1f ms: lowering %.1f ms, passes and "
             "fusion %.1f ms, LLVM %.1f ms (step and eval plans, %s backend), data %.1f ms, "
@@ -694,7 +784,7 @@ static void print_timings(runner *r)
 static dtl_run_status train(runner *r)
 {
     const dtl_run_opts *o = r->o;
-    if (o->timings)
+    if (o->timings && r->rank == 0)
         print_timings(r);
     int64_t target = r->epochs * r->steps_per_epoch;
     if (o->max_steps >= 0 && o->max_steps < target)
@@ -715,9 +805,8 @@ static dtl_run_status train(runner *r)
         double t_loop = dtl_progress_now(), t_before = t_train;
         for (const dtl_batch *b; !stop_now(r) && (b = dtl_loader_next(r->ltrain));) {
             double loss;
-            bool ok = run_batch(r, r->step_plan, &r->L.step, b->x, b->y, b->rows, r->step + 1) &&
-                      read_scalar(r, r->step_plan, "loss", &loss) &&
-                      read_scalar(r, r->step_plan, "lr", &r->last_lr);
+            int64_t rows = b->rows * r->world;   /* the global batch's */
+            bool ok = train_batch(r, b, &loss);
             dtl_loader_release(r->ltrain, b);
             if (!ok)
                 return DTL_RUN_FAILED;
@@ -731,7 +820,7 @@ static dtl_run_status train(runner *r)
             r->step++;
             r->epoch_step++;
             r->loss_sum += loss;
-            samples += b->rows;
+            samples += rows;
             double now = dtl_progress_now();
             t_steps = now - t_loop;   /* waits for the loader included */
             t_train = t_before + t_steps;
@@ -767,7 +856,7 @@ static dtl_run_status train(runner *r)
     (void)t_run;
     if (o->save && r->saved_step != r->step && !save_checkpoint(r, o->save))
         return DTL_RUN_FAILED;
-    if (o->save && !o->ckpt_every)
+    if (o->save && !o->ckpt_every && r->rank == 0)
         fprintf(r->perr, "dtlc: note: saved %s (step %" PRId64 ")\n", o->save, r->step);
     return DTL_RUN_OK;
 }
@@ -874,6 +963,115 @@ out:
     return st;
 }
 
+/* ---- sampling from a language model ----------------------------------------------------------
+ * --infer --sample N: the infer graph (lowered with batch 1) maps a window x: i64[1, T] of byte
+ * ids to logits y: f32[1, T, V] (the next byte after each position) or f32[1, V] (after the
+ * window). The window is the last T bytes of the prompt and what was generated so far; while
+ * there are fewer than T, they fill the start of the window, the rest is zero bytes, and the
+ * logits are read at the last real position — exact for a causal model, whose position i sees
+ * positions <= i only. Byte k is drawn with probability softmax(logits / temperature)
+ * (temperature 0: the likeliest byte) using the Philox stream ("sample", 0) keyed by the
+ * seed, so the same seed gives the same text. */
+
+static dtl_run_status sample(runner *r)
+{
+    const dtl_run_opts *o = r->o;
+    const dtl_graph *g = &r->L.infer;
+    const dtl_node *xn = find_input(g, "x");
+    const dtl_output *yo = NULL;
+    for (uint32_t i = 0; i < g->nouts; i++)
+        if (strcmp(g->outs[i].name, "y") == 0)
+            yo = &g->outs[i];
+    const dtl_node *yn = yo ? &g->nodes[yo->val] : NULL;
+    if (xn->dtype != DTL_DTYPE_I64 || xn->rank != 2 || xn->shape[0] != 1 || !yn ||
+        !dtl_dtype_is_float(yn->dtype) || !(yn->rank == 2 || (yn->rank == 3 &&
+                                                                yn->shape[1] == xn->shape[1]))) {
+        char xs[160], ys[160] = "none";
+        fmt_type(xs, sizeof xs, xn->dtype, xn->rank, xn->shape);
+        if (yn)
+            fmt_type(ys, sizeof ys, yn->dtype, yn->rank, yn->shape);
+        dtl_err_set(r->err, DTL_ERR_USAGE, "--sample needs a model of byte windows, forward(x: "
+                    "i64[B, T]) -> f32[B, T, V] (or f32[B, V]), as for a text(…) data set; "
+                    "this model's x is %s and forward(x) is %s (at batch 1)", xs, ys);
+        return DTL_RUN_USAGE;
+    }
+    int64_t T = xn->shape[1], V = yn->shape[yn->rank - 1];
+    if (V < 2 || V > 256) {
+        dtl_err_set(r->err, DTL_ERR_USAGE, "--sample: the model scores %" PRId64 " classes; "
+                    "byte ids need 2 to 256", V);
+        return DTL_RUN_USAGE;
+    }
+    const char *prompt = o->prompt && o->prompt[0] ? o->prompt : "\n";
+    size_t plen = strlen(prompt), cap = plen + (size_t)o->sample;
+    unsigned char *text = malloc(cap + 1);
+    int64_t *x = calloc((size_t)T, sizeof *x);
+    double *p = malloc((size_t)V * sizeof *p);
+    dtl_run_status st = DTL_RUN_FAILED;
+    if (!text || !x || !p) {
+        dtl_err_set(r->err, DTL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(text, prompt, plen);
+    size_t len = plen;
+    double temp = o->temperature_set ? o->temperature : 1.0;
+    dtl_rng rng;
+    dtl_rng_init(&rng, r->seed, dtl_rng_stream_id("sample", 0));
+    for (int64_t i = 0; i < o->sample; i++) {
+        int64_t w = (int64_t)len < T ? (int64_t)len : T;
+        for (int64_t j = 0; j < T; j++) {
+            x[j] = j < w ? text[len - (size_t)w + (size_t)j] : 0;
+            if (x[j] >= V) {
+                dtl_err_set(r->err, DTL_ERR_USAGE, "--sample: byte %" PRId64 " of the text is "
+                            "beyond the model's %" PRId64 " classes", x[j], V);
+                st = DTL_RUN_USAGE;
+                goto out;
+            }
+        }
+        dtl_tensor y;
+        if (!run_batch(r, r->infer_plan, g, x, NULL, 1, 0) ||
+            !dtl_plan_output(r->infer_plan, "y", &y, r->err))
+            goto out;
+        size_t at = yn->rank == 3 ? (size_t)(w - 1) * (size_t)V : 0;
+        double mx = -INFINITY;
+        int64_t best = 0;
+        for (int64_t k = 0; k < V; k++) {
+            p[k] = y.dtype == DTL_DTYPE_F32 ? ((const float *)y.data)[at + (size_t)k]
+                                            : ((const double *)y.data)[at + (size_t)k];
+            if (p[k] > mx)
+                mx = p[k], best = k;
+        }
+        if (!isfinite(mx)) {
+            dtl_err_set(r->err, DTL_ERR_FORMAT, "--sample: the model's logits are not finite");
+            goto out;
+        }
+        int64_t pick = best;
+        if (temp > 0) {
+            double sum = 0;
+            for (int64_t k = 0; k < V; k++)
+                sum += p[k] = exp((p[k] - mx) / temp);
+            double u = dtl_rng_uniform_f64(&rng) * sum;
+            for (pick = 0; pick < V - 1 && (u -= p[pick]) >= 0; pick++)
+                ;
+        }
+        text[len++] = (unsigned char)pick;
+    }
+    /* The prompt the user gave, then the sample (without the default prompt, a newline). */
+    size_t from = o->prompt && o->prompt[0] ? 0 : plen;
+    fwrite(text + from, 1, len - from, r->out);
+    if (len > from && text[len - 1] != '\n')
+        fputc('\n', r->out);
+    if (fflush(r->out) != 0 || ferror(r->out)) {
+        dtl_err_set(r->err, DTL_ERR_IO, "cannot write the sample: %s", strerror(errno));
+        goto out;
+    }
+    st = DTL_RUN_OK;
+out:
+    free(text);
+    free(x);
+    free(p);
+    return st;
+}
+
 /* ---- setup ------------------------------------------------------------------------------------ */
 
 static dtl_run_status check_opts(runner *r)
@@ -883,7 +1081,13 @@ static dtl_run_status check_opts(runner *r)
         if (!o->load)
             return fail_usage(r, "%s", "--infer needs --load W.safetensors: the weights to "
                               "infer with");
-        if (!o->input || !o->output)
+        if (o->sample && (o->input || o->output))
+            return fail_usage(r, "--sample writes text to standard output: it takes no %s",
+                              o->input ? "--input" : "--output");
+        if (!o->sample && (o->prompt || o->temperature_set))
+            return fail_usage(r, "%s needs --sample N (how many bytes to generate)",
+                              o->prompt ? "--prompt" : "--temperature");
+        if (!o->sample && (!o->input || !o->output))
             return fail_usage(r, "--infer needs %s", !o->input ? "--input X.npy (the features)"
                                                               : "--output Y.npy (where the "
                                                                 "model's outputs go)");
@@ -893,8 +1097,9 @@ static dtl_run_status check_opts(runner *r)
                               ? "--metrics" : "--checkpoint-every");
         return DTL_RUN_OK;
     }
-    if (o->input || o->output)
-        return fail_usage(r, "%s is for --infer", o->input ? "--input" : "--output");
+    if (o->input || o->output || o->sample || o->prompt || o->temperature_set)
+        return fail_usage(r, "%s is for --infer", o->input ? "--input" : o->output ? "--output"
+                          : o->sample ? "--sample" : o->prompt ? "--prompt" : "--temperature");
     if (o->resume && o->load)
         return fail_usage(r, "%s", "--resume and --load both give the starting weights: "
                           "choose one");
@@ -922,10 +1127,13 @@ static void cleanup(runner *r)
     dtl_loader_free(r->ltrain);
     dtl_loader_free(r->ltest);
     dtl_plan_free(r->step_plan);
+    dtl_plan_free(r->update_plan);
     dtl_plan_free(r->eval_plan);
     dtl_plan_free(r->eval_tail);
     dtl_plan_free(r->infer_plan);
     dtl_plan_free(r->infer_tail);
+    dtl_dist_abort(r->dist, r->err->msg[0] ? r->err->msg : "it stopped");   /* NULL: nothing */
+    r->dist = NULL;
     if (r->have_eval_tail_g)
         dtl_graph_free(&r->eval_tail_g);
     if (r->have_infer_tail_g)
@@ -940,21 +1148,39 @@ static void cleanup(runner *r)
     dtl_st_close(r->ck);
 }
 
+/* csv(…, standardize = true): every feature to mean 0 and sd 1 with the statistics of the
+ * training rows (as limited by --limit-train), applied to both splits. */
+static bool standardize(runner *r)
+{
+    size_t nf = (size_t)r->train.features;
+    double *mean = malloc(2 * nf * sizeof *mean);
+    if (!mean)
+        return dtl_err_set(r->err, DTL_ERR_NOMEM, "out of memory");
+    bool ok = dtl_data_stats(&r->train, mean, mean + nf, r->err) &&
+              dtl_data_standardize(&r->train, mean, mean + nf, r->err) &&
+              (!r->have_test || dtl_data_standardize(&r->test, mean, mean + nf, r->err));
+    free(mean);
+    return ok;
+}
+
 /* Data, loaders and plans for training. */
 static dtl_run_status setup_training(runner *r)
 {
     const dtl_run_opts *o = r->o;
     char name[200];
-    dtl_dtype dt = find_input(&r->L.step, "x")->dtype;
+    const dtl_graph *tg = dtl_lowered_train_graph(&r->L);
+    dtl_dtype dt = find_input(tg, "x")->dtype;
     double t0 = dtl_progress_now();
     if (!load_split(r, &r->L.data, dt, &r->train))
         return DTL_RUN_FAILED;
     if (o->limit_train > 0 && o->limit_train < r->train.n)
         r->train.n = o->limit_train;
-    if (!data_fits(r, &r->train, split_name(&r->L.data, name, sizeof name), &r->L.step))
+    if (!data_fits(r, &r->train, split_name(&r->L.data, name, sizeof name), tg))
         return DTL_RUN_FAILED;
-    r->have_test = r->L.has_accuracy && (r->L.eval_data.kind != DTL_LDATA_CSV ||
-                                         r->L.eval_data.path[0]);
+    const dtl_lower_data *ed = &r->L.eval_data;
+    r->have_test = r->L.has_accuracy &&
+                   (ed->kind == DTL_LDATA_CSV ? ed->path[0] || ed->test_fraction > 0
+                    : ed->kind == DTL_LDATA_TEXT ? ed->test_every > 0 : true);
     if (r->have_test) {
         if (!load_split(r, &r->L.eval_data, dt, &r->test))
             return DTL_RUN_FAILED;
@@ -963,22 +1189,42 @@ static dtl_run_status setup_training(runner *r)
         if (!data_fits(r, &r->test, split_name(&r->L.eval_data, name, sizeof name), &r->L.eval))
             return DTL_RUN_FAILED;
     }
+    if (r->L.data.kind == DTL_LDATA_CSV && r->L.data.standardize && !standardize(r))
+        return DTL_RUN_FAILED;
     r->t_data = dtl_progress_now() - t0;
-    dtl_loader_opts lo = {r->batch, 1, 0, r->seed, !o->no_shuffle, true, 2};
+    dtl_loader_opts lo = {r->batch, r->world, r->rank, r->seed, !o->no_shuffle, true, 2};
     if (!(r->ltrain = dtl_loader_new(&r->train, &lo, r->err))) {
         dtl_err_set(r->err, DTL_ERR_MISMATCH, "%s has %" PRId64 " rows, fewer than one batch of "
-                    "%" PRId64, split_name(&r->L.data, name, sizeof name), r->train.n, r->batch);
+                    "%" PRId64, split_name(&r->L.data, name, sizeof name), r->train.n,
+                    r->batch * r->world);
         return DTL_RUN_USAGE;
     }
     r->steps_per_epoch = dtl_loader_steps(r->ltrain);
     r->total_steps = r->epochs * r->steps_per_epoch;
     if (r->have_test) {
-        dtl_loader_opts te = {r->batch, 1, 0, r->seed, false, false, 2};
+        dtl_loader_opts te = {r->batch, r->world, r->rank, r->seed, false, false, 2};
         if (!(r->ltest = dtl_loader_new(&r->test, &te, r->err)))
             return DTL_RUN_FAILED;
     }
-    if (!(r->step_plan = dtl_plan_new(r->be, &r->L.step, r->store, NULL, r->err)) ||
-        !(r->eval_plan = dtl_plan_new(r->be, &r->L.eval, r->store, NULL, r->err)))
+    if (r->world > 1) {   /* data parallel: join the world, then plan the two halves */
+        char what[600];
+        snprintf(what, sizeof what, "batch %" PRId64 " seed %" PRIu64 " f64 %d shuffle %d "
+                 "rows %" PRId64 " %" PRId64 " epochs %" PRId64 " steps %" PRId64 " backend %s "
+                 "resume %" PRId64 " %" PRId64 " %" PRId64, r->batch * r->world, r->seed,
+                 o->f64, !o->no_shuffle, r->train.n, r->have_test ? r->test.n : -1, r->epochs,
+                 o->max_steps, r->be->name, r->step, r->epoch, r->epoch_step);
+        if (!(r->dist = dtl_dist_join(r->ctx, r->t, &r->env, &r->L.grad, what, r->have_test,
+                                      r->err)))
+            return DTL_RUN_FAILED;
+        dtl_plan_opts po;
+        dtl_dist_plan_opts(r->dist, &po);
+        if (!(r->step_plan = dtl_plan_new(r->be, &r->L.grad, r->store, &po, r->err)) ||
+            !(r->update_plan = dtl_plan_new(r->be, &r->L.update, r->store, NULL, r->err)))
+            return DTL_RUN_FAILED;
+    } else if (!(r->step_plan = dtl_plan_new(r->be, &r->L.step, r->store, NULL, r->err))) {
+        return DTL_RUN_FAILED;
+    }
+    if (!(r->eval_plan = dtl_plan_new(r->be, &r->L.eval, r->store, NULL, r->err)))
         return DTL_RUN_FAILED;
     return DTL_RUN_OK;
 }
@@ -1013,8 +1259,29 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     if (!(r.be = backend_named(want, err)))
         return want && strcmp(want, "cuda") == 0 ? DTL_RUN_USAGE : unknown_backend(&r, want);
 
-    r.lo.batch = o->batch;
+    /* The world this process is part of (runtime/comm/comm.h): more than one rank trains data
+     * parallel, each on batch/N rows (compiler/run_dist.h). */
+    r.world = 1;
+    if (!dtl_comm_env_from_environ(&r.env, err))
+        return DTL_RUN_USAGE;
+    if (r.env.size > 1) {
+        if (o->infer) {
+            dtl_err_set(err, DTL_ERR_USAGE, "--infer runs in one process, but this run has %d "
+                        "ranks: start it without a launcher", r.env.size);
+            return DTL_RUN_USAGE;
+        }
+        if (!dtl_dist_check(ctx, t, &r.env, o->batch, err))
+            return DTL_RUN_USAGE;
+        r.world = r.env.size;
+        r.rank = r.env.rank;
+    }
+    r.lo.batch = (o->batch > 0 ? o->batch : t->batch) / r.world;
+    if (o->infer && o->sample)
+        r.lo.batch = 1;   /* one window at a time */
     r.lo.compute = o->f64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
+    r.lo.split_step = r.world > 1;
+    r.lo.shard_rank = r.rank;
+    r.lo.shard_world = r.world;
     double t_lower = dtl_progress_now();
     if (!dtl_lower_train(ctx, t, &r.lo, &r.L))
         return DTL_RUN_DIAG;
@@ -1024,7 +1291,7 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     r.epochs = o->epochs > 0 ? o->epochs : r.L.epochs;
     r.seed = o->seed_set ? o->seed : r.L.seed >= 0 ? (uint64_t)r.L.seed : 0;
     r.model = t->inst->u.m.model->name;
-    params_hash(&r.L.step, r.hash);
+    params_hash(dtl_lowered_train_graph(&r.L), r.hash);
     if (o->resume && (st = resume_read(&r, o->resume)) != DTL_RUN_OK)
         goto out;
     r.store = dtl_store_new(r.seed);
@@ -1043,7 +1310,7 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
         if (!(r.infer_plan = dtl_plan_new(r.be, &r.L.infer, r.store, NULL, err)) ||
             !load_weights(&r, o->load))
             goto out;
-        st = infer(&r);
+        st = o->sample ? sample(&r) : infer(&r);
         goto out;
     }
 
@@ -1052,21 +1319,28 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     if (o->resume) {
         if ((st = resume_apply(&r, o->resume)) != DTL_RUN_OK)
             goto out;
-        fprintf(progress_out, "dtlc: note: resumed from %s at epoch %" PRId64 ", step %" PRId64
-                "\n", o->resume, r.epoch + 1, r.step);
-        if (r.epoch >= r.epochs)
+        if (r.rank == 0)
+            fprintf(progress_out, "dtlc: note: resumed from %s at epoch %" PRId64 ", step %"
+                    PRId64 "\n", o->resume, r.epoch + 1, r.step);
+        if (r.epoch >= r.epochs && r.rank == 0)
             fprintf(progress_out, "dtlc: note: nothing to train: %s has done %" PRId64
                     " epochs and --epochs asks for %" PRId64 " in all\n", o->resume, r.epoch,
                     r.epochs);
     }
     /* Checked, but not acted on yet: say so rather than let the user believe it. (`parallel
-     * = data` over all ranks is what one process does anyway.) */
+     * = data` over all ranks is what one process does anyway; over several ranks it is acted
+     * on, and tensor or pipeline parallelism over several is refused by dtl_dist_check.) */
     const dtl_type *par = t->parallel, *dev = t->device;
-    if (par && (par->u.par.data > 1 || par->u.par.tensor > 1 || par->u.par.stages > 1))
+    const char *par_s = par ? dtl_print_expr(&ctx->arena,
+                                             t->settings[DTL_SET_PARALLEL]->u.bind.value) : "";
+    if (par && r.world == 1 && (par->u.par.tensor > 1 || par->u.par.stages > 1))
         fprintf(progress_out, "dtlc: note: parallel = %s is not acted on yet: this build trains "
-                "in one process\n", dtl_print_expr(&ctx->arena,
-                                                   t->settings[DTL_SET_PARALLEL]->u.bind.value));
-    if (dev && strcmp(dev->u.cfg.builtin->name, "cpu") != 0 && strcmp(r.be->name, "cuda") != 0)
+                "in one process\n", par_s);
+    else if (par && r.world == 1 && par->u.par.data > 1)
+        fprintf(progress_out, "dtlc: note: parallel = %s asks for %" PRId64 " ranks; this run "
+                "has one (start them with `dtlc run -n %" PRId64 "`, mpirun or srun)\n", par_s,
+                par->u.par.data, par->u.par.data);
+    if (dev && r.rank == 0 && strcmp(dev->u.cfg.builtin->name, "cpu") != 0 && strcmp(r.be->name, "cuda") != 0)
         fprintf(progress_out, "dtlc: note: device = %s is not acted on yet: %s; this run trains "
                 "on the CPU (backend %s)\n", dtl_print_expr(&ctx->arena,
                                            t->settings[DTL_SET_DEVICE]->u.bind.value),
@@ -1074,7 +1348,9 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     st = DTL_RUN_FAILED;
     if (o->load && !load_weights(&r, o->load))
         goto out;
-    if (o->metrics && !(r.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
+    if (r.dist && !dtl_dist_broadcast(r.dist, r.store, err))   /* every rank starts as rank 0 */
+        goto out;
+    if (o->metrics && r.rank == 0 && !(r.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
         dtl_err_set(err, DTL_ERR_IO, "%s: cannot open: %s", o->metrics, strerror(errno));
         goto out;
     }
@@ -1083,8 +1359,16 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
                            : o->progress == DTL_PROGRESS_NONE  ? DTL_PROGRESS_MODE_NONE
                            : isatty(fileno(progress_out))      ? DTL_PROGRESS_MODE_BAR
                                                                : DTL_PROGRESS_MODE_PLAIN;
+    if (r.rank != 0)   /* data parallel: rank 0 shows the progress of all */
+        pm = DTL_PROGRESS_MODE_NONE;
     dtl_progress_init(&r.prog, progress_out, pm, o->progress_every);
     st = train(&r);
+    if (st == DTL_RUN_OK && r.dist) {   /* the goodbye (a failure aborts, in cleanup) */
+        dtl_dist *d = r.dist;
+        r.dist = NULL;
+        if (!dtl_dist_end(d, err))
+            st = DTL_RUN_FAILED;
+    }
 out:
     cleanup(&r);
     return st;
@@ -1112,6 +1396,7 @@ dtl_trainer *dtl_trainer_new(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opt
     tr->opts.infer = false;
     tr->opts.ckpt_every = 0;
     runner *r = &tr->r;
+    r->world = 1;
     r->ctx = ctx;
     r->t = t;
     r->o = &tr->opts;

@@ -67,6 +67,11 @@ typedef struct dtl_run_opts {
     bool infer;
     const char *input;         /* --infer: X.npy */
     const char *output;        /* --infer: Y.npy */
+    int64_t sample;            /* --infer --sample N: generate N bytes (0: read --input) */
+    const char *prompt;        /* --sample: the text continued (NULL: "\n") */
+    double temperature;        /* --sample: when temperature_set (else 1); 0: greedy */
+    bool temperature_set;
+    const char *train_name;    /* --train NAME (dtlc picks the block; NULL: the first) */
 } dtl_run_opts;
 
 void dtl_run_opts_default(dtl_run_opts *o);

@@ -167,7 +167,10 @@ struct dtl_decl {
             dtl_expr *expr;                         /* `= expr` form */
             dtl_decl **body; size_t nbody;          /* block form: LET RETURN EXPR */
         } fn;
-        struct { dtl_texpr *type; dtl_expr *value; } bind;   /* value NULL: param w/o init */
+        struct {
+            dtl_texpr *type; dtl_expr *value;   /* value NULL: param w/o init */
+            bool state;                         /* PARAM: declared with `state` (not trained) */
+        } bind;
         struct {
             dtl_expr *model;                        /* NAME or CALL of a model */
             dtl_decl **items; size_t nitems;        /* SETTING SHARD STAGE */

@@ -79,15 +79,18 @@ static const dtl_builtin builtin_table[] = {
     /* losses */
     {"cross_entropy", DTL_BI_CROSS_ENTROPY, DTL_BUILTIN_LOSS, 2,
      {P("logits", FLOAT_TENSOR, NULL), P("labels", INT_TENSOR, NULL)},
-     "mean softmax cross-entropy of logits[B, C] against class indices labels[B]; a scalar"},
+     "mean softmax cross-entropy of logits[B, C] against class indices labels[B] (or "
+     "[B, T, C] against [B, T]); a scalar"},
     {"mse", DTL_BI_MSE, DTL_BUILTIN_LOSS, 2, {P("a", FLOAT_TENSOR, NULL), P("b", FLOAT_TENSOR, NULL)},
      "mean squared error of two tensors of the same shape; a scalar"},
     {"bce_with_logits", DTL_BI_BCE_WITH_LOGITS, DTL_BUILTIN_LOSS, 2,
      {P("logits", FLOAT_TENSOR, NULL), P("targets", FLOAT_TENSOR, NULL)},
      "mean binary cross-entropy of sigmoid(logits) against targets in [0, 1]; a scalar"},
     /* metrics */
-    {"accuracy", DTL_BI_ACCURACY, DTL_BUILTIN_METRIC, 1, {P("split", SPLIT, NULL)},
-     "fraction of the split's examples whose argmax of forward(x) equals y (train's evaluate)"},
+    {"accuracy", DTL_BI_ACCURACY, DTL_BUILTIN_METRIC, 2,
+     {P("split", SPLIT, NULL), P("k", CONST_INT, "1")},
+     "fraction of the split's examples whose label y is among the k highest scores of "
+     "forward(x) (k = 1: the argmax; train's evaluate)"},
     /* initializers */
     {"zeros", DTL_BI_ZEROS, DTL_BUILTIN_INIT, 0, {{0}}, "all elements 0"},
     {"ones", DTL_BI_ONES, DTL_BUILTIN_INIT, 0, {{0}}, "all elements 1"},
@@ -132,10 +135,13 @@ static const dtl_builtin builtin_table[] = {
      {P("x", STR, NULL), P("y", STR, NULL), P("test_x", STR, NULL), P("test_y", STR, NULL),
       P("scale", NUMBER, "1.0")},
      "NumPy .npy files: training features and labels, then test features and labels"},
-    {"csv", DTL_BI_CSV, DTL_BUILTIN_DATASET, 5,
-     {P("path", STR, NULL), P("label", STR_OR_INT, NULL), P("test", STR, "\"\""),
-      P("header", BOOL, "true"), P("scale", NUMBER, "1.0")},
-     "a CSV file; label names the label column (by header name or index); test: a second file"},
+    {"csv", DTL_BI_CSV, DTL_BUILTIN_DATASET, 8,
+     {P("path", STR, NULL), P("label", STR_OR_INT, NULL), P("test", STR_OR_NUMBER, "\"\""),
+      P("header", BOOL, "true"), P("scale", NUMBER, "1.0"), P("skip", CONST_INT, "0"),
+      P("standardize", BOOL, "false"), P("regression", BOOL, "false")},
+     "a CSV file; label names the label column (by header name or index); test: a second file "
+     "or the fraction of rows held out; skip: lines before the header; standardize: features "
+     "to mean 0, sd 1 (train statistics); regression: float targets, y is f32[B]"},
     /* parallelism */
     {"data", DTL_BI_DATA, DTL_BUILTIN_PARALLEL, 1, {P("n", CONST_INT_OR_NONE, "none")},
      "data parallelism over n ranks (all ranks when n is not given): replicas, gradients "
@@ -159,6 +165,50 @@ static const dtl_builtin builtin_table[] = {
      {P("floor", NUMBER, "0.0"), P("steps", CONST_INT_OR_NONE, "none")},
      "lr down to floor along a half cosine over `steps` updates, then floor "
      "(CosineAnnealingLR); steps = none: the rest of the run after warmup"},
+    /* tensor functions added with the issue 7 layers */
+    {"take", DTL_BI_TAKE, DTL_BUILTIN_OP, 3,
+     {P("x", TENSOR, NULL), P("indices", INT_TENSOR, NULL), P("axis", CONST_INT, "0")},
+     "the slices of x at indices along axis (numpy.take): axis replaced by indices' dims"},
+    {"stack", DTL_BI_STACK, DTL_BUILTIN_OP, 2, {P("xs", TENSORS, NULL), P("axis", CONST_INT, "0")},
+     "the tensors of the list, all of one type, stacked along a new axis"},
+    {"causal_mask", DTL_BI_CAUSAL_MASK, DTL_BUILTIN_OP, 1, {P("n", INT, NULL)},
+     "bool[n, n], true where column <= row (what position row may attend to)"},
+    {"masked_fill", DTL_BI_MASKED_FILL, DTL_BUILTIN_OP, 3,
+     {P("x", TENSOR, NULL), P("mask", BOOL_TENSOR, NULL), P("value", NUMBER, NULL)},
+     "x with value where mask (broadcast to x's shape) is true"},
+    {"batch_norm", DTL_BI_BATCH_NORM, DTL_BUILTIN_OP, 7,
+     {X_FLOAT, P("g", FLOAT_TENSOR, NULL), P("b", FLOAT_TENSOR, NULL),
+      P("mean", FLOAT_TENSOR, NULL), P("var", FLOAT_TENSOR, NULL),
+      P("momentum", NUMBER, "0.1"), P("eps", NUMBER, "1e-5")},
+     "normalizes x over every axis but 1 (the channels): batch statistics in training, which "
+     "update the states mean and var, running statistics at evaluation; then * g + b"},
+    {"layer_norm", DTL_BI_LAYER_NORM, DTL_BUILTIN_OP, 4,
+     {X_FLOAT, P("g", FLOAT_TENSOR, NULL), P("b", FLOAT_TENSOR, NULL), P("eps", NUMBER, "1e-5")},
+     "normalizes x over its last axis to mean 0, variance 1, then * g + b"},
+    /* data sets added with issue 7 */
+    {"text", DTL_BI_TEXT, DTL_BUILTIN_DATASET, 4,
+     {P("path", STR, NULL), P("context", CONST_INT, "128"), P("separator", STR, "\"\""),
+      P("test_every", CONST_INT, "0")},
+     "next-byte windows over a text file or directory: x and y are i64[B, context] (y is x "
+     "one byte later); documents cut at lines holding only separator; every test_every-th "
+     "document is the test split"},
+    /* convolution and pooling */
+    {"conv2d", DTL_BI_CONV2D, DTL_BUILTIN_OP, 6,
+     {X_FLOAT, P("w", FLOAT_TENSOR, NULL), P("stride", INT_PAIR, "1"),
+      P("padding", INT_PAIR, "0"), P("dilation", INT_PAIR, "1"), P("groups", INT, "1")},
+     "2-D convolution (cross-correlation, as in PyTorch) of x[N, C, H, W] with "
+     "w[O, C / groups, KH, KW]: [N, O, OH, OW], OH = (H + 2 padding - dilation (KH - 1) - 1) "
+     "/ stride + 1; zero padding on both sides; stride, padding, dilation: one int or [h, w]"},
+    {"max_pool2d", DTL_BI_MAX_POOL2D, DTL_BUILTIN_OP, 4,
+     {X_FLOAT, P("kernel", INT_PAIR, NULL), P("stride", INT_PAIR_OR_NONE, "none"),
+      P("padding", INT_PAIR, "0")},
+     "the maximum of each kernel window of x[N, C, H, W] (stride none: the kernel); "
+     "padding (< kernel) never wins; the gradient goes to each window's first maximum"},
+    {"avg_pool2d", DTL_BI_AVG_POOL2D, DTL_BUILTIN_OP, 5,
+     {X_FLOAT, P("kernel", INT_PAIR, NULL), P("stride", INT_PAIR_OR_NONE, "none"),
+      P("padding", INT_PAIR, "0"), P("count_pad", BOOL, "false")},
+     "the mean of each kernel window of x[N, C, H, W] (stride none: the kernel); "
+     "count_pad = false divides by the window's elements inside x, true by kh * kw"},
 };
 
 static_assert(sizeof builtin_table / sizeof builtin_table[0] == DTL_BI_COUNT,
@@ -226,6 +276,9 @@ const char *dtl_bparam_kind_text(dtl_bparam_kind k)
     case DTL_BP_SHAPE: return "a list of ints like [B, -1]";
     case DTL_BP_PERM_OR_NONE: return "a permutation like [1, 0], or none";
     case DTL_BP_TENSORS: return "a list of tensors like [a, b]";
+    case DTL_BP_STR_OR_NUMBER: return "a string or a number";
+    case DTL_BP_INT_PAIR: return "an int or a pair of ints like [2, 2]";
+    case DTL_BP_INT_PAIR_OR_NONE: return "an int, a pair of ints like [2, 2], or none";
     }
     return "?";
 }
@@ -315,6 +368,22 @@ static bool kind_ok(const dtl_bparam *p, const dtl_type *t, const dtl_expr *arg)
         return t->kind == DTL_TYPE_STR;
     case DTL_BP_STR_OR_INT:
         return t->kind == DTL_TYPE_STR || t->kind == DTL_TYPE_INT;
+    case DTL_BP_STR_OR_NUMBER:
+        return t->kind == DTL_TYPE_STR || dtl_type_is_number(t);
+    case DTL_BP_INT_PAIR_OR_NONE:
+        if (t->kind == DTL_TYPE_NONE)
+            return true;
+        /* fall through */
+    case DTL_BP_INT_PAIR:
+        if (t->kind == DTL_TYPE_INT)
+            return t->u.ival != NULL;
+        if (!e || e->kind != DTL_EXPR_TENSOR || e->u.tensor.nelems != 2)
+            return false;
+        for (size_t i = 0; i < 2; i++)
+            if (!e->u.tensor.elems[i]->type || e->u.tensor.elems[i]->type->kind != DTL_TYPE_INT ||
+                !e->u.tensor.elems[i]->type->u.ival)
+                return false;
+        return true;
     case DTL_BP_DTYPE:
         return t->kind == DTL_TYPE_DTYPE;
     case DTL_BP_SPLIT:
@@ -775,24 +844,200 @@ static dtl_type *rule_same_shape_loss(dtl_bcall *c)
 
 static dtl_type *rule_cross_entropy(dtl_bcall *c)
 {
+    /* logits [batch, …, classes], labels [batch, …]: the leading dims must agree. */
     const dtl_type *l = c->types[0], *y = c->types[1];
-    if (l->u.t.rank != 2) {
-        dtl_diag_error(c->diags, arg_at(c, 0), "cross_entropy: logits must be [batch, classes], "
-                       "found %s", tyname(c, l));
+    if (l->u.t.rank < 2) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "cross_entropy: logits must be [batch, classes] "
+                       "(or [batch, …, classes]), found %s", tyname(c, l));
         return err_type(c);
     }
-    if (y->u.t.rank != 1) {
-        dtl_diag_error(c->diags, arg_at(c, 1), "cross_entropy: labels must be [batch] (a class "
-                       "index per row), found %s", tyname(c, y));
+    if (y->u.t.rank != l->u.t.rank - 1) {
+        dtl_diag_error(c->diags, arg_at(c, 1), "cross_entropy: labels must be %s (a class "
+                       "index per row of the logits, %s), found %s",
+                       shape_print(c->arena, l->u.t.dims, l->u.t.rank - 1), tyname(c, l),
+                       tyname(c, y));
         return err_type(c);
     }
-    if (!dtl_dim_eq(l->u.t.dims[0], y->u.t.dims[0])) {
-        dtl_diag_error(c->diags, c->at, "cross_entropy: %s has %s rows, %s has %s labels",
-                       argname(c, 0), dtl_dim_print(c->arena, l->u.t.dims[0]), argname(c, 1),
-                       dtl_dim_print(c->arena, y->u.t.dims[0]));
-        return err_type(c);
-    }
+    for (uint32_t i = 0; i + 1 < l->u.t.rank; i++)
+        if (!dtl_dim_eq(l->u.t.dims[i], y->u.t.dims[i])) {
+            if (l->u.t.rank == 2)
+                dtl_diag_error(c->diags, c->at, "cross_entropy: %s has %s rows, %s has %s labels",
+                               argname(c, 0), dtl_dim_print(c->arena, l->u.t.dims[0]),
+                               argname(c, 1), dtl_dim_print(c->arena, y->u.t.dims[0]));
+            else
+                dtl_diag_error(c->diags, c->at, "cross_entropy: %s is %s, %s is %s: dimension "
+                               "%u differs", argname(c, 0), tyname(c, l), argname(c, 1),
+                               tyname(c, y), i);
+            return err_type(c);
+        }
     return scalar(c, l->u.t.dtype);
+}
+
+/* ---- convolution and pooling ---- */
+
+/* Parameter i (an INT_PAIR) as two dims (h, w); false for none. */
+static bool pair_dims(dtl_bcall *c, unsigned i, const dtl_dim **d)
+{
+    const dtl_type *t = c->types[i];
+    if (t->kind == DTL_TYPE_NONE)
+        return false;
+    if (t->kind == DTL_TYPE_INT) {
+        d[0] = d[1] = t->u.ival;
+        return true;
+    }
+    const dtl_expr *lit = strip(c->args[i]);
+    d[0] = lit->u.tensor.elems[0]->type->u.ival;
+    d[1] = lit->u.tensor.elems[1]->type->u.ival;
+    return true;
+}
+
+/* Reports a known value of pair parameter i below min; true when fine (or not known). */
+static bool pair_min(dtl_bcall *c, unsigned i, const dtl_dim **d, int64_t min)
+{
+    for (int k = 0; k < 2; k++) {
+        int64_t v;
+        if (dtl_dim_is_const(d[k], &v) && v < min) {
+            dtl_diag_error(c->diags, arg_at(c, i), "%s: '%s' must be at least %" PRId64
+                           ", found %" PRId64 "%s", c->b->name, c->b->params[i].name, min, v,
+                           d[0] == d[1] ? "" : k ? " (width)" : " (height)");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One spatial output size: (in + 2 pad - dil (k - 1) - 1) / stride + 1, symbolic where the
+ * sizes are; reports (naming axis `which`) when it is known to be below 1. */
+static const dtl_dim *win_dim(dtl_bcall *c, const char *which, const dtl_dim *in,
+                              const dtl_dim *k, const dtl_dim *pad, const dtl_dim *dil,
+                              const dtl_dim *stride)
+{
+    dtl_arena *a = c->arena;
+    const dtl_dim *one = dtl_dim_const(a, 1), *two = dtl_dim_const(a, 2);
+    const dtl_dim *span = dtl_dim_add(a, dtl_dim_mul(a, dil, dtl_dim_sub(a, k, one)), one);
+    const dtl_dim *room = span ? dtl_dim_add(a, in, dtl_dim_mul(a, two, pad)) : NULL;
+    const dtl_dim *num = room ? dtl_dim_sub(a, room, span) : NULL;
+    int64_t nv, rv, sv;
+    if (num && dtl_dim_is_const(num, &nv) && nv < 0) {
+        dtl_dim_is_const(room, &rv);
+        dtl_dim_is_const(span, &sv);
+        dtl_diag_error(c->diags, c->at, "%s: the window (%" PRId64 " wide with its dilation) "
+                       "does not fit the input's %s %s padded by %s on both sides (%" PRId64 ")",
+                       c->b->name, sv, which, dtl_dim_print(a, in), dtl_dim_print(a, pad), rv);
+        return NULL;
+    }
+    const dtl_dim *q = num ? dtl_dim_div(a, num, stride, NULL) : NULL;
+    const dtl_dim *out = q ? dtl_dim_add(a, q, one) : NULL;
+    if (!out)
+        dtl_diag_error(c->diags, c->at, "%s: the output's %s is too large to compute",
+                       c->b->name, which);
+    return out;
+}
+
+static bool rank4(dtl_bcall *c, unsigned i, const char *layout)
+{
+    const dtl_type *t = c->types[i];
+    if (t->u.t.rank == 4)
+        return true;
+    dtl_diag_error(c->diags, arg_at(c, i), "%s: %s must be %s (rank 4), found %s", c->b->name,
+                   argname(c, i), layout, tyname(c, t));
+    if (i == 0 && t->u.t.rank == 2)
+        dtl_diag_note(c->diags, arg_at(c, i), "images stored as rows can be reshaped, e.g. "
+                      "reshape(x, [B, 1, 28, 28])");
+    return false;
+}
+
+static dtl_type *rule_conv2d(dtl_bcall *c)
+{
+    dtl_arena *a = c->arena;
+    const dtl_type *x = c->types[0], *w = c->types[1];
+    if (!rank4(c, 0, "[N, C, H, W]") || !rank4(c, 1, "[O, C / groups, KH, KW]"))
+        return err_type(c);
+    if (x->u.t.dtype != w->u.t.dtype) {
+        dtl_builtin_dtype_mismatch(a, c->diags, c->from, c->at, c->args[0], x, c->args[1], w);
+        return err_type(c);
+    }
+    const dtl_dim *st[2], *pad[2], *dil[2];
+    pair_dims(c, 2, st);
+    pair_dims(c, 3, pad);
+    pair_dims(c, 4, dil);
+    const dtl_dim *grp = c->types[5]->u.ival, *grp2[2] = {grp, grp};
+    if (!pair_min(c, 2, st, 1) || !pair_min(c, 3, pad, 0) || !pair_min(c, 4, dil, 1) ||
+        !pair_min(c, 5, grp2, 1))
+        return err_type(c);
+    const dtl_dim *cx = x->u.t.dims[1], *cw = w->u.t.dims[1], *o = w->u.t.dims[0];
+    int64_t g = 0, vx, vo;
+    bool gk = dtl_dim_is_const(grp, &g);
+    if (gk && g > 1 && dtl_dim_is_const(cx, &vx) && vx % g) {
+        dtl_diag_error(c->diags, arg_at(c, 5), "conv2d: groups = %" PRId64 " does not divide "
+                       "the input's %" PRId64 " channels", g, vx);
+        return err_type(c);
+    }
+    if (gk && g > 1 && dtl_dim_is_const(o, &vo) && vo % g) {
+        dtl_diag_error(c->diags, arg_at(c, 5), "conv2d: groups = %" PRId64 " does not divide "
+                       "the %" PRId64 " output channels of %s (%s)", g, vo, argname(c, 1),
+                       tyname(c, w));
+        return err_type(c);
+    }
+    const dtl_dim *per = gk && g == 1 ? cx : dtl_dim_div(a, cx, grp, NULL);
+    const dtl_dim *prod = dtl_dim_mul(a, cw, grp);
+    if (!(per && dtl_dim_eq(per, cw)) && !(prod && dtl_dim_eq(prod, cx))) {
+        if (gk && g == 1)
+            dtl_diag_error(c->diags, c->at, "conv2d: input has %s channels, weight expects %s",
+                           dtl_dim_print(a, cx), dtl_dim_print(a, cw));
+        else
+            dtl_diag_error(c->diags, c->at, "conv2d: input has %s channels, weight expects %s "
+                           "per group x %s groups", dtl_dim_print(a, cx), dtl_dim_print(a, cw),
+                           dtl_dim_print(a, grp));
+        dtl_diag_note(c->diags, arg_at(c, 0), "%s is %s (channels are axis 1)", argname(c, 0),
+                      tyname(c, x));
+        dtl_diag_note(c->diags, arg_at(c, 1), "%s is %s ([out, in / groups, kh, kw])",
+                      argname(c, 1), tyname(c, w));
+        return err_type(c);
+    }
+    const dtl_dim **dims = dtl_arena_array(a, 4, sizeof *dims);
+    dims[0] = x->u.t.dims[0];
+    dims[1] = o;
+    dims[2] = win_dim(c, "height", x->u.t.dims[2], w->u.t.dims[2], pad[0], dil[0], st[0]);
+    dims[3] = dims[2] ? win_dim(c, "width", x->u.t.dims[3], w->u.t.dims[3], pad[1], dil[1],
+                                st[1]) : NULL;
+    if (!dims[3])
+        return err_type(c);
+    return dtl_type_tensor(a, x->u.t.dtype, 4, dims);
+}
+
+static dtl_type *rule_pool2d(dtl_bcall *c)
+{
+    dtl_arena *a = c->arena;
+    const dtl_type *x = c->types[0];
+    if (!rank4(c, 0, "[N, C, H, W]"))
+        return err_type(c);
+    const dtl_dim *k[2], *st[2], *pad[2];
+    pair_dims(c, 1, k);
+    if (!pair_dims(c, 2, st))
+        st[0] = k[0], st[1] = k[1];
+    pair_dims(c, 3, pad);
+    if (!pair_min(c, 1, k, 1) || !pair_min(c, 2, st, 1) || !pair_min(c, 3, pad, 0))
+        return err_type(c);
+    for (int i = 0; i < 2; i++) {
+        int64_t kv, pv;
+        if (dtl_dim_is_const(k[i], &kv) && dtl_dim_is_const(pad[i], &pv) && pv >= kv) {
+            dtl_diag_error(c->diags, arg_at(c, 3), "%s: padding %" PRId64 " must be less than "
+                           "the kernel (%" PRId64 ")%s, so that every window holds an element "
+                           "of x", c->b->name, pv, kv,
+                           k[0] == k[1] && pad[0] == pad[1] ? "" : i ? " in width" : " in height");
+            return err_type(c);
+        }
+    }
+    const dtl_dim *one = dtl_dim_const(a, 1);
+    const dtl_dim **dims = dtl_arena_array(a, 4, sizeof *dims);
+    dims[0] = x->u.t.dims[0];
+    dims[1] = x->u.t.dims[1];
+    dims[2] = win_dim(c, "height", x->u.t.dims[2], k[0], pad[0], one, st[0]);
+    dims[3] = dims[2] ? win_dim(c, "width", x->u.t.dims[3], k[1], pad[1], one, st[1]) : NULL;
+    if (!dims[3])
+        return err_type(c);
+    return dtl_type_tensor(a, x->u.t.dtype, 4, dims);
 }
 
 static dtl_type *rule_parallel(dtl_bcall *c)
@@ -821,6 +1066,160 @@ static dtl_type *rule_parallel(dtl_bcall *c)
         break;
     }
     return t;
+}
+
+/* ---- the issue 7 layer ops ---- */
+
+static dtl_type *rule_take(dtl_bcall *c)
+{
+    const dtl_type *x = c->types[0], *ix = c->types[1];
+    if (x->u.t.rank == 0) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "take: 'x' must have rank 1 or more, found %s",
+                       tyname(c, x));
+        return err_type(c);
+    }
+    int64_t ax;
+    if (!axis_arg(c, 2, 0, x->u.t.rank, &ax))
+        return err_type(c);
+    uint32_t r = x->u.t.rank - 1 + ix->u.t.rank;
+    const dtl_dim **dims = dtl_arena_array(c->arena, r ? r : 1, sizeof *dims);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < (uint32_t)ax; i++)
+        dims[k++] = x->u.t.dims[i];
+    for (uint32_t i = 0; i < ix->u.t.rank; i++)
+        dims[k++] = ix->u.t.dims[i];
+    for (uint32_t i = (uint32_t)ax + 1; i < x->u.t.rank; i++)
+        dims[k++] = x->u.t.dims[i];
+    return dtl_type_tensor(c->arena, x->u.t.dtype, r, dims);
+}
+
+static dtl_type *rule_stack(dtl_bcall *c)
+{
+    const dtl_type *l = c->types[0];
+    const dtl_expr *lit = strip(c->args[0]);
+    if (lit->u.tensor.nelems == 0) {
+        dtl_diag_error(c->diags, lit->span, "stack: the list is empty");
+        return err_type(c);
+    }
+    const dtl_type *t0 = l->u.list.elems[0];
+    for (size_t i = 1; i < l->u.list.n; i++)
+        if (!dtl_type_same(l->u.list.elems[i], t0)) {
+            dtl_diag_error(c->diags, lit->u.tensor.elems[i]->span, "stack: element %zu is %s, "
+                           "element 0 is %s: they must have the same dtype and shape", i,
+                           tyname(c, l->u.list.elems[i]), tyname(c, t0));
+            return err_type(c);
+        }
+    uint32_t r = t0->u.t.rank;
+    int64_t ax;
+    if (!axis_check(c, 1, "the result", "rank one more than the elements'",
+                    lit->u.tensor.elems[0]->span, r + 1, &ax))
+        return err_type(c);
+    const dtl_dim **dims = dims_copy(c->arena, t0, 1);
+    memmove(dims + ax + 1, dims + ax, (r - (uint32_t)ax) * sizeof *dims);
+    dims[ax] = dtl_dim_const(c->arena, (int64_t)l->u.list.n);
+    return dtl_type_tensor(c->arena, t0->u.t.dtype, r + 1, dims);
+}
+
+static dtl_type *rule_causal_mask(dtl_bcall *c)
+{
+    int64_t n;
+    if (dtl_dim_is_const(c->types[0]->u.ival, &n) && n < 1) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "causal_mask: 'n' must be at least 1, found %"
+                       PRId64, n);
+        return err_type(c);
+    }
+    const dtl_dim **dims = dtl_arena_array(c->arena, 2, sizeof *dims);
+    dims[0] = dims[1] = c->types[0]->u.ival;
+    return dtl_type_tensor(c->arena, DTL_DTYPE_BOOL, 2, dims);
+}
+
+static dtl_type *rule_masked_fill(dtl_bcall *c)
+{
+    const dtl_type *x = c->types[0], *m = c->types[1], *v = c->types[2];
+    if (v->kind == DTL_TYPE_FLOAT && !dtl_dtype_is_float(x->u.t.dtype)) {
+        dtl_diag_error(c->diags, arg_at(c, 2), "masked_fill: 'value' is a float, %s is %s",
+                       argname(c, 0), tyname(c, x));
+        return err_type(c);
+    }
+    const dtl_dim **d;
+    uint32_t r = m->u.t.rank > x->u.t.rank ? m->u.t.rank : x->u.t.rank;
+    bool ok = dtl_broadcast(c->arena, m->u.t.dims, m->u.t.rank, x->u.t.dims, x->u.t.rank, &d) < 0 &&
+              r == x->u.t.rank;
+    for (uint32_t i = 0; ok && i < r; i++)
+        ok = dtl_dim_eq(d[i], x->u.t.dims[i]);
+    if (!ok) {
+        dtl_diag_error(c->diags, arg_at(c, 1), "masked_fill: the mask (%s) does not broadcast "
+                       "to the shape of %s (%s)", tyname(c, m), argname(c, 0), tyname(c, x));
+        return err_type(c);
+    }
+    return c->types[0];
+}
+
+/* Is argument i the name of a `state` of a model? Reports why not. */
+static bool state_arg(dtl_bcall *c, unsigned i)
+{
+    const dtl_expr *e = strip(c->args[i]);
+    const dtl_sym *s = e && (e->kind == DTL_EXPR_NAME || e->kind == DTL_EXPR_MEMBER) ? e->sym
+                                                                                   : NULL;
+    if (s && s->kind == DTL_SYM_PARAM && s->decl && s->decl->u.bind.state)
+        return true;
+    dtl_diag_error(c->diags, arg_at(c, i), "%s: '%s' must name a `state` of the model, which "
+                   "training updates, found %s", c->b->name, c->b->params[i].name,
+                   s && s->kind == DTL_SYM_PARAM ? dtl_arena_printf(c->arena, "param %s", s->name)
+                                                 : argname(c, i));
+    dtl_diag_note(c->diags, arg_at(c, i), "running statistics are declared in the model as "
+                  "states, like: state running_%s: %s = %s", c->b->params[i].name,
+                  tyname(c, c->types[i]), i == 4 ? "ones()" : "zeros()");
+    return false;
+}
+
+/* Arguments from..to (inclusive) must be vectors [n] of x's dtype, n = dim `which` of x. */
+static bool vec_args(dtl_bcall *c, unsigned from, unsigned to, uint32_t which, const char *what)
+{
+    const dtl_type *x = c->types[0];
+    for (unsigned i = from; i <= to; i++) {
+        const dtl_type *t = c->types[i];
+        if (t->u.t.dtype != x->u.t.dtype || t->u.t.rank != 1 ||
+            !dtl_dim_eq(t->u.t.dims[0], x->u.t.dims[which])) {
+            dtl_diag_error(c->diags, arg_at(c, i), "%s: '%s' must be %s[%s] (%s is %s: one "
+                           "entry per %s), found %s", c->b->name, c->b->params[i].name,
+                           dtl_dtype_name(x->u.t.dtype),
+                           dtl_dim_print(c->arena, x->u.t.dims[which]), argname(c, 0),
+                           tyname(c, x), what, tyname(c, t));
+            return false;
+        }
+    }
+    return true;
+}
+
+static dtl_type *rule_batch_norm(dtl_bcall *c)
+{
+    const dtl_type *x = c->types[0];
+    if (x->u.t.rank < 2) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "batch_norm: 'x' must be [batch, channels, …], "
+                       "found %s", tyname(c, x));
+        return err_type(c);
+    }
+    if (!vec_args(c, 1, 4, 1, "channel, its axis 1"))
+        return err_type(c);
+    bool ok = state_arg(c, 3);
+    ok = state_arg(c, 4) && ok;
+    ok = range_arg(c, 5, IN0_1) && ok;
+    ok = range_arg(c, 6, GT0) && ok;
+    return ok ? c->types[0] : err_type(c);
+}
+
+static dtl_type *rule_layer_norm(dtl_bcall *c)
+{
+    const dtl_type *x = c->types[0];
+    if (x->u.t.rank < 1) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "layer_norm: 'x' must have rank 1 or more, found "
+                       "%s", tyname(c, x));
+        return err_type(c);
+    }
+    if (!vec_args(c, 1, 2, x->u.t.rank - 1, "feature, its last axis") || !range_arg(c, 3, GT0))
+        return err_type(c);
+    return c->types[0];
 }
 
 dtl_type *dtl_builtin_check(dtl_bcall *c)
@@ -931,7 +1330,19 @@ dtl_type *dtl_builtin_check(dtl_bcall *c)
     case DTL_BI_BCE_WITH_LOGITS:
         return rule_same_shape_loss(c);
     case DTL_BI_ACCURACY:
-        return cfg(c, DTL_TYPE_METRIC);
+        return count_arg(c, 1, 1) ? cfg(c, DTL_TYPE_METRIC) : err_type(c);
+    case DTL_BI_TAKE:
+        return rule_take(c);
+    case DTL_BI_STACK:
+        return rule_stack(c);
+    case DTL_BI_CAUSAL_MASK:
+        return rule_causal_mask(c);
+    case DTL_BI_MASKED_FILL:
+        return rule_masked_fill(c);
+    case DTL_BI_BATCH_NORM:
+        return rule_batch_norm(c);
+    case DTL_BI_LAYER_NORM:
+        return rule_layer_norm(c);
     case DTL_BI_NORMAL:
         return range_arg(c, 1, GT0) ? cfg(c, DTL_TYPE_INIT) : err_type(c);
     case DTL_BI_UNIFORM: {
@@ -973,12 +1384,14 @@ dtl_type *dtl_builtin_check(dtl_bcall *c)
     }
     case DTL_BI_IDX:
     case DTL_BI_NPY:
-    case DTL_BI_CSV: {
-        bool ok = range_arg(c, b->nparams - 1, GT0);
+    case DTL_BI_CSV:
+    case DTL_BI_TEXT: {
+        /* scale: idx's second parameter, npy's and csv's fifth; text has none */
+        bool ok = b->id == DTL_BI_TEXT || range_arg(c, b->id == DTL_BI_IDX ? 1 : 4, GT0);
         for (unsigned i = 0; i < b->nparams; i++) {
             const dtl_type *t = c->types[i];
             if (t->kind == DTL_TYPE_STR && t->u.s.bytes && t->u.s.len == 0 && c->args[i] &&
-                !(b->id == DTL_BI_CSV && i == 2)) {
+                !((b->id == DTL_BI_CSV || b->id == DTL_BI_TEXT) && i == 2)) {
                 dtl_diag_error(c->diags, arg_at(c, i), "%s: '%s' must not be empty", b->name,
                                b->params[i].name);
                 ok = false;
@@ -990,10 +1403,31 @@ dtl_type *dtl_builtin_check(dtl_bcall *c)
             }
         }
         int64_t col;
-        if (b->id == DTL_BI_CSV && dtl_type_int_const(c->types[1], &col) && col < 0) {
-            dtl_diag_error(c->diags, arg_at(c, 1), "csv: 'label' column index must be >= 0, "
-                           "found %" PRId64, col);
+        if (b->id == DTL_BI_CSV && dtl_type_int_const(c->types[1], &col) && col < -1) {
+            dtl_diag_error(c->diags, arg_at(c, 1), "csv: 'label' column index must be >= 0 "
+                           "(or -1: the last column), found %" PRId64, col);
             ok = false;
+        }
+        double frac;
+        if (b->id == DTL_BI_CSV && c->types[2]->kind != DTL_TYPE_STR &&
+            dtl_type_num_const(c->types[2], &frac) && !(frac > 0 && frac < 1)) {
+            dtl_diag_error(c->diags, arg_at(c, 2), "csv: 'test' is a file or the fraction of "
+                           "rows held out, in (0, 1); found %s",
+                           dtl_value_print(c->arena, c->types[2], c->from));
+            ok = false;
+        }
+        if (b->id == DTL_BI_CSV)
+            ok = count_arg(c, 5, 0) && ok;
+        if (b->id == DTL_BI_TEXT) {
+            ok = count_arg(c, 1, 1) && ok;
+            ok = count_arg(c, 3, 0) && ok;
+            const dtl_type *sep = c->types[2];
+            if (sep->kind == DTL_TYPE_STR && sep->u.s.bytes &&
+                memchr(sep->u.s.bytes, '\n', sep->u.s.len)) {
+                dtl_diag_error(c->diags, arg_at(c, 2), "text: 'separator' is one line; it must "
+                               "not contain a newline");
+                ok = false;
+            }
         }
         return ok ? cfg(c, DTL_TYPE_DATASET) : err_type(c);
     }
@@ -1018,6 +1452,11 @@ dtl_type *dtl_builtin_check(dtl_bcall *c)
             ok = count_arg(c, 1, 1) && ok;
         return ok ? cfg(c, DTL_TYPE_SCHEDULE) : err_type(c);
     }
+    case DTL_BI_CONV2D:
+        return rule_conv2d(c);
+    case DTL_BI_MAX_POOL2D:
+    case DTL_BI_AVG_POOL2D:
+        return rule_pool2d(c);
     case DTL_BI_COUNT:
         break;
     }

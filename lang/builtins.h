@@ -54,6 +54,9 @@ typedef enum dtl_bparam_kind {
     DTL_BP_SHAPE,            /* a list of host ints, one may be -1: [B, -1] */
     DTL_BP_PERM_OR_NONE,     /* a list of constant ints (a permutation), or none */
     DTL_BP_TENSORS,          /* a list of tensors: [a, b] */
+    DTL_BP_STR_OR_NUMBER,    /* a string or a host number (csv's test: a file or a fraction) */
+    DTL_BP_INT_PAIR,         /* a host int (both axes) or a pair [h, w] of host ints: stride */
+    DTL_BP_INT_PAIR_OR_NONE, /* the same, or none (a pooling stride: the kernel) */
 } dtl_bparam_kind;
 
 typedef struct dtl_bparam {
@@ -80,10 +83,17 @@ typedef enum dtl_builtin_id {
     DTL_BI_DATA, DTL_BI_TENSOR, DTL_BI_PIPELINE,
     DTL_BI_CPU, DTL_BI_CUDA,
     DTL_BI_SCHED_CONSTANT, DTL_BI_STEP, DTL_BI_COSINE,
+    /* tensor functions added with the issue 7 layers (H-norm) */
+    DTL_BI_TAKE, DTL_BI_STACK, DTL_BI_CAUSAL_MASK, DTL_BI_MASKED_FILL, DTL_BI_BATCH_NORM,
+    DTL_BI_LAYER_NORM,
+    /* data sets added with issue 7 (H-data) */
+    DTL_BI_TEXT,
+    /* convolution and pooling (issue 7, H-conv) */
+    DTL_BI_CONV2D, DTL_BI_MAX_POOL2D, DTL_BI_AVG_POOL2D,
     DTL_BI_COUNT
 } dtl_builtin_id;
 
-#define DTL_BUILTIN_MAX_PARAMS 6
+#define DTL_BUILTIN_MAX_PARAMS 8
 
 typedef struct dtl_builtin {
     const char *name;

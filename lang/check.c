@@ -119,6 +119,7 @@ enum {
     ALLOW_DEVICE = 1 << 5,
     ALLOW_NEW = 1 << 6,      /* model instantiation */
     ALLOW_SCHED = 1 << 7,
+    ALLOW_REPEAT = 1 << 8,   /* repeat(n, Model(…)): only as a model's member */
 };
 
 /* Bounds on nesting that C recursion follows. */
@@ -1644,6 +1645,13 @@ static dtl_type *check_member(chk *c, dtl_expr *e)
     }
     case DTL_TYPE_INSTANCE: {
         dtl_model *m = t->u.m.model;
+        if (t->u.m.rep) {
+            dtl_diag_error(c->d, field.span, "%s is a stack of %s instances of %s: call it "
+                           "(%s(x) applies them in order); its members cannot be named",
+                           ename(c, base, "this"), dtl_dim_print(c->a, t->u.m.rep), m->name,
+                           ename(c, base, "it"));
+            return c->err;
+        }
         dtl_sym *s = dtl_model_lookup(m, field.text);
         if (!s) {
             dtl_diag_error(c->d, field.span, "model %s has no member '%s'%s", m->name, field.text,
@@ -2265,11 +2273,93 @@ static dtl_type *call_fn(chk *c, dtl_expr *e, dtl_fn *f, dtl_type *inst, dtl_cal
     return r;
 }
 
+/* Is callee the name `repeat`, not shadowed by a declaration? */
+static bool is_repeat(chk *c, const dtl_expr *callee)
+{
+    callee = strip(callee);
+    return callee->kind == DTL_EXPR_NAME && strcmp(callee->u.name.text, "repeat") == 0 &&
+           !lookup(c, "repeat");
+}
+
+/* repeat(n, Model(…)): a stack of n instances of Model, each with its own params (named
+ * NAME.0.…, NAME.1.…), whose call applies them in order. Only a model's member may be one,
+ * and Model's forward must map its first parameter's type to itself, so that the instances
+ * chain. The call is recorded as the inner instantiation (DTL_CALL_NEW, its constructor
+ * arguments) with an instance type whose rep is n. */
+static dtl_type *check_repeat(chk *c, dtl_expr *e, unsigned allow)
+{
+    static const char *const names[] = {"n", "layer"};
+    static const bool has_def[] = {false, false};
+    dtl_expr *bound[2] = {NULL, NULL};
+    if (!bind_args(c, e, "repeat", 2, names, has_def, bound))
+        return c->err;
+    if (!(allow & ALLOW_REPEAT)) {
+        dtl_diag_error(c->d, e->span, "repeat(n, Model(…)) can only be a model's member, "
+                       "like blocks = repeat(6, nn.TransformerBlock(64, 4))");
+        return c->err;
+    }
+    c->allow = 0;
+    dtl_type *nt = check_expr(c, bound[0]);
+    c->allow = ALLOW_NEW;
+    dtl_type *mt = check_expr(c, bound[1]);
+    c->allow = 0;
+    if (is_err(nt) || is_err(mt))
+        return c->err;
+    int64_t k;
+    if (nt->kind != DTL_TYPE_INT || !nt->u.ival) {
+        dtl_diag_error(c->d, bound[0]->span, "repeat: the count must be an int, found %s",
+                       tystr(c, nt));
+        return c->err;
+    }
+    if (dtl_dim_is_const(nt->u.ival, &k) && k < 1) {
+        dtl_diag_error(c->d, bound[0]->span, "repeat: the count must be at least 1, found %"
+                       PRId64, k);
+        return c->err;
+    }
+    const dtl_expr *me = strip(bound[1]);
+    if (mt->kind != DTL_TYPE_INSTANCE || mt->u.m.rep || me->kind != DTL_EXPR_CALL ||
+        !me->sym || me->sym->kind != DTL_SYM_CALL || me->sym->u.call->kind != DTL_CALL_NEW) {
+        dtl_diag_error(c->d, bound[1]->span, "repeat: the layer must be a model made here, "
+                       "like nn.Dense(4, 4), found %s", tystr(c, mt));
+        return c->err;
+    }
+    dtl_model *m = mt->u.m.model;
+    dtl_fn *f = dtl_model_fn(m, "forward");
+    if (!f) {
+        dtl_diag_error(c->d, bound[1]->span, "repeat: model %s has no fn 'forward'", m->name);
+        return c->err;
+    }
+    if (!ensure_fn(c, f) || !f->ret)
+        return c->err;
+    const dtl_type *pt = f->nparams ? f->params[0]->type : NULL;
+    bool others_default = true;
+    for (size_t i = 1; i < f->nparams; i++)
+        others_default &= f->defaults[i] != NULL;
+    if (!pt || pt->kind != DTL_TYPE_TENSOR || !dtl_type_same(pt, f->ret) || !others_default) {
+        dtl_diag_error(c->d, bound[1]->span, "repeat: %s.forward must take a tensor and return "
+                       "one of the same type, so that the layers chain; it returns %s",
+                       m->name, tystr(c, f->ret));
+        dtl_diag_note(c->d, f->sym->span, "%s.forward is defined here%s%s", m->name,
+                      pt ? ", taking " : "", pt ? tystr(c, pt) : "");
+        return c->err;
+    }
+    dtl_type *t = dtl_type_new(c->a, DTL_TYPE_INSTANCE);
+    *t = *mt;
+    t->u.m.rep = nt->u.ival;
+    const dtl_call *ic = me->sym->u.call;
+    dtl_call *call = record_call(c, e, DTL_CALL_NEW, ic->nargs, ic->args, ic->argtypes);
+    call->model = m;
+    call->inst = t;
+    return t;
+}
+
 static dtl_type *check_call(chk *c, dtl_expr *e)
 {
     unsigned allow = c->allow;
     c->allow = 0;
     dtl_expr *callee = e->u.call.callee;
+    if (is_repeat(c, callee))
+        return check_repeat(c, e, allow);
     dtl_type *ct = check_expr(c, callee);
     bool args_ok = true;
     for (size_t i = 0; i < e->u.call.nargs; i++) {
@@ -2716,7 +2806,7 @@ static bool ensure_model(chk *c, dtl_model *m)
         dtl_sym *s = m->members[i];
         dtl_decl *d = s->decl;
         s->state = ST_BUSY;
-        c->allow = ALLOW_NEW;
+        c->allow = ALLOW_NEW | ALLOW_REPEAT;
         dtl_type *t = check_expr(c, d->u.bind.value);
         c->allow = 0;
         if (!is_err(t) && !is_result(t) && t->kind != DTL_TYPE_INSTANCE) {
@@ -2746,8 +2836,8 @@ static bool ensure_model(chk *c, dtl_model *m)
                      m->ctor[i]->name);
         for (size_t i = 0; i < m->nparams; i++)
             if (!m->params[i]->used)
-                warn(c, m->params[i]->span, "%s '%s' is never used", "param",
-                     m->params[i]->name);
+                warn(c, m->params[i]->span, "%s '%s' is never used",
+                     m->params[i]->decl->u.bind.state ? "state" : "param", m->params[i]->name);
     }
     ctx_restore(c, sv);
     m->state = ST_DONE;
@@ -2811,7 +2901,7 @@ static dtl_type *check_dataset(chk *c, dtl_sym *s)
     dtl_type *t = check_expr(c, v);
     c->allow = 0;
     if (!is_err(t) && t->kind != DTL_TYPE_DATASET) {
-        dtl_diag_error(c->d, v->span, "dataset '%s' must be idx(…), npy(…) or csv(…), found %s",
+        dtl_diag_error(c->d, v->span, "dataset '%s' must be idx(…), npy(…), csv(…) or text(…), found %s",
                        s->name, tystr(c, t));
         t = c->err;
     }
@@ -2945,6 +3035,35 @@ static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
     c->allow = 0;
 }
 
+/* y's type, from the training split's data set: i64[B] (class labels), f32[B] for
+ * csv(…, regression = true), i64[B, context] for text(…). */
+static void set_batch_y(chk *c, dtl_train *t)
+{
+    const dtl_sym *ds = t->data ? t->data->u.split.dataset : NULL;
+    const dtl_type *dt = ds ? ds->type : NULL;
+    if (!dt || dt->kind != DTL_TYPE_DATASET || !dt->u.cfg.builtin)
+        return;
+    const dtl_dim **yd = dtl_arena_array(c->a, 2, sizeof *yd);
+    yd[0] = dtl_dim_var(c->a, t->batch_var);
+    int64_t context;
+    const dtl_type *reg;
+    switch (dt->u.cfg.builtin->id) {
+    case DTL_BI_TEXT:
+        if (dtl_type_int_const(dt->u.cfg.args[1], &context) && context >= 1) {
+            yd[1] = dtl_dim_const(c->a, context);
+            t->y->type = dtl_type_tensor(c->a, DTL_DTYPE_I64, 2, yd);
+        }
+        break;
+    case DTL_BI_CSV:
+        reg = dt->u.cfg.args[7];
+        if (reg && reg->kind == DTL_TYPE_BOOL && reg->u.b.v)
+            t->y->type = dtl_type_tensor(c->a, DTL_DTYPE_F32, 1, yd);
+        break;
+    default:
+        break;
+    }
+}
+
 /* A path `fc1.w` or `enc.fc1` in the train's model: the chain of symbols it names, and the
  * type of the last one (as of the instance). */
 static dtl_sym **resolve_path(chk *c, dtl_train *t, dtl_expr *e, size_t *n, dtl_type **type)
@@ -2967,6 +3086,11 @@ static dtl_sym **resolve_path(chk *c, dtl_train *t, dtl_expr *e, size_t *n, dtl_
         dtl_expr *pe = parts[np - 1 - i];
         dtl_ident id = pe->kind == DTL_EXPR_NAME ? pe->u.name : pe->u.member.field;
         dtl_model *m = cur->u.m.model;
+        if (cur->u.m.rep) {
+            dtl_diag_error(c->d, id.span, "'%s' is inside a stack made by repeat(…), whose "
+                           "parts cannot be named here", id.text);
+            return NULL;
+        }
         dtl_sym *s = dtl_model_lookup(m, id.text);
         if (!s) {
             dtl_diag_error(c->d, id.span, "model %s has no member '%s'%s", m->name, id.text,
@@ -3341,12 +3465,17 @@ static void check_train(chk *c, dtl_decl *d)
         }
         t->settings[k] = it;
     }
+    /* data first: y's type depends on the data set (text windows, regression targets). */
+    if (t->settings[DTL_SET_DATA]) {
+        check_setting(c, t, DTL_SET_DATA, t->settings[DTL_SET_DATA]);
+        set_batch_y(c, t);
+    }
     for (size_t i = 0; i < d->u.train.nitems && !dtl_diag_stop(c->d); i++) {
         dtl_decl *it = d->u.train.items[i];
         if (it->kind != DTL_DECL_SETTING)
             continue;
         for (int k = 0; k < DTL_SET_COUNT; k++)
-            if (t->settings[k] == it)
+            if (t->settings[k] == it && k != DTL_SET_DATA)
                 check_setting(c, t, k, it);
     }
     static const int required[] = {DTL_SET_DATA, DTL_SET_LOSS, DTL_SET_OPTIMIZER};
@@ -3750,7 +3879,8 @@ static void print_model(printer *p, const dtl_model *m)
             continue;
         switch (it->kind) {
         case DTL_DECL_PARAM:
-            fprintf(p->out, "    param %s: %s", s->name, p_type(p, s->type));
+            fprintf(p->out, "    %s %s: %s", it->u.bind.state ? "state" : "param", s->name,
+                    p_type(p, s->type));
             if (it->u.bind.value)
                 fprintf(p->out, " = %s", dtl_print_expr(p->a, it->u.bind.value));
             fputc('\n', p->out);

@@ -538,6 +538,7 @@ again:
         "model"   { TOK(MODEL); }
         "fn"      { TOK(FN); }
         "param"   { TOK(PARAM); }
+        "state"   { TOK(STATE); }
         "let"     { TOK(LET); }
         "return"  { TOK(RETURN); }
         "dataset" { TOK(DATASET); }
@@ -658,6 +659,7 @@ static bool is_keyword(int k)
 {
     switch (k) {
     case DTL_TK_USE: case DTL_TK_MODEL: case DTL_TK_FN: case DTL_TK_PARAM: case DTL_TK_LET:
+    case DTL_TK_STATE:
     case DTL_TK_RETURN: case DTL_TK_DATASET: case DTL_TK_TRAIN: case DTL_TK_SHARD:
     case DTL_TK_ALONG: case DTL_TK_STAGE: case DTL_TK_TRUE: case DTL_TK_FALSE:
     case DTL_TK_NOT: case DTL_TK_AND: case DTL_TK_OR: case DTL_TK_KW_INT:
@@ -959,6 +961,7 @@ const char *dtl_lex_kind_name(int kind)
     case DTL_TK_MODEL: return "'model'";
     case DTL_TK_FN: return "'fn'";
     case DTL_TK_PARAM: return "'param'";
+    case DTL_TK_STATE: return "'state'";
     case DTL_TK_LET: return "'let'";
     case DTL_TK_RETURN: return "'return'";
     case DTL_TK_DATASET: return "'dataset'";

@@ -9,6 +9,7 @@
  *   use         := 'use' IDENT { '.' IDENT }
  *   model       := 'model' IDENT [ '(' [ fparams ] ')' ] '{' { model_item SEP } '}'
  *   model_item  := 'param' IDENT ':' type [ '=' expr ]          PARAM
+ *                | 'state' IDENT ':' type '=' expr                PARAM (u.bind.state)
  *                | IDENT '=' expr                                MEMBER (submodel, constant)
  *                | let | fn
  *   fn          := 'fn' IDENT '(' [ fparams ] ')' [ '->' type ] ( '=' expr | block )
@@ -567,6 +568,7 @@ mitems(A) ::= mitems(B) mitem(D) SEP.                  { A = stmt_push(ps, yypPa
 mitem(A) ::= error.                                    { A = NULL; }
 mitem(A) ::= PARAM(K) IDENT(N) COLON type(T).          { A = decl_bind(ps, DTL_DECL_PARAM, K.span, &N, T, NULL); }
 mitem(A) ::= PARAM(K) IDENT(N) COLON type(T) EQ expr(E). { A = decl_bind(ps, DTL_DECL_PARAM, K.span, &N, T, E); }
+mitem(A) ::= STATE(K) IDENT(N) COLON type(T) EQ expr(E). { A = decl_bind(ps, DTL_DECL_PARAM, K.span, &N, T, E); if (A) A->u.bind.state = true; }
 mitem(A) ::= IDENT(N) EQ expr(E).                      { A = decl_bind(ps, DTL_DECL_MEMBER, N.span, &N, NULL, E); }
 mitem(A) ::= let(D).                                   { A = D; }
 mitem(A) ::= fn(D).                                    { A = D; }
@@ -796,8 +798,8 @@ static const char *parser_expected(dtl_parser *ps, const yyParser *p)
         ok[0] = false;
     }
     if (OK(PARAM) && OK(FN) && OK(LET) && OK(IDENT)) {
-        parts[n++] = "a model member ('param', 'fn', 'let' or NAME = value)";
-        CLEAR(PARAM), CLEAR(FN), CLEAR(LET), CLEAR(IDENT);
+        parts[n++] = "a model member ('param', 'state', 'fn', 'let' or NAME = value)";
+        CLEAR(PARAM), CLEAR(STATE), CLEAR(FN), CLEAR(LET), CLEAR(IDENT);
     }
     if (OK(SHARD) && OK(STAGE) && OK(IDENT)) {
         parts[n++] = "a setting (NAME = value, 'shard' or 'stage')";

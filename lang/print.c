@@ -308,7 +308,7 @@ static void print_decl(pw *w, const dtl_decl *d, int ind)
         break;
     case DTL_DECL_LET:
     case DTL_DECL_PARAM:
-        puts_(w, d->kind == DTL_DECL_LET ? "let " : "param ");
+        puts_(w, d->kind == DTL_DECL_LET ? "let " : d->u.bind.state ? "state " : "param ");
         puts_(w, d->name.text);
         if (d->u.bind.type) {
             put(w, ": ", 2);

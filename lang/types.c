@@ -322,6 +322,40 @@ const dtl_dim *dtl_dim_div(dtl_arena *a, const dtl_dim *x, const dtl_dim *y, boo
         if (ky && dtl_dim_eq(ky, x))
             return k;
     }
+    if (x->nterms == 1 && y->nterms == 1) {
+        /* Two monomials: cancel their common factors first, so that (3*d*B*T) / (3*h*B*T)
+         * is the quotient d / h (what reshape(…, [B, T, h, -1]) then leaves). */
+        const dtl_dimterm *tx = &x->terms[0], *ty = &y->terms[0];
+        uint64_t p = tx->coef < 0 ? 0 - (uint64_t)tx->coef : (uint64_t)tx->coef;
+        uint64_t q = ty->coef < 0 ? 0 - (uint64_t)ty->coef : (uint64_t)ty->coef;
+        while (q) {
+            uint64_t t = p % q;
+            p = q, q = t;
+        }
+        if (p > INT64_MAX)
+            p = 1;
+        uint32_t cap = tx->natoms < ty->natoms ? tx->natoms : ty->natoms;
+        const dtl_dimatom **common = dtl_arena_array(a, cap ? cap : 1, sizeof *common);
+        uint32_t i = 0, j = 0, nc = 0;
+        while (i < tx->natoms && j < ty->natoms) {
+            int c = atom_cmp(tx->atoms[i], ty->atoms[j]);
+            if (c == 0)
+                common[nc++] = tx->atoms[i], i++, j++;
+            else if (c < 0)
+                i++;
+            else
+                j++;
+        }
+        if (p > 1 || nc > 0) {
+            dtl_dimterm cm = {p > 0 ? (int64_t)p : 1, common, nc};
+            dtl_dimterm *rx = dtl_arena_alloc(a, sizeof *rx), *ry = dtl_arena_alloc(a, sizeof *ry);
+            if (term_div(a, tx, &cm, rx) && term_div(a, ty, &cm, ry)) {
+                const dtl_dim *nx = dim_normalize(a, rx, 1), *ny = dim_normalize(a, ry, 1);
+                if (nx && ny)
+                    return dtl_dim_div(a, nx, ny, exact);
+            }
+        }
+    }
     *exact = false;
     dtl_dimatom *at = dtl_arena_alloc(a, sizeof *at);
     at->num = x;
@@ -648,7 +682,8 @@ bool dtl_type_same(const dtl_type *x, const dtl_type *y)
     case DTL_TYPE_MODEL:
         return x->u.m.model == y->u.m.model;
     case DTL_TYPE_INSTANCE:
-        if (x->u.m.model != y->u.m.model)
+        if (x->u.m.model != y->u.m.model || !x->u.m.rep != !y->u.m.rep ||
+            (x->u.m.rep && !dtl_dim_eq(x->u.m.rep, y->u.m.rep)))
             return false;
         for (size_t i = 0; i < x->u.m.model->nctor; i++)
             if (!host_value_eq(x->u.m.args[i], y->u.m.args[i]))
@@ -825,6 +860,11 @@ static void type_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from)
         model_name_put(b, t->u.m.model, from);
         break;
     case DTL_TYPE_INSTANCE:
+        if (t->u.m.rep) {
+            dtl_strbuf_puts(b, "repeat(");
+            dim_put(b, t->u.m.rep);
+            dtl_strbuf_puts(b, ", ");
+        }
         model_name_put(b, t->u.m.model, from);
         dtl_strbuf_puts(b, "(");
         for (size_t i = 0; i < t->u.m.model->nctor; i++) {
@@ -832,7 +872,7 @@ static void type_put(dtl_strbuf *b, const dtl_type *t, const dtl_module *from)
                 dtl_strbuf_puts(b, ", ");
             value_put(b, t->u.m.args[i], from);
         }
-        dtl_strbuf_puts(b, ")");
+        dtl_strbuf_puts(b, t->u.m.rep ? "))" : ")");
         break;
     case DTL_TYPE_FN:
         dtl_strbuf_puts(b, "fn ");
@@ -955,6 +995,8 @@ dtl_type *dtl_type_subst(dtl_arena *a, dtl_type *t, const dtl_subst *s)
         size_t n = t->u.m.model->nctor;
         dtl_type *r = dtl_type_new(a, DTL_TYPE_INSTANCE);
         r->u.m.model = t->u.m.model;
+        if (t->u.m.rep && !(r->u.m.rep = dtl_dim_subst(a, t->u.m.rep, s)))
+            return NULL;
         r->u.m.args = dtl_arena_array(a, n ? n : 1, sizeof(dtl_type *));
         for (size_t i = 0; i < n; i++)
             if (!(r->u.m.args[i] = dtl_type_subst(a, t->u.m.args[i], s)))

@@ -161,7 +161,9 @@ struct dtl_type {
         dtl_dtype dtype;
         struct { dtl_type **elems; size_t n; } list;
         struct dtl_module *module;
-        struct { struct dtl_model *model; dtl_type **args; } m;
+        /* INSTANCE: rep is NULL, or the count of a stack of identical instances made by
+         * repeat(n, Model(…)) (each its own params; calling it applies them in order). */
+        struct { struct dtl_model *model; dtl_type **args; const dtl_dim *rep; } m;
         struct { struct dtl_fn *fn; dtl_type *inst; } fn;   /* inst: INSTANCE or NULL */
         const struct dtl_builtin *builtin;
         /* The builtin called and its arguments in parameter order, defaults filled in. */

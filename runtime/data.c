@@ -331,7 +331,19 @@ void dtl_data_free(dtl_data *d)
     free(d->x);
     free(d->bytes);
     free(d->y);
+    free(d->yf);
+    free(d->text);
     memset(d, 0, sizeof *d);
+}
+
+int64_t dtl_data_ylen(const dtl_data *d)
+{
+    return d->ylen > 1 ? d->ylen : 1;
+}
+
+dtl_dtype dtl_data_ydtype(const dtl_data *d)
+{
+    return d->yf ? d->dtype : DTL_DTYPE_I64;
 }
 
 static bool opts_ok(const dtl_data_opts *o, dtl_err *err)
@@ -1012,6 +1024,8 @@ bool dtl_data_load_csv(dtl_data *d, const char *path, const dtl_data_opts *o, dt
         char *le = nl ? nl : end, *line = p;
         lineno++;
         p = le;   /* the loop's p++ steps over the '\n' */
+        if (o->csv_skip > 0 && lineno <= (size_t)o->csv_skip)
+            continue;   /* skip = N: a preamble such as scikit-learn's "569,30,malignant,…" */
         if (le > line && le[-1] == '\r')
             le--;
         char *q = line;
@@ -1081,6 +1095,14 @@ bool dtl_data_load_csv(dtl_data *d, const char *path, const dtl_data_opts *o, dt
             const csv_cell *cell = &row.cells[c];
             char *e;
             errno = 0;
+            if (c == label && o->csv_regression) {
+                double v = strtod(cell->text, &e);
+                if (!*cell->text || *e)
+                    ok = csv_cell_err(&s, lineno, cell, c, "target is not a number");
+                else
+                    memcpy(&y[nrows], &v, sizeof v);   /* y holds doubles until the end */
+                continue;
+            }
             if (c == label) {
                 ll v = strtoll(cell->text, &e, 10);
                 if (!*cell->text || *e)
@@ -1114,7 +1136,19 @@ bool dtl_data_load_csv(dtl_data *d, const char *path, const dtl_data_opts *o, dt
         d->x = x;
         d->y = y;
         d->classes = 0;
-        for (size_t i = 0; i < nrows; i++)
+        if (o->csv_regression) {   /* the targets, in the features' dtype */
+            d->y = NULL;
+            d->yf = y;
+            for (size_t i = 0; i < nrows; i++) {
+                double v;
+                memcpy(&v, &y[i], sizeof v);
+                if (o->dtype == DTL_DTYPE_F32)
+                    ((float *)d->yf)[i] = (float)v;
+                else
+                    ((double *)d->yf)[i] = v;
+            }
+        }
+        for (size_t i = 0; d->y && i < nrows; i++)
             if (y[i] + 1 > d->classes)
                 d->classes = y[i] + 1;
     } else {
@@ -1209,7 +1243,13 @@ static void bytes_to_row(const dtl_data *d, const unsigned char *src, void *out)
 }
 
 void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void *x_out,
-                     int64_t *y_out)
+                     void *y_out)
+{
+    dtl_data_gather_at(d, 0, idx, count, x_out, y_out);
+}
+
+void dtl_data_gather_at(const dtl_data *d, int64_t off, const int64_t *idx, int64_t count,
+                        void *x_out, void *y_out)
 {
     size_t row = (size_t)d->features * dtl_dtype_size(d->dtype);
     for (int64_t i = 0; i < count; i++) {
@@ -1218,13 +1258,27 @@ void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void 
                     __FILE__, __LINE__, (ll)idx[i], (ll)d->n);
             abort();
         }
+        if (d->text) {   /* a window: context ids, then the context bytes after each */
+            const unsigned char *w = d->text + off + idx[i] * d->context;
+            int64_t *x = (int64_t *)x_out + i * d->context, *y = (int64_t *)y_out + i * d->context;
+            for (int64_t j = 0; j < d->context; j++) {
+                x[j] = w[j];
+                y[j] = w[j + 1];
+            }
+            continue;
+        }
         if (d->bytes)
             bytes_to_row(d, d->bytes + (size_t)idx[i] * (size_t)d->features,
                          (char *)x_out + (size_t)i * row);
         else
             memcpy((char *)x_out + (size_t)i * row, (const char *)d->x + (size_t)idx[i] * row,
                    row);
-        y_out[i] = d->y[idx[i]];
+        if (d->yf && d->dtype == DTL_DTYPE_F32)
+            ((float *)y_out)[i] = ((const float *)d->yf)[idx[i]];
+        else if (d->yf)
+            ((double *)y_out)[i] = ((const double *)d->yf)[idx[i]];
+        else
+            ((int64_t *)y_out)[i] = d->y[idx[i]];
     }
 }
 
@@ -1237,6 +1291,7 @@ struct dtl_loader {
     dtl_loader_opts o;
     int64_t steps;
     int64_t *perm;
+    int64_t off;         /* of a text set's windows in this epoch */
     dtl_batch slot[LOADER_MAX_SLOTS];
     pthread_t thread;
     bool running;        /* a producer thread exists (perhaps finished) and must be joined */
@@ -1263,7 +1318,7 @@ static void *loader_main(void *arg)
         int64_t start;
         b->step = s;
         b->rows = dtl_data_batch_rows(l->data->n, l->o.batch, l->o.world, l->o.rank, s, &start);
-        dtl_data_gather(l->data, l->perm + start, b->rows, b->x, b->y);
+        dtl_data_gather_at(l->data, l->off, l->perm + start, b->rows, b->x, b->y);
         pthread_mutex_lock(&l->mu);
         l->produced = s + 1;
         pthread_cond_broadcast(&l->cv);
@@ -1323,14 +1378,16 @@ dtl_loader *dtl_loader_new(const dtl_data *d, const dtl_loader_opts *o, dtl_err 
     if (!l->o.slots)
         l->o.slots = 2;
     l->steps = steps;
-    uint64_t xbytes;
+    uint64_t xbytes, ybytes;
     bool ok = mul_ok((uint64_t)o->batch, (uint64_t)d->features, &xbytes) &&
               mul_ok(xbytes, dtl_dtype_size(d->dtype), &xbytes) && xbytes <= SIZE_MAX &&
-              (uint64_t)o->batch <= SIZE_MAX / sizeof(int64_t) &&
+              mul_ok((uint64_t)o->batch, (uint64_t)dtl_data_ylen(d), &ybytes) &&
+              mul_ok(ybytes, dtl_dtype_size(dtl_data_ydtype(d)), &ybytes) &&
+              ybytes <= SIZE_MAX &&
               (l->perm = malloc((size_t)d->n * sizeof *l->perm)) != NULL;
     for (int i = 0; ok && i < l->o.slots; i++)
         ok = (l->slot[i].x = malloc((size_t)xbytes)) != NULL &&
-             (l->slot[i].y = malloc((size_t)o->batch * sizeof(int64_t))) != NULL;
+             (l->slot[i].y = malloc((size_t)ybytes)) != NULL;
     if (!ok) {
         dtl_loader_free(l);
         dtl_err_set(err, DTL_ERR_NOMEM, "out of memory for the data loader's batches");
@@ -1348,6 +1405,7 @@ bool dtl_loader_start_epoch(dtl_loader *l, uint64_t epoch, dtl_err *err)
 {
     loader_stop(l);
     dtl_data_epoch_order(l->data->n, l->o.seed, epoch, l->o.shuffle, l->perm);
+    l->off = dtl_data_text_offset(l->data, l->o.seed, epoch, l->o.shuffle);
     l->produced = l->taken = l->released = 0;
     l->stop = false;
     int rc = pthread_create(&l->thread, NULL, loader_main, l);

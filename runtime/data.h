@@ -9,7 +9,8 @@
  *   asked, already multiplied by opts.scale (computed in f64, then rounded once) — or, for
  *   u8 files loaded with opts.compact, the raw bytes, converted the same way by
  *   dtl_data_gather. Labels are
- *   int64 with 0 <= y <= INT32_MAX; classes = max label + 1. A dataset has at least one row.
+ *   int64 with 0 <= y <= INT32_MAX; classes = max label + 1 — or float targets (yf), or,
+ *   for text, the next bytes of each window. A dataset has at least one row.
  * - Any file may be gzip-compressed: it is recognised by its contents, not its name.
  * - Errors name the file and the problem ("x.npy: truncated: expected 4128 bytes, found
  *   1000"). No input crashes a loader or makes it allocate much more than the bytes it has
@@ -46,6 +47,18 @@ typedef struct dtl_data {
      * equal to what x would hold. A quarter of the memory for image data sets. */
     unsigned char *bytes;
     double scale;
+    /* Labels other than one class index per row (0/NULL for the loaders above):
+     * - yf: float targets (dtl_data_opts.csv_regression), n values of `dtype`; y is then NULL
+     *   and classes 0. The batch's y has the features' dtype.
+     * - text (dtl_data_load_text): a byte string of text_len bytes; row k of an epoch is the
+     *   window at byte off + k·context (off from dtl_data_text_offset): x its context bytes
+     *   as i64 ids (dtype DTL_DTYPE_I64, features = context), y the context bytes that follow
+     *   each (ylen = context). n = (text_len - 1) / context; y, x and bytes are NULL, classes
+     *   is 256. The windows are views: nothing per row is stored. */
+    void *yf;
+    int64_t ylen;                     /* labels per row: 0 or 1 (one), context for text */
+    unsigned char *text;
+    int64_t text_len, context;
 } dtl_data;
 
 typedef struct dtl_data_opts {
@@ -56,6 +69,8 @@ typedef struct dtl_data_opts {
     bool csv_header;          /* the first non-empty line names the columns */
     const char *csv_label;    /* the label column by its name in the header; NULL: by index */
     int csv_label_index;      /* the label column by index from 0; -1 is the last column */
+    int csv_skip;             /* lines skipped before the header or the first row */
+    bool csv_regression;      /* the label column holds numbers: float targets in yf */
 } dtl_data_opts;
 
 /* f32, scale 1, CSV without a header and labels in the first column. */
@@ -88,6 +103,48 @@ bool dtl_data_load_npy(dtl_data *d, const char *x_path, const char *y_path,
  * say file:line:column, the cell text and the column. */
 bool dtl_data_load_csv(dtl_data *d, const char *path, const dtl_data_opts *o, dtl_err *err);
 
+/* Labels per row: d->ylen, at least 1. The dtype of a batch's y: DTL_DTYPE_I64, or d->dtype
+ * for float targets. */
+int64_t dtl_data_ylen(const dtl_data *d);
+dtl_dtype dtl_data_ydtype(const dtl_data *d);
+
+/* ---- text and table preparation (runtime/data_text.c) ------------------------------------ */
+
+typedef struct dtl_text_opts {
+    int64_t context;          /* window length, >= 1 */
+    const char *separator;    /* documents are separated by lines holding only this; NULL or
+                                 "": each file is one document */
+    int64_t test_every;       /* 0: every document; else document i (from 0, in reading order)
+                                 is a test document iff i % test_every == test_every - 1 */
+    bool test;                /* keep the test documents (else the others) */
+} dtl_text_opts;
+
+/* A text data set from path: a file, or a directory whose plain-text files are read in name
+ * order (regular files only — symlinks are skipped — whose names do not start with '.' and do
+ * not end in .dat or .u8: the fortune(6) layout). Documents are cut at separator lines (the
+ * separator line itself is not part of a document; empty documents are dropped), the split's
+ * documents are kept and joined, each followed by the separator line ("%\n") when there is a
+ * separator. Errors name the file; a split with fewer than context + 1 bytes is an error. */
+bool dtl_data_load_text(dtl_data *d, const char *path, const dtl_text_opts *o, dtl_err *err);
+
+/* The window offset of epoch `epoch`: 0 without shuffle; else uniform in
+ * [0, (text_len - 1) - n·context] from the Philox stream dtl_rng_stream_id("window", epoch)
+ * with key seed. 0 for data that is not text. */
+int64_t dtl_data_text_offset(const dtl_data *d, uint64_t seed, uint64_t epoch, bool shuffle);
+
+/* Splits d's rows into a train and a test part, in place: a seeded shuffle of the rows (the
+ * stream dtl_rng_stream_id("split", 0), key 0 — the same split whatever the run's seed) and
+ * the last round(n·test_fraction) rows, at least 1, become the test part (kept when test,
+ * else the others), in file order. test_fraction in (0, 1); both parts must have a row. */
+bool dtl_data_holdout(dtl_data *d, double test_fraction, bool test, const char *what,
+                      dtl_err *err);
+
+/* Feature statistics of d (per feature: mean and standard deviation, population, computed in
+ * f64): mean and sd hold d->features values each. A feature with sd 0 gets sd 1. */
+bool dtl_data_stats(const dtl_data *d, double *mean, double *sd, dtl_err *err);
+/* x = (x - mean) / sd for every row of d (not text; compact data is expanded first). */
+bool dtl_data_standardize(dtl_data *d, const double *mean, const double *sd, dtl_err *err);
+
 /* The first of dirs[i]/name that is a directory, written to out. NULL or empty entries of
  * dirs are skipped (an unset $DTL_DATA, say). When none is, err lists every place tried. */
 bool dtl_data_find_dir(const char *name, const char *const *dirs, size_t ndirs, char *out,
@@ -118,10 +175,13 @@ int64_t dtl_data_batch_rows(int64_t n, int64_t batch, int world, int rank, int64
                             int64_t *start);
 
 /* Copies rows idx[0..count) into x_out (count × features elements of d->dtype, converted
- * from the bytes when d is compact) and their labels into y_out. Every idx[i] must be in
- * [0, d->n). */
+ * from the bytes when d is compact) and their labels into y_out (count × ylen elements of
+ * dtl_data_ydtype(d)). Every idx[i] must be in [0, d->n). Text windows start at byte
+ * off + idx[i]·context (dtl_data_gather: off 0). */
 void dtl_data_gather(const dtl_data *d, const int64_t *idx, int64_t count, void *x_out,
-                     int64_t *y_out);
+                     void *y_out);
+void dtl_data_gather_at(const dtl_data *d, int64_t off, const int64_t *idx, int64_t count,
+                        void *x_out, void *y_out);
 
 /* ---- background loader -------------------------------------------------------------------
  * One producer thread per epoch fills a ring of `slots` batches in step order while the
@@ -153,7 +213,7 @@ typedef struct dtl_batch {
     int64_t step;        /* its index in the epoch */
     int64_t rows;        /* rows of this rank: batch, or fewer (even 0) in a last eval step */
     void *x;             /* rows × features elements of the data's dtype */
-    int64_t *y;          /* rows labels */
+    void *y;             /* rows × ylen labels of dtl_data_ydtype (int64 class indices) */
 } dtl_batch;
 
 typedef struct dtl_loader dtl_loader;
@@ -162,7 +222,8 @@ typedef struct dtl_loader dtl_loader;
  * ring; starts no thread yet. */
 dtl_loader *dtl_loader_new(const dtl_data *d, const dtl_loader_opts *o, dtl_err *err);
 int64_t dtl_loader_steps(const dtl_loader *l);
-/* Computes the epoch's order and starts producing its batches. */
+/* Computes the epoch's order (and a text set's window offset) and starts producing its
+ * batches. */
 bool dtl_loader_start_epoch(dtl_loader *l, uint64_t epoch, dtl_err *err);
 /* The next batch of the epoch (waiting for it if need be), or NULL after the last one. */
 const dtl_batch *dtl_loader_next(dtl_loader *l);

@@ -202,6 +202,9 @@ bool dtl_store_bind(dtl_store *s, const dtl_graph *g, dtl_err *err)
 struct dtl_plan {
     const dtl_backend *be;
     void *impl;
+    const dtl_graph *g;
+    void (*ready)(void *ctx, uint32_t k, const dtl_tensor *value);   /* opts->output_ready */
+    void *ready_ctx;
 };
 
 dtl_plan *dtl_plan_new(const dtl_backend *be, const dtl_graph *g, dtl_store *store,
@@ -213,6 +216,16 @@ dtl_plan *dtl_plan_new(const dtl_backend *be, const dtl_graph *g, dtl_store *sto
         return NULL;
     }
     p->be = be;
+    p->g = g;
+    dtl_plan_opts o;   /* a backend without calls_ready never sees the hook: run reports */
+    if (opts && opts->output_ready && !be->calls_ready) {
+        p->ready = opts->output_ready;
+        p->ready_ctx = opts->ready_ctx;
+        o = *opts;
+        o.output_ready = NULL;
+        o.ready_ctx = NULL;
+        opts = &o;
+    }
     p->impl = be->prepare(g, store, opts, err);
     if (!p->impl) {
         free(p);
@@ -223,7 +236,16 @@ dtl_plan *dtl_plan_new(const dtl_backend *be, const dtl_graph *g, dtl_store *sto
 
 bool dtl_plan_run(dtl_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
 {
-    return p->be->run(p->impl, in, nin, err);
+    if (!p->be->run(p->impl, in, nin, err))
+        return false;
+    /* The hook for a backend that does not call it: every output, in order, after the run. */
+    for (uint32_t k = 0; p->ready && k < p->g->nouts; k++) {
+        dtl_tensor t;
+        if (!p->be->output(p->impl, p->g->outs[k].name, &t, err))
+            return false;
+        p->ready(p->ready_ctx, k, &t);
+    }
+    return true;
 }
 
 bool dtl_plan_output(dtl_plan *p, const char *name, dtl_tensor *out, dtl_err *err)
@@ -266,6 +288,13 @@ typedef struct ref_plan {
     ref_copy *stages, *commits;
     uint32_t nstages, ncommits;
     void **outptr;            /* per graph output: where to read it */
+    /* The output-ready hook (exec.h): output k is reported after node ready_node[k] is
+     * computed (UINT32_MAX: after the staging; a constant: before the first node), from
+     * ready_ptr[k]; ready_head/ready_next list the outputs of each node in output order. */
+    void (*ready)(void *ctx, uint32_t k, const dtl_tensor *value);
+    void *ready_ctx;
+    void **ready_ptr;
+    uint32_t *ready_head, *ready_next;
     dtl_plan_stats stats;
 } ref_plan;
 
@@ -396,6 +425,13 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
     p->stages = dtl_arena_array(A, no + 1, sizeof *p->stages);
     p->commits = dtl_arena_array(A, no + 1, sizeof *p->commits);
     p->outptr = dtl_arena_array(A, no + 1, sizeof *p->outptr);
+    p->ready_ptr = dtl_arena_array(A, no + 1, sizeof *p->ready_ptr);
+    p->ready_head = dtl_arena_array(A, nn + 2, sizeof *p->ready_head);
+    p->ready_next = dtl_arena_array(A, no + 1, sizeof *p->ready_next);
+    if (opts && opts->output_ready) {
+        p->ready = opts->output_ready;
+        p->ready_ctx = opts->ready_ctx;
+    }
 
     /* Liveness: the last node reading each value; outputs live to the end. */
     uint32_t *last = dtl_arena_array(A, nn + 1, sizeof *last);
@@ -490,11 +526,22 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
             src = slot;
         }
         p->outptr[k] = src;
+        p->ready_ptr[k] = src;   /* PARAM/STATE: the new value, before the commit */
         if (o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE) {
             dtl_store_entry *e = dtl_store_find(store, g->nodes[o->target].name);
             p->commits[p->ncommits++] = (ref_copy){e->t.data, src, bytes};
             p->outptr[k] = e->t.data;
         }
+    }
+    /* Per node, the outputs it finishes (index nn: staged outputs and constants, reported
+     * after the staging). */
+    for (uint32_t v = 0; v <= nn; v++)
+        p->ready_head[v] = UINT32_MAX;
+    for (uint32_t k = no; k-- > 0;) {
+        uint32_t v = g->outs[k].val;
+        uint32_t at = staged[k] || !p->computed[v] ? nn : v;
+        p->ready_next[k] = p->ready_head[at];
+        p->ready_head[at] = k;
     }
     return p;
 }
@@ -542,6 +589,16 @@ static bool ref_bind_inputs(ref_plan *p, const dtl_binding *in, size_t nin, dtl_
     return true;
 }
 
+/* Reports the outputs of one list (ready_head/ready_next) to the hook. */
+static void ref_ready(const ref_plan *p, uint32_t k)
+{
+    for (; k != UINT32_MAX; k = p->ready_next[k]) {
+        dtl_tensor t;
+        dtl_output_view(p->g, k, p->ready_ptr[k], &t);
+        p->ready(p->ready_ctx, k, &t);
+    }
+}
+
 static bool ref_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
 {
     ref_plan *p = vp;
@@ -560,9 +617,13 @@ static bool ref_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
         if (!dtl_ref_kernel(n, args, p->ptr[v], seed, &kerr))
             return dtl_err_set(err, kerr.kind, "%%%u (%s%s%s): %s", v, dtl_op_name(n->op),
                                n->name ? " " : "", n->name ? n->name : "", kerr.msg);
+        if (p->ready)
+            ref_ready(p, p->ready_head[v]);
     }
     for (uint32_t k = 0; k < p->nstages; k++)
         memcpy(p->stages[k].dst, *(void *const *)p->stages[k].src, p->stages[k].bytes);
+    if (p->ready)   /* staged outputs and constants: final once staged */
+        ref_ready(p, p->ready_head[g->nnodes]);
     for (uint32_t k = 0; k < p->ncommits; k++)
         memmove(p->commits[k].dst, p->commits[k].src, p->commits[k].bytes);
     p->stats.runs++;
@@ -616,4 +677,5 @@ const dtl_backend dtl_backend_ref = {
     .output = ref_output,
     .stats = ref_stats,
     .free = ref_free,
+    .calls_ready = true,
 };

@@ -20,6 +20,9 @@
  *    planned by liveness at prepare; constants computed once at prepare).
  *  - Outputs (LOSS, VALUE) are read by name after a run as host views valid until the next
  *    run or dtl_plan_free; PARAM/STATE outputs read as the store's (committed) entry.
+ *  - Output-ready hook (dtl_plan_opts.output_ready): each output reported once per run, as
+ *    soon as it is final, before run returns (see dtl_plan_opts); every backend gets it, from
+ *    dtl_plan_run after the run when the backend does not call it itself (calls_ready).
  *  - The graph and the store must outlive every plan made from them.
  *  - Device mirrors: a backend that keeps PARAM/STATE in device memory (cuda) attaches one
  *    dtl_store_mirror to the store at prepare; its plans then read and update the device
@@ -103,6 +106,17 @@ typedef struct dtl_binding {
 
 typedef struct dtl_plan_opts {
     bool no_reuse;       /* give every intermediate its own memory (testing the planner) */
+    /* The output-ready hook (NULL: none). Called during dtl_plan_run, on the calling thread,
+     * once per output k of the graph (g->outs order) as soon as its value is final (no later
+     * kernel of the run writes it), at the latest before run returns; value is a host view of
+     * that value (for PARAM/STATE outputs: the new value, whether or not committed yet),
+     * valid during the call only. A run that fails may have reported some outputs. A
+     * backend with calls_ready calls it as it goes; for the others dtl_plan_run calls it
+     * after the backend's run, for every output in order, through dtl_plan_output. Data
+     * parallel training starts the allreduce of gradients from it while backward still runs
+     * (runtime/comm/ddp.h). */
+    void (*output_ready)(void *ctx, uint32_t k, const dtl_tensor *value);
+    void *ready_ctx;
 } dtl_plan_opts;
 
 typedef struct dtl_plan_stats {
@@ -124,6 +138,7 @@ typedef struct dtl_backend {
     bool (*output)(void *plan, const char *name, dtl_tensor *out, dtl_err *err);
     void (*stats)(const void *plan, dtl_plan_stats *st);
     void (*free)(void *plan);
+    bool calls_ready;    /* its run calls dtl_plan_opts.output_ready itself (ref, llvm) */
 } dtl_backend;
 
 extern const dtl_backend dtl_backend_ref;   /* kernels/ref: the oracle */

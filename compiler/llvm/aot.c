@@ -254,6 +254,11 @@ static rowdep dep_of_node(const dtl_graph *g, const rowdep *dep, dtl_val v, int6
             if (dep[n->in[i]] == DEP_MIXED)
                 return DEP_MIXED;
         return DEP_ROWS;
+    case DTL_OP_CONV2D:   /* each image by itself, the weights shared */
+        return da == DEP_ROWS && dep[n->in[1]] == DEP_FREE && out_rows ? DEP_ROWS : DEP_MIXED;
+    case DTL_OP_MAXPOOL2D:
+    case DTL_OP_AVGPOOL2D:
+        return da == DEP_ROWS && out_rows ? DEP_ROWS : DEP_MIXED;
     case DTL_OP_GATHER: {
         rowdep di = dep[n->in[1]];
         if (da == DEP_ROWS && di == DEP_FREE && n->attr.axis != 0 && out_rows)

@@ -30,7 +30,9 @@
  * unordered compare), integer division guards its divisor (z == 0 gives 0, z == -1 gives
  * -x, both without executing a trapping sdiv), float-to-int casts use llvm.fptosi.sat
  * (saturating, NaN -> 0), bools are bytes 0/1 in memory and i1 in registers. No fast-math
- * flags are set anywhere. */
+ * flags are set anywhere. The one departure: f32 exp is a polynomial written inline
+ * (exp_f32, within 2 ulp of libm's expf), because a libm call per element keeps softmax and
+ * GELU loops from being vectorized. */
 #include "llvm.h"
 
 #include <inttypes.h>
@@ -93,6 +95,9 @@ typedef struct cg {
     LLVMTypeRef tvoid, ti1, ti8, ti32, ti64, tf32, tf64, tp8, tpp8;
     LLVMTypeRef body_ty, epi_ty, pool_run_ty, gemm_ty[2], single_ty, libm1_ty[2];
     LLVMValueRef pool_run, gemm[2], single, ftanh[2];
+    bool hooks;                 /* output-ready hooks: calls to dtl_llvm_rt_ready */
+    LLVMTypeRef ready_ty;
+    LLVMValueRef ready;
     LLVMValueRef *val;          /* per node: its value in the element being emitted */
     int32_t *ld, *stv;          /* per node: 1 + its load / store stream in the current nest */
     uint64_t top;               /* arena bytes used so far (the plan's, then ours) */
@@ -487,7 +492,12 @@ static void nest_collapse(nest *n)
     n->rank = r;
 }
 
-/* Assigns every stream's slot a parameter of the inner function; sizes the nest's arrays. */
+/* Assigns every stream a parameter of the inner function; sizes the nest's arrays. Streams
+ * share a parameter when they touch overlapping bytes of the same slot (transitively); other
+ * streams of that slot (disjoint values in the arena) get parameters of their own, each the
+ * same slot pointer, so that noalias tells the vectorizer what the memory plan knows: a
+ * kernel storing ten values into the arena needs no run-time overlap checks (too many of
+ * them and LLVM would not vectorize the loop at all). */
 static void nest_params(cg *c, nest *n)
 {
     size_t m = n->ns + 1;
@@ -496,16 +506,41 @@ static void nest_params(cg *c, nest *n)
     n->off = dtl_arena_array(c->A, m, sizeof *n->off);
     n->tmp1 = dtl_arena_array(c->A, m, sizeof *n->tmp1);
     n->tmp2 = dtl_arena_array(c->A, m, sizeof *n->tmp2);
+    uint32_t *grp = dtl_arena_array(c->A, m, sizeof *grp);   /* union-find over streams */
+    uint64_t *bytes = dtl_arena_array(c->A, m, sizeof *bytes);
+    for (uint32_t k = 0; k < n->ns; k++) {
+        grp[k] = k;
+        bytes[k] = n->s[k].kind == ST_IOTA ? 0 : value_bytes(node(c, n->s[k].v));
+    }
+    for (uint32_t k = 0; k < n->ns; k++)
+        for (uint32_t j = 0; j < k; j++) {
+            if (n->s[k].kind == ST_IOTA || n->s[j].kind == ST_IOTA ||
+                n->s[k].at.slot != n->s[j].at.slot)
+                continue;
+            bool same = overlap(n->s[k].at, bytes[k], n->s[j].at, bytes[j]) ||
+                        n->s[k].at.offset == n->s[j].at.offset;
+            if (!same)
+                continue;
+            uint32_t a = k, b = j;
+            while (grp[a] != a)
+                a = grp[a];
+            while (grp[b] != b)
+                b = grp[b];
+            grp[a > b ? a : b] = a < b ? a : b;
+        }
+    uint32_t *root_param = dtl_arena_array(c->A, m, sizeof *root_param);
     n->nparams = 0;
     for (uint32_t k = 0; k < n->ns; k++) {
         if (n->s[k].kind == ST_IOTA)
             continue;
-        uint32_t slot = n->s[k].at.slot, p = 0;
-        while (p < n->nparams && n->param_slot[p] != slot)
-            p++;
-        if (p == n->nparams)
-            n->param_slot[n->nparams++] = slot;
-        n->s[k].param = p;
+        uint32_t r = k;
+        while (grp[r] != r)
+            r = grp[r];
+        if (r == k) {
+            root_param[k] = n->nparams;
+            n->param_slot[n->nparams++] = n->s[k].at.slot;
+        }
+        n->s[k].param = root_param[r];
     }
 }
 
@@ -737,6 +772,47 @@ static LLVMValueRef fcmp_or_nan(cg *c, LLVMRealPredicate p, LLVMValueRef x, LLVM
     return LLVMBuildOr(c->B, LLVMBuildFCmp(c->B, p, x, z, ""), uno, "");   /* statement */
 }
 
+/* e^x for f32 in plain arithmetic, so that loops with exp vectorize (llvm.exp becomes a
+ * libm call per element): x = n ln2 + r (|r| <= ln2 / 2, ln2 in two parts), e^r by Cephes'
+ * polynomial (within 2 ulp of expf), times 2^n as two powers of two, so that results in the
+ * subnormal range come out right. NaN stays NaN (n is computed from 0 then); x > 88.73 gives
+ * inf and x < -103.98 gives 0, as expf does. */
+static LLVMValueRef exp_f32(cg *c, LLVMValueRef x)
+{
+    static const double p[6] = {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
+                                4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1};
+    LLVMBuilderRef B = c->B;
+    LLVMTypeRef f = c->tf32, vi = vty(c, c->ti32), vf = vty(c, c->tf32);
+    LLVMValueRef hi = kreal(c, f, 89.0), lo = kreal(c, f, -104.0);
+    LLVMValueRef xc = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOGT, x, hi, ""), hi, x, "");
+    xc = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealOLT, xc, lo, ""), lo, xc, "");
+    LLVMValueRef xs = LLVMBuildSelect(B, LLVMBuildFCmp(B, LLVMRealUNO, x, x, ""),
+                                      kreal(c, f, 0), xc, "");
+    LLVMValueRef nf = intr1(c, "llvm.rint",
+                            LLVMBuildFMul(B, xs, kreal(c, f, 1.44269504088896341), ""));
+    LLVMValueRef r = LLVMBuildFSub(B, xc, LLVMBuildFMul(B, nf, kreal(c, f, 0.693359375), ""), "");
+    r = LLVMBuildFSub(B, r, LLVMBuildFMul(B, nf, kreal(c, f, -2.12194440e-4), ""), "");
+    LLVMValueRef y = kreal(c, f, p[0]);
+    for (int i = 1; i < 6; i++)
+        y = LLVMBuildFAdd(B, LLVMBuildFMul(B, y, r, ""), kreal(c, f, p[i]), "");
+    y = LLVMBuildFMul(B, y, LLVMBuildFMul(B, r, r, ""), "");
+    y = LLVMBuildFAdd(B, LLVMBuildFAdd(B, y, r, ""), kreal(c, f, 1), "");
+    LLVMValueRef n = LLVMBuildFPToSI(B, nf, vi, "");
+    LLVMValueRef n1 = LLVMBuildAShr(B, n, kint(c, c->ti32, 1), "");
+    LLVMValueRef n2 = LLVMBuildSub(B, n, n1, "");
+    LLVMValueRef e1 = LLVMBuildShl(B, LLVMBuildAdd(B, n1, kint(c, c->ti32, 127), ""),
+                                   kint(c, c->ti32, 23), "");
+    LLVMValueRef e2 = LLVMBuildShl(B, LLVMBuildAdd(B, n2, kint(c, c->ti32, 127), ""),
+                                   kint(c, c->ti32, 23), "");
+    y = LLVMBuildFMul(B, y, LLVMBuildBitCast(B, e1, vf, ""), "");
+    return LLVMBuildFMul(B, y, LLVMBuildBitCast(B, e2, vf, ""), "");
+}
+
+static LLVMValueRef exp_of(cg *c, LLVMValueRef x, dtl_dtype t)
+{
+    return t == DTL_DTYPE_F32 ? exp_f32(c, x) : intr1(c, "llvm.exp", x);
+}
+
 /* tanh through libm, lane by lane for vectors (no intrinsic exists). */
 static LLVMValueRef libm_tanh(cg *c, LLVMValueRef x, dtl_dtype t)
 {
@@ -807,7 +883,7 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
             return intr1(c, "llvm.fabs", x);
         LLVMValueRef neg = LLVMBuildSub(B, kint(c, xt, 0), x, "");   /* a fixed order */
         return LLVMBuildSelect(B, LLVMBuildICmp(B, LLVMIntSLT, x, kint(c, xt, 0), ""), neg, x, "");
-    case DTL_OP_EXP: return intr1(c, "llvm.exp", x);
+    case DTL_OP_EXP: return exp_of(c, x, it);
     case DTL_OP_LOG: return intr1(c, "llvm.log", x);
     case DTL_OP_SQRT: return intr1(c, "llvm.sqrt", x);
     case DTL_OP_SIN: return intr1(c, "llvm.sin", x);
@@ -815,7 +891,7 @@ static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_strea
     case DTL_OP_TANH: return libm_tanh(c, x, t);
     case DTL_OP_SIGMOID: {
         LLVMValueRef one = kreal(c, xt, 1);
-        LLVMValueRef e = intr1(c, "llvm.exp", LLVMBuildFNeg(B, intr1(c, "llvm.fabs", x), ""));
+        LLVMValueRef e = exp_of(c, LLVMBuildFNeg(B, intr1(c, "llvm.fabs", x), ""), it);
         LLVMValueRef d = LLVMBuildFAdd(B, one, e, "");
         LLVMValueRef lo = LLVMBuildFDiv(B, e, d, "");   /* one instruction per statement */
         LLVMValueRef hi = LLVMBuildFDiv(B, one, d, "");
@@ -1434,6 +1510,21 @@ static void declare_runtime(cg *c)
     c->single = LLVMAddFunction(c->M, "dtl_llvm_rt_single", c->single_ty);
     LLVMTypeRef ct[2] = {c->tpp8, c->ti64};
     c->epi_ctx_ty = LLVMStructTypeInContext(c->C, ct, 2, false);
+    if (c->hooks) {   /* declared only when used: a module without hooks is unchanged */
+        LLVMTypeRef rp[3] = {c->tp8, c->ti32, c->tpp8};
+        c->ready_ty = LLVMFunctionType(c->tvoid, rp, 3, false);
+        c->ready = LLVMAddFunction(c->M, "dtl_llvm_rt_ready", c->ready_ty);
+    }
+}
+
+/* The output-ready hook for output o (llvm_rt.h): dtl_llvm_rt_ready(rt, o, slots). */
+static void gen_ready(cg *c, uint32_t o)
+{
+    LLVMValueRef idx = ci64(c, DTL_LLVM_SLOT_RT);
+    LLVMValueRef rt = LLVMBuildLoad2(
+        c->B, c->tp8, LLVMBuildInBoundsGEP2(c->B, c->tp8, c->slots, &idx, 1, ""), "rt");
+    LLVMValueRef a[3] = {rt, LLVMConstInt(c->ti32, o, 0), c->slots};
+    call(c, c->ready_ty, c->ready, a, 3);
 }
 
 /* Slots and the staging of outputs that are bound leaves (their value is read before any
@@ -1482,8 +1573,16 @@ LLVMModuleRef dtl_llvm_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
                                     const dtl_kprog *kp, const char *prefix,
                                     dtl_llvm_layout *layout, dtl_err *err)
 {
+    return dtl_llvm_build_module_hooks(ctx, tm, kp, prefix, false, layout, err);
+}
+
+LLVMModuleRef dtl_llvm_build_module_hooks(LLVMContextRef ctx, LLVMTargetMachineRef tm,
+                                          const dtl_kprog *kp, const char *prefix, bool hooks,
+                                          dtl_llvm_layout *layout, dtl_err *err)
+{
     cg cc, *c = &cc;
     memset(c, 0, sizeof *c);
+    c->hooks = hooks;
     c->C = ctx;
     c->kp = kp;
     c->g = kp->g;
@@ -1556,6 +1655,23 @@ LLVMModuleRef dtl_llvm_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
             LLVMBuildMemCpy(c->B, slot_ptr(c, stage[o]), 1, from, 1,
                             ci64(c, (int64_t)value_bytes(&g->nodes[g->outs[o].val])));
         }
+    /* Output-ready hooks: each output after the kernel that computes it (ready_k), bound
+     * leaves (staged) and constants right after the staging (UINT32_MAX). */
+    uint32_t *ready_k = NULL;
+    if (c->hooks) {
+        dtl_llvm_place *ready_at = dtl_arena_array(c->A, g->nouts + 1, sizeof *ready_at);
+        ready_k = dtl_arena_array(c->A, g->nouts + 1, sizeof *ready_k);
+        for (uint32_t o = 0; o < g->nouts; o++) {
+            dtl_val v = g->outs[o].val;
+            dtl_val r = kp->loc[v].kind == DTL_LOC_ALIAS ? kp->loc[v].of : v;
+            ready_at[o] = staged[o] ? stage[o] : where(c, v);
+            ready_k[o] = staged[o] ? UINT32_MAX : kp->kernel_of[r];
+        }
+        layout->ready_at = ready_at;
+        for (uint32_t o = 0; o < g->nouts; o++)
+            if (ready_k[o] == UINT32_MAX)
+                gen_ready(c, o);
+    }
     for (uint32_t i = 0; i < kp->nk && !c->failed; i++) {
         const dtl_kernel *k = &kp->k[i];
         c->kidx = i;
@@ -1565,6 +1681,9 @@ LLVMModuleRef dtl_llvm_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
         case DTL_K_MATMUL: gen_matmul(c, k, iota_stream); break;
         case DTL_K_SINGLE: gen_single(c, k); break;
         }
+        for (uint32_t o = 0; ready_k && o < g->nouts && !c->failed; o++)
+            if (ready_k[o] == i)
+                gen_ready(c, o);
     }
     /* Commits, after every kernel ran. */
     for (uint32_t o = 0; o < g->nouts && !c->failed; o++) {

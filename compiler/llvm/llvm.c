@@ -154,6 +154,7 @@ typedef struct llvm_plan {
     void **slots;
     void *arena, *cblock;
     uint32_t *inputs;             /* INPUT node ids, in order */
+    bool hooks;                   /* the plan has an output-ready hook (exec.h) */
     dtl_plan_stats stats;
 } llvm_plan;
 
@@ -203,6 +204,7 @@ static bool define_symbols(LLVMOrcLLJITRef jit, dtl_err *err)
     syms[n++] = (rt_sym){"dtl_gemm_f32", (void *)(uintptr_t)dtl_gemm_f32};
     syms[n++] = (rt_sym){"dtl_gemm_f64", (void *)(uintptr_t)dtl_gemm_f64};
     syms[n++] = (rt_sym){"dtl_llvm_rt_single", (void *)(uintptr_t)dtl_llvm_rt_single};
+    syms[n++] = (rt_sym){"dtl_llvm_rt_ready", (void *)(uintptr_t)dtl_llvm_rt_ready};
     syms[n++] = (rt_sym){"powf", (void *)(uintptr_t)powf};
     syms[n++] = (rt_sym){"pow", (void *)(uintptr_t)pow};
     char names[2 * N1][16];
@@ -291,8 +293,10 @@ static void hash_add(uint64_t h[2], const char *s)
     h[1] = (h[1] ^ 0xfe) * 0x100000001b3ULL;
 }
 
-/* The cache file for module m on tm; false when there is no cache. */
-static bool cache_path(LLVMModuleRef m, LLVMTargetMachineRef tm, char *path, size_t len)
+/* The cache file for module m on tm (built with output-ready hooks or not); false when
+ * there is no cache. */
+static bool cache_path(LLVMModuleRef m, LLVMTargetMachineRef tm, bool hooks, char *path,
+                       size_t len)
 {
     char dir[CACHE_PATH - 64];
     if (!cache_dir(dir, sizeof dir))
@@ -301,6 +305,8 @@ static bool cache_path(LLVMModuleRef m, LLVMTargetMachineRef tm, char *path, siz
     char *cpu = LLVMGetTargetMachineCPU(tm), *features = LLVMGetTargetMachineFeatureString(tm);
     char *text = LLVMPrintModuleToString(m);
     hash_add(h, CACHE_VERSION " " OPT_PIPELINE " " LLVM_VERSION_STRING);
+    if (hooks)   /* (the module's text differs too; without hooks the key is as it was) */
+        hash_add(h, "output-ready hooks");
     hash_add(h, cpu);
     hash_add(h, features);
     hash_add(h, text);
@@ -403,9 +409,9 @@ static bool jit_compile(llvm_plan *p, dtl_err *err)
     if (!tm)
         return false;
     LLVMContextRef ctx = LLVMContextCreate();
-    LLVMModuleRef m = dtl_llvm_build_module(ctx, tm, p->kp, "dtl_", &p->L, err);
+    LLVMModuleRef m = dtl_llvm_build_module_hooks(ctx, tm, p->kp, "dtl_", p->hooks, &p->L, err);
     char path[CACHE_PATH];
-    bool cached = m && cache_path(m, tm, path, sizeof path);
+    bool cached = m && cache_path(m, tm, p->hooks, path, sizeof path);
     LLVMMemoryBufferRef obj = cached ? cache_read(path) : NULL;
     bool ok = m != NULL;
     if (obj) {
@@ -461,6 +467,7 @@ static void *llvm_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_o
     }
     p->g0 = g;
     p->store = store;
+    p->hooks = opts && opts->output_ready;
     p->have_g = true;   /* initialized by the passes even when they fail */
     double t0 = cpu_seconds();
     if (!(p->kp = compile_graph(g, opts, &p->g, err))) {
@@ -489,6 +496,10 @@ static void *llvm_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_o
         return NULL;
     }
     dtl_llvm_rt_init(&p->rt, kp, &p->L, dtl_store_seed(store), A);
+    if (p->hooks) {
+        p->rt.ready = opts->output_ready;
+        p->rt.ready_ctx = opts->ready_ctx;
+    }
     p->slots = dtl_arena_array(A, p->L.nslots, sizeof *p->slots);
     p->slots[DTL_LLVM_SLOT_ARENA] = p->arena;
     p->slots[DTL_LLVM_SLOT_CONST] = p->cblock;
@@ -545,6 +556,7 @@ const dtl_backend dtl_backend_llvm = {
     .output = llvm_output,
     .stats = llvm_stats,
     .free = llvm_free,
+    .calls_ready = true,
 };
 
 /* ---- --emit=llvm|asm ---------------------------------------------------------------------- */

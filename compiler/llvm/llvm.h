@@ -8,8 +8,10 @@
  *    manager's default<O2> without loop unrolling) for the host CPU (its name and features:
  *    AVX2, FMA, AVX-512 where present) and JIT-compiles it; it computes the constant block
  *    and allocates the arena (64-byte aligned) once. run binds the inputs (dtl_inputs_bind),
- *    calls the compiled step and returns; it allocates nothing. Numerics are
- *    kernels/ref/ref.h's (float math in the dtype, f32 sums accumulated in double,
+ *    calls the compiled step and returns; it allocates nothing. A plan prepared with an
+ *    output-ready hook (exec.h) is compiled with a call after the kernel that finishes each
+ *    output (dtl_llvm_build_module_hooks); without one its code is exactly as before.
+ *    Numerics are kernels/ref/ref.h's (float math in the dtype, f32 sums accumulated in double,
  *    NaN-propagating max/relu, integer division by zero is 0, saturating casts); results
  *    agree with ref within float rounding (the order of sums: matrix products, row
  *    reductions), and bit for bit for integers, bools, casts and rng_uniform. Its stats fill
@@ -21,7 +23,8 @@
  *    introduces) is looked up in the process.
  *  - Object cache: the optimized object of a module is kept in $DTL_CACHE_DIR/llvm/ (default
  *    $XDG_CACHE_HOME/dtl, else ~/.cache/dtl; "off" disables it), keyed by a hash of the
- *    unoptimized module's text, the CPU, its features, the pipeline and LLVM's version; a
+ *    unoptimized module's text, whether it has output-ready hooks, the CPU, its features, the
+ *    pipeline and LLVM's version; a
  *    cached object is loaded instead of compiling. Files are written whole (temporary and
  *    rename); one that fails to load is removed and compiled again; failing to write the
  *    cache is not an error.
@@ -39,9 +42,10 @@
  * alias anything written). A step may not run concurrently with itself on the same slots.
  * The module only declares what it calls, plain C functions resolved by name: dtl_gemm_f32,
  * dtl_gemm_f64 (kernels/cpu/gemm.h), dtl_pool_run (runtime/pool.h), dtl_llvm_rt_single
- * (llvm_rt.h) — all in libdtlrt.a — and libm's tanhf/tanh plus whatever libm and libc
- * functions LLVM lowers its intrinsics to (expf, logf, sinf, cosf, powf and their double
- * versions; memcpy, memmove, memset): link with -lm.
+ * (and dtl_llvm_rt_ready in a module with hooks; llvm_rt.h) — all in libdtlrt.a — and
+ * libm's tanhf/tanh plus whatever libm and libc functions LLVM lowers its intrinsics to
+ * (expf, logf, sinf, cosf, powf and their double versions; memcpy, memmove, memset): link
+ * with -lm.
  * Errors: values (dtl_err); nothing here prints.
  */
 #ifndef DTL_LLVM_H
@@ -77,6 +81,13 @@ LLVMTargetMachineRef dtl_llvm_host_tm(bool jit, dtl_err *err);
 LLVMModuleRef dtl_llvm_build_module(LLVMContextRef ctx, LLVMTargetMachineRef tm,
                                     const dtl_kprog *kp, const char *prefix,
                                     dtl_llvm_layout *layout, dtl_err *err);
+
+/* The same with output-ready hooks when hooks is true (llvm_rt.h): after the kernel that
+ * finishes each graph output, a call to dtl_llvm_rt_ready; layout->ready_at says where each
+ * output is then. hooks false gives exactly dtl_llvm_build_module's module. */
+LLVMModuleRef dtl_llvm_build_module_hooks(LLVMContextRef ctx, LLVMTargetMachineRef tm,
+                                          const dtl_kprog *kp, const char *prefix, bool hooks,
+                                          dtl_llvm_layout *layout, dtl_err *err);
 
 /* The new pass manager's pipeline (default<O2>, no loop unrolling) for tm; verifies the
  * module first (a failure is DTL_ERR_INTERNAL: a bug in the code generator). */

@@ -11,6 +11,8 @@
 
 #include <string.h>
 
+#include "../../kernels/cpu/conv.h"
+
 dtl_llvm_place dtl_llvm_where(const dtl_kprog *kp, const dtl_llvm_layout *L, dtl_val v)
 {
     const dtl_loc *lc = &kp->loc[v];
@@ -59,7 +61,30 @@ void dtl_llvm_rt_init(dtl_llvm_rt *rt, const dtl_kprog *kp, const dtl_llvm_layou
         }
         s->in = in;
         s->out = dtl_llvm_where(kp, L, kn->root);
+        uint64_t need = dtl_cpu_conv_scratch(n, s->args);
+        rt->scratch_bytes = need > rt->scratch_bytes ? need : rt->scratch_bytes;
     }
+    if (rt->scratch_bytes) {
+        char *p = dtl_arena_alloc(A, rt->scratch_bytes + 64);
+        rt->scratch = p + (64 - (uintptr_t)p % 64) % 64;
+    }
+    if (L->ready_at) {   /* a module with output-ready hooks */
+        const dtl_graph *g = kp->g;
+        rt->nouts = g->nouts;
+        rt->ready_at = L->ready_at;
+        rt->outview = dtl_arena_array(A, g->nouts + 1, sizeof *rt->outview);
+        for (uint32_t k = 0; k < g->nouts; k++)
+            dtl_output_view(g, k, NULL, &rt->outview[k]);
+    }
+}
+
+void dtl_llvm_rt_ready(dtl_llvm_rt *rt, uint32_t k, void *const *slots)
+{
+    if (!rt->ready || k >= rt->nouts)
+        return;
+    dtl_tensor *t = &rt->outview[k];
+    t->data = (char *)slots[rt->ready_at[k].slot] + rt->ready_at[k].offset;
+    rt->ready(rt->ready_ctx, k, t);
 }
 
 bool dtl_llvm_rt_single(dtl_llvm_rt *rt, uint32_t i, void *const *slots)
@@ -68,6 +93,12 @@ bool dtl_llvm_rt_single(dtl_llvm_rt *rt, uint32_t i, void *const *slots)
     for (uint32_t j = 0; j < s->n->nin; j++)
         s->args[j].data = (const char *)slots[s->in[j].slot] + s->in[j].offset;
     dtl_err kerr;
+    if (dtl_cpu_conv_handles(s->n) &&
+        dtl_cpu_conv_scratch(s->n, s->args) <= rt->scratch_bytes) {
+        dtl_cpu_conv(slots[DTL_LLVM_SLOT_POOL], s->n, s->args,
+                     (char *)slots[s->out.slot] + s->out.offset, rt->scratch);
+        return true;
+    }
     if (dtl_ref_kernel(s->n, s->args, (char *)slots[s->out.slot] + s->out.offset, rt->seed,
                        &kerr))
         return true;

@@ -21,6 +21,11 @@
  *    nothing. On failure (an index out of range) it returns false with rt->err set, naming
  *    the node, and rt->failed = i. At run time it reads, of single[i], only n's op, dtype,
  *    rank, shape, nin, attributes and name, and args/in/out (never n->in or the graph).
+ *  - Output-ready hook (runtime/exec.h): a module built with hooks (dtl_llvm_build_module_hooks)
+ *    calls dtl_llvm_rt_ready(rt, k, slots) once output k is final — after the kernel that
+ *    computes it (a matmul's epilogue included), or after the staging for bound leaves and
+ *    constants — and it calls rt->ready with a view of the value at layout.ready_at[k] (for
+ *    PARAM/STATE outputs the new value, before the commit). rt->ready NULL: nothing.
  *  - The constant block holds the CONST nodes with loc CONST (at loc.offset) and nothing
  *    else; it does not depend on the seed.
  *  - The graph, the kernel program and the arena the rt was built in must outlive it; the
@@ -35,6 +40,7 @@
 #include "../../kernels/ref/ref.h"
 #include "../../runtime/arena.h"
 #include "../../runtime/err.h"
+#include "../../runtime/exec.h"
 #include "../passes/fuse.h"
 
 enum {
@@ -62,6 +68,9 @@ typedef struct dtl_llvm_layout {
     const dtl_llvm_place *out;  /* per graph output (g->outs order): where its value is
                                    after a step (PARAM/STATE outputs: their target's slot) */
     uint32_t nsingle;           /* SINGLE kernels (dtl_llvm_rt needs one entry each) */
+    /* A module built with output-ready hooks: per graph output, where its value is when the
+     * step reports it (before the commit); NULL for a module without hooks. */
+    const dtl_llvm_place *ready_at;
 } dtl_llvm_layout;
 
 
@@ -79,6 +88,18 @@ typedef struct dtl_llvm_rt {
     dtl_llvm_single *single;
     uint32_t failed;            /* the SINGLE kernel that failed last */
     dtl_err err;
+    /* Scratch for the conv kernels (kernels/cpu/conv.h), 64-byte aligned, sized by
+     * dtl_llvm_rt_init for the largest; a conv SINGLE kernel that finds too little (NULL,
+     * as an ahead-of-time model leaves it) runs the reference kernel instead. */
+    void *scratch;
+    uint64_t scratch_bytes;
+    /* The output-ready hook (set by the backend after dtl_llvm_rt_init; NULL: none) and, for
+     * a module with hooks, each output's view (data set at each call) and place. */
+    void (*ready)(void *ctx, uint32_t k, const dtl_tensor *value);
+    void *ready_ctx;
+    uint32_t nouts;
+    dtl_tensor *outview;
+    const dtl_llvm_place *ready_at;
 } dtl_llvm_rt;
 
 /* Where value v of kp lives, per layout L (leaves: their slot; ALIAS resolved). */
@@ -90,6 +111,9 @@ void dtl_llvm_rt_init(dtl_llvm_rt *rt, const dtl_kprog *kp, const dtl_llvm_layou
 
 /* Called by generated code. */
 bool dtl_llvm_rt_single(dtl_llvm_rt *rt, uint32_t i, void *const *slots);
+
+/* Called by generated code built with hooks: reports output k (see the contract). */
+void dtl_llvm_rt_ready(dtl_llvm_rt *rt, uint32_t k, void *const *slots);
 
 /* Computes every CONST of kp into block (L->const_bytes bytes). seed: unused by CONST nodes
  * (it is dtl_ref_kernel's argument). */

@@ -98,6 +98,15 @@ static uint64_t hash_attrs(uint64_t h, const dtl_node *n)
             h = mix(mix(h, (uint64_t)n->attr.slice.start[i]), (uint64_t)n->attr.slice.step[i]);
         return h;
     case DTL_OP_RNG_UNIFORM: return mix(h, n->attr.stream);
+    case DTL_OP_CONV2D: case DTL_OP_CONV2D_BWD_X: case DTL_OP_CONV2D_BWD_W:
+    case DTL_OP_MAXPOOL2D: case DTL_OP_MAXPOOL2D_BWD: case DTL_OP_AVGPOOL2D:
+    case DTL_OP_AVGPOOL2D_BWD: {
+        const dtl_win_attr *w = &n->attr.win;
+        for (int i = 0; i < 2; i++)
+            h = mix(mix(mix(mix(h, (uint64_t)w->kernel[i]), (uint64_t)w->stride[i]),
+                        (uint64_t)w->pad[i]), (uint64_t)w->dil[i]);
+        return mix(mix(h, (uint64_t)w->groups), w->count_pad);
+    }
     default: return h;
     }
 }
@@ -132,6 +141,16 @@ static bool attrs_equal(const dtl_node *a, const dtl_node *b)
                memcmp(a->attr.slice.step, b->attr.slice.step,
                       a->rank * sizeof a->attr.slice.step[0]) == 0;
     case DTL_OP_RNG_UNIFORM: return a->attr.stream == b->attr.stream;
+    case DTL_OP_CONV2D: case DTL_OP_CONV2D_BWD_X: case DTL_OP_CONV2D_BWD_W:
+    case DTL_OP_MAXPOOL2D: case DTL_OP_MAXPOOL2D_BWD: case DTL_OP_AVGPOOL2D:
+    case DTL_OP_AVGPOOL2D_BWD: {
+        const dtl_win_attr *x = &a->attr.win, *y = &b->attr.win;
+        bool eq = x->groups == y->groups && x->count_pad == y->count_pad;
+        for (int i = 0; i < 2; i++)
+            eq = eq && x->kernel[i] == y->kernel[i] && x->stride[i] == y->stride[i] &&
+                 x->pad[i] == y->pad[i] && x->dil[i] == y->dil[i];
+        return eq;
+    }
     default: return true;
     }
 }

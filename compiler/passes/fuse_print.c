@@ -113,6 +113,16 @@ static void print_attrs(FILE *out, const dtl_node *n)
             fprintf(out, "%s%u", i ? ", " : "", n->attr.perm[i]);
         fputc(']', out);
         break;
+    case DTL_OP_CONV2D: case DTL_OP_CONV2D_BWD_X: case DTL_OP_CONV2D_BWD_W:
+    case DTL_OP_MAXPOOL2D: case DTL_OP_MAXPOOL2D_BWD: case DTL_OP_AVGPOOL2D:
+    case DTL_OP_AVGPOOL2D_BWD: {
+        const dtl_win_attr *w = &n->attr.win;
+        if (w->kernel[0])
+            fprintf(out, " kernel=[%d, %d]", w->kernel[0], w->kernel[1]);
+        fprintf(out, " stride=[%d, %d] pad=[%d, %d]", w->stride[0], w->stride[1], w->pad[0],
+                w->pad[1]);
+        break;
+    }
     default:
         break;
     }

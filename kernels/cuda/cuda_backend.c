@@ -1369,6 +1369,12 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
         dtl_err_set(err, DTL_ERR_USAGE, "cuda: the graph fails verification: %s", why);
         return NULL;
     }
+    for (dtl_val v = 0; v < g->nnodes; v++)   /* ops without CUDA kernels yet */
+        if (dtl_op_kind_of(g->nodes[v].op) == DTL_OPK_WINDOW) {
+            dtl_err_set(err, DTL_ERR_USAGE, "cuda: %%%u (%s): convolution and pooling have no "
+                        "CUDA kernels yet; use --backend llvm", v, dtl_op_name(g->nodes[v].op));
+            return NULL;
+        }
     cu_ctx *c = ctx_get(err);
     if (!c || !st_bind(store, g, err))
         return NULL;
@@ -1579,6 +1585,7 @@ static const dtl_backend cuda_backend = {
     .output = cu_output,
     .stats = cu_stats,
     .free = cu_free,
+    .calls_ready = false,   /* dtl_plan_run reports the outputs after the run (exec.h) */
 };
 
 /* ---- the plugin's entry: its one exported symbol (cuda_plugin.h, plugin.map) ---- */

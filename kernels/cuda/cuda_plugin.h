@@ -34,7 +34,7 @@
 #include "../../runtime/err.h"
 #include "../../runtime/exec.h"
 
-#define DTL_CUDA_ABI_VERSION 1
+#define DTL_CUDA_ABI_VERSION 2   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready */
 #define DTL_CUDA_PLUGIN_ENTRY "dtl_cuda_plugin_v1"
 #define DTL_CUDA_PLUGIN_FILE "libdtlcuda.so"
 

@@ -223,6 +223,13 @@ static ref_kernel_fn *const kernels[] = {
     [DTL_OP_CONCAT] = ref_concat,
     [DTL_OP_GATHER] = ref_gather,
     [DTL_OP_SCATTER_ADD] = ref_scatter_add,
+    [DTL_OP_CONV2D] = ref_conv2d,
+    [DTL_OP_CONV2D_BWD_X] = ref_conv2d_bwd_x,
+    [DTL_OP_CONV2D_BWD_W] = ref_conv2d_bwd_w,
+    [DTL_OP_MAXPOOL2D] = ref_maxpool2d,
+    [DTL_OP_MAXPOOL2D_BWD] = ref_maxpool2d_bwd,
+    [DTL_OP_AVGPOOL2D] = ref_avgpool2d,
+    [DTL_OP_AVGPOOL2D_BWD] = ref_avgpool2d_bwd,
 };
 static_assert(sizeof kernels / sizeof kernels[0] == DTL_OP_COUNT,
               "the reference backend needs one row per dtl_op");

@@ -19,6 +19,13 @@
  *    i of the node is built from 32-bit word number (step * numel + i) of r (mod 2^64):
  *    f32: (word >> 8) * 2^-24; f64: word * 2^-32. Both in [0, 1).
  *  - gather and scatter_add fail (return false, err set) on an index outside [0, dim).
+ *  - Windowed ops (conv2d, pooling; float dtypes only; ref_window.c): each output element
+ *    is one sum over its window's taps that lie inside the input (padding reads as absent),
+ *    accumulated in double in (channel, ky, kx) order — for the backward ops, in the order
+ *    of the forward op's (o, ky, kx) or (n, oy, ox) — and rounded once. maxpool's window
+ *    value is its first maximum in row-major order (the first NaN if any), and
+ *    maxpool2d_bwd routes each dy to that element (adding in output order, in the dtype).
+ *    avgpool divides by kh * kw when count_pad, else by the number of taps inside.
  */
 #ifndef DTL_REF_H
 #define DTL_REF_H

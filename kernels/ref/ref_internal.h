@@ -17,6 +17,9 @@ ref_kernel_fn ref_reduce, ref_argmax, ref_matmul;
 /* ref_move.c */
 ref_kernel_fn ref_reshape, ref_transpose, ref_broadcast, ref_slice, ref_concat, ref_gather,
     ref_scatter_add;
+/* ref_window.c */
+ref_kernel_fn ref_conv2d, ref_conv2d_bwd_x, ref_conv2d_bwd_w, ref_maxpool2d, ref_maxpool2d_bwd,
+    ref_avgpool2d, ref_avgpool2d_bwd;
 
 int64_t ref_numel(uint32_t rank, const int64_t *shape);
 /* Row-major strides (in elements) of a contiguous tensor. */

@@ -393,6 +393,14 @@ static void fail_all(comm_boot *b, const char *msg, int except)
     free(pl.p);
 }
 
+int comm_boot_local_ranks(const comm_boot *b)
+{
+    int n = 0;
+    for (int i = 0; i < b->size; i++)
+        n += strcmp(b->peers[i].host, b->peers[b->rank].host) == 0;
+    return n;
+}
+
 const char *comm_boot_who(const comm_boot *b, int r, char *buf, size_t cap)
 {
     if (b && b->peers && r >= 0 && r < b->size && b->peers[r].pid)

@@ -51,6 +51,8 @@ bool comm_boot_failed(comm_boot *b, char *msg, size_t cap);
 /* Records a failure met by this process (the first one wins) and, if it is the first, tells
  * every other rank (through rank 0). Safe from any thread. */
 void comm_boot_report(comm_boot *b, const char *msg);
+/* After comm_boot_names: how many ranks (this one included) have this rank's host name. */
+int comm_boot_local_ranks(const comm_boot *b);
 /* A readable name for world rank r: "rank 2 (host h, pid 123)". */
 const char *comm_boot_who(const comm_boot *b, int r, char *buf, size_t cap);
 void comm_boot_set_timeout(comm_boot *b, double seconds);
@@ -79,6 +81,12 @@ bool comm_fab_insert(comm_fab *f, int n, int self, const void *const *names, con
                      dtl_err *err);
 /* The watcher a wait consults (may be NULL). */
 void comm_fab_set_watch(comm_fab *f, comm_boot *b);
+/* How a wait with nothing to do behaves: it polls the completion queue without pause for
+ * DTL_COMM_SPIN_US microseconds (default 1000 while this host runs no more ranks than it has
+ * CPUs — local_ranks — and 20 when it runs more, so that oversubscribed ranks let each other
+ * run), then yields the CPU between polls for 5 ms, then sleeps between polls (10 µs growing to
+ * 1 ms). */
+void comm_fab_set_local_ranks(comm_fab *f, int local_ranks);
 /* Memory registration when the provider asks for it (FI_MR_LOCAL; DTL_FABRIC_REGISTER=1
  * forces it, for tests). *desc is NULL when not needed; *mr is released by comm_fab_mr_free. */
 bool comm_fab_mr(comm_fab *f, const void *buf, size_t len, void **desc, void **mr, dtl_err *err);

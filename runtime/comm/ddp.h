@@ -25,6 +25,19 @@
  *    buckets after it are not started. A tensor announced twice, or finish before all are
  *    announced, is DTL_ERR_INTERNAL. After a failure only dtl_ddp_free is useful.
  *  - A world of size 1 starts no thread: dtl_ddp_ready copies, dtl_ddp_finish returns.
+ *  - Bucket size: the caller reads DTL_BUCKET_MB (getenv) and hands the string to
+ *    dtl_ddp_bucket_bytes, which parses it (or gives DTL_DDP_BUCKET_BYTES for NULL/""); the
+ *    same bytes then go to dtl_ddp_plan/dtl_ddp_sig and dtl_ddp_new, so the signatures and
+ *    the buckets agree. (Every rank must see the same value; the signature check at
+ *    dtl_comm_init catches ranks that do not.)
+ *  - Errors name the bucket: its label is the one given to dtl_ddp_new with the bucket's
+ *    tensors inserted before " @ " ("gradients @ m.dtl:25" becomes "gradients of fc2.b, fc2.w
+ *    @ m.dtl:25"; at most 6 names, then "and N more"), so a failed allreduce reads "rank 1:
+ *    allreduce f32[1290] (5.2 kB) for gradients of fc2.b, fc2.w @ m.dtl:25: rank 0 … died".
+ *  - dtl_ddp_free joins the comm thread: after a finish it is idle; without one (a step
+ *    abandoned mid-way) the allreduce in flight, if any, completes or fails first (bounded by
+ *    DTL_TIMEOUT) and no further bucket starts. Free the dtl_ddp before the communicator
+ *    (dtl_comm_free, dtl_comm_abort).
  */
 #ifndef DTL_COMM_DDP_H
 #define DTL_COMM_DDP_H
@@ -71,6 +84,13 @@ void dtl_ddp_ready(dtl_ddp *d, size_t k, const void *data);
 bool dtl_ddp_finish(dtl_ddp *d, dtl_err *err);
 /* The averaged tensor k after a successful finish. */
 const void *dtl_ddp_grad(const dtl_ddp *d, size_t k);
+/* The bucket size for DTL_BUCKET_MB's value mb (megabytes of 2^20 bytes, may be
+ * fractional: "0.25"); NULL or "" gives DTL_DDP_BUCKET_BYTES. false with err set
+ * (DTL_ERR_USAGE, naming DTL_BUCKET_MB) when malformed or not in (0, 1e6]. */
+bool dtl_ddp_bucket_bytes(const char *mb, size_t *out, dtl_err *err);
+/* Bucket b's label as it appears in error messages (see the contract); NULL when b >= the
+ * number of buckets. */
+const char *dtl_ddp_label(const dtl_ddp *d, size_t b);
 /* Seconds the last step's finish waited for buckets (communication not hidden by compute). */
 double dtl_ddp_wait_seconds(const dtl_ddp *d);
 void dtl_ddp_free(dtl_ddp *d);   /* NULL is fine; joins the thread */

@@ -30,11 +30,13 @@
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_errno.h>
 #include <rdma/fi_tagged.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { OP_FREE, OP_PENDING, OP_DONE, OP_FAILED };
 
@@ -63,6 +65,7 @@ struct comm_fab {
     void *name;
     size_t namelen;
     double timeout_s;
+    double spin_s;            /* see comm_fab_set_local_ranks */
     comm_boot *watch;
     fab_op **ops;             /* records, by request id */
     int nops, capops;
@@ -179,6 +182,7 @@ comm_fab *comm_fab_open(const comm_fab_args *a, dtl_err *err)
         return NULL;
     }
     f->timeout_s = a->timeout_s;
+    f->spin_s = 20e-6;
     f->next_key = 1;
     hints->caps = FI_TAGGED | FI_MSG | FI_DIRECTED_RECV;
     hints->ep_attr->type = FI_EP_RDM;
@@ -336,6 +340,53 @@ void comm_fab_set_watch(comm_fab *f, comm_boot *b)
     f->watch = b;
 }
 
+void comm_fab_set_local_ranks(comm_fab *f, int local_ranks)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    f->spin_s = local_ranks > (cpus > 0 ? cpus : 1) ? 20e-6 : 1e-3;
+    const char *e = getenv("DTL_COMM_SPIN_US");
+    if (e && *e) {
+        char *end;
+        double us = strtod(e, &end);
+        if (*end == 0 && us >= 0 && us <= 1e7)
+            f->spin_s = us * 1e-6;
+    }
+}
+
+/* The state of a wait's empty polls since its last progress (reset to {0} on progress). */
+typedef struct fab_wait {
+    unsigned polls;
+    double since;             /* when the empty polls began */
+    bool spun;                /* past the spin phase */
+} fab_wait;
+
+/* One empty poll of a wait (see comm_fab_set_local_ranks). While spinning, the clock is read
+ * every 16th poll only (a clock read costs about as much as an empty poll). */
+static void fab_backoff(const comm_fab *f, fab_wait *w)
+{
+    unsigned i = w->polls++;
+    if (!w->spun) {
+        if (i < 16 || (i & 15) != 0)
+            return;
+        double t = comm_now();
+        if (i == 16) {
+            w->since = t;
+            return;
+        }
+        if (t - w->since < f->spin_s)
+            return;
+        w->spun = true;
+    }
+    double waited = comm_now() - w->since - f->spin_s;
+    if (waited < 5e-3) {
+        sched_yield();
+        return;
+    }
+    double us = 10 + (waited - 5e-3) * 1e6 / 16;
+    struct timespec ts = {0, (long)(us > 1000 ? 1000 : us) * 1000};
+    nanosleep(&ts, NULL);
+}
+
 /* ---- memory registration ------------------------------------------------------------------ */
 
 bool comm_fab_mr(comm_fab *f, const void *buf, size_t len, void **desc, void **mr, dtl_err *err)
@@ -486,7 +537,7 @@ static bool fab_post(comm_fab *f, bool send, int peer, void *buf, size_t len, vo
     if (!buf)
         buf = &f->dummy;
     double deadline = comm_now() + f->timeout_s;
-    unsigned idle = 0;
+    fab_wait idle = {0};
     for (;;) {
         ssize_t rc = send ? fi_tsend(f->ep, buf, len, desc, f->addrs[peer], tag, &op->ctx)
                           : fi_trecv(f->ep, buf, len, desc, f->addrs[peer], tag, 0, &op->ctx);
@@ -506,11 +557,11 @@ static bool fab_post(comm_fab *f, bool send, int peer, void *buf, size_t len, vo
             return false;
         }
         if (got > 0) {
-            idle = 0;
+            idle = (fab_wait){0};
             continue;
         }
-        comm_backoff(&idle);
-        if ((idle & 63) == 0 && comm_now() > deadline) {
+        fab_backoff(f, &idle);
+        if ((idle.polls & 63) == 0 && comm_now() > deadline) {
             op_release(f, *req);
             return fab_break(f, err, "%s %s: the provider refused for %g s (FI_EAGAIN)",
                              send ? "sending to" : "receiving from", who(f, peer, w, sizeof w),
@@ -571,7 +622,7 @@ bool comm_fab_waitall(comm_fab *f, const int *reqs, int n, dtl_err *err)
     if (f->broken)
         return comm_fab_ok(f, err);
     double deadline = comm_now() + f->timeout_s;
-    unsigned idle = 0;
+    fab_wait idle = {0};
     for (;;) {
         int got = fab_poll(f, err);
         if (got < 0)
@@ -596,12 +647,12 @@ bool comm_fab_waitall(comm_fab *f, const int *reqs, int n, dtl_err *err)
         if (fab_watch_failed(f, err))
             return false;
         if (got > 0) {
-            idle = 0;
+            idle = (fab_wait){0};
             deadline = comm_now() + f->timeout_s;
             continue;
         }
-        comm_backoff(&idle);
-        if ((idle & 63) == 0 && comm_now() > deadline) {
+        fab_backoff(f, &idle);
+        if ((idle.polls & 63) == 0 && comm_now() > deadline) {
             fab_op *op = f->ops[reqs[first]];
             char w[96];
             return fab_break(f, err, "timed out after %g s (DTL_TIMEOUT) %s %s%s",

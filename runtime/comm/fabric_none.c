@@ -19,6 +19,7 @@ const char *comm_fab_provider(const comm_fab *f) { (void)f; return "none"; }
 const char *comm_fab_domain(const comm_fab *f) { (void)f; return "none"; }
 size_t comm_fab_max_msg(const comm_fab *f) { (void)f; return 0; }
 void comm_fab_set_watch(comm_fab *f, comm_boot *b) { (void)f; (void)b; }
+void comm_fab_set_local_ranks(comm_fab *f, int local_ranks) { (void)f; (void)local_ranks; }
 void comm_fab_set_timeout(comm_fab *f, double seconds) { (void)f; (void)seconds; }
 void comm_fab_mr_free(comm_fab *f, void *mr) { (void)f; (void)mr; }
 void comm_fab_close(comm_fab *f) { (void)f; }

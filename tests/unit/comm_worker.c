@@ -352,6 +352,8 @@ static int mode_all(void)
     int n = dtl_comm_size(c);
     if (me == 0)
         printf("world %d, provider %s, domain %s\n", n, dtl_comm_provider(c), dtl_comm_domain(c));
+    else   /* (tests/comm_netns.sh checks every rank's interface) */
+        printf("rank %d: provider %s, domain %s\n", me, dtl_comm_provider(c), dtl_comm_domain(c));
     /* 0, 1, a prime, not divisible by n, around the algorithms' switch, several MB. */
     size_t lens[] = {0, 1, 7, (size_t)n + 1, 1031, 16411};
     for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)

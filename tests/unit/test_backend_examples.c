@@ -1,8 +1,9 @@
 /* tests/unit/test_backend_examples.c — every example (the .dtl files of examples/), a few tests/lang models
- * and three small "zoo" models written here (layer norm, gelu, silu, softplus, softmax,
+ * and four small "zoo" models written here (layer norm, gelu, silu, softplus, softmax,
  * dropout, concat, slicing, one_hot, min/max over axes, bce and mse losses; adam, adamw with a
  * cosine schedule, warmup and clipping, sgd with Nesterov momentum and weight decay and a
- * step schedule), trained for K = 3 steps on every backend under test and on the reference
+ * step schedule; zoo_norm: batch and layer norm, take, masks, stack, [B, T, C] cross-entropy,
+ * top-k accuracy), trained for K = 3 steps on every backend under test and on the reference
  * backend (tests/unit/backend_testlib.h) from the same store seed with the same random
  * batches; after each step the loss, the learning rate and every parameter and optimizer
  * state are compared; then the eval graph (loss, correct count) and the infer graph (y) on a
@@ -117,6 +118,39 @@ static const char zoo_bin[] =
     "    loss      = bce_with_logits(forward(x), one_hot(y, 3))\n"
     "    optimizer = adam(lr = 0.003, weight_decay = 0.01)\n"
     "    evaluate  = accuracy(ds.test)\n"
+    "}\n";
+
+static const char zoo_norm[] =
+    "# zoo_norm: batch_norm over features and over NCHW channels (running statistics, the\n"
+    "# model applied twice in the loss: updated twice), layer_norm over [B, T, n], take as an\n"
+    "# embedding of i64[B, T] ids, causal_mask and masked_fill, stack, cross_entropy over\n"
+    "# [B, T, C] logits, accuracy(k = 2); sgd with momentum.\n"
+    "use nn\n"
+    "model Norm {\n"
+    "    param w: f32[12, 16] = glorot_uniform()   # no bias: batch_norm would cancel it\n"
+    "    bn = nn.BatchNorm(16, momentum = 0.3)\n"
+    "    bn2 = nn.BatchNorm2d(2)\n"
+    "    emb = nn.Embedding(5, 4)\n"
+    "    ln = nn.LayerNorm(4)\n"
+    "    head = nn.Dense(16, 3)\n"
+    "    fn forward(x: f32[B, 12]) -> f32[B, 3] {\n"
+    "        let h = bn(x @ w)\n"
+    "        let img = bn2(reshape(relu(h) + h * h, [B, 2, 2, 4]))\n"
+    "        let ids = cast(sigmoid(x[:, 0:3]) * 4.99, i64)\n"
+    "        let e = ln.seq(emb.seq(ids))\n"
+    "        let scores = masked_fill(e @ transpose(e, [0, 2, 1]), not causal_mask(3), -1e9)\n"
+    "        let mixed = reshape(softmax(scores, axis = -1) @ e, [B, 12])\n"
+    "        let s = stack([reshape(img, [B, 16]), relu(h)], axis = 1)\n"
+    "        return head(sum(s, axis = 1) + concat([mixed, mixed[:, 0:4]], axis = 1))\n"
+    "    }\n"
+    "}\n"
+    "dataset ds = idx(\"fashion-mnist\")\n"
+    "train Norm {\n"
+    "    data      = ds.train\n"
+    "    batch     = 6\n"
+    "    loss      = cross_entropy(stack([forward(x), forward(x) * 0.5], axis = 1), stack([y, y], axis = 1))\n"
+    "    optimizer = sgd(lr = 0.05, momentum = 0.9)\n"
+    "    evaluate  = accuracy(ds.test, k = 2)\n"
     "}\n";
 
 typedef struct model_src {
@@ -407,7 +441,8 @@ static size_t list_models(model_src *out, size_t cap)
     }
     const struct {
         const char *name, *src;
-    } zoo[] = {{"zoo_block", zoo_block}, {"zoo_reg", zoo_reg}, {"zoo_bin", zoo_bin}};
+    } zoo[] = {{"zoo_block", zoo_block}, {"zoo_reg", zoo_reg}, {"zoo_bin", zoo_bin},
+               {"zoo_norm", zoo_norm}};
     for (size_t i = 0; i < sizeof zoo / sizeof zoo[0] && n < cap; i++, n++) {
         snprintf(out[n].name, sizeof out[n].name, "%s", zoo[i].name);
         snprintf(out[n].path, sizeof out[n].path, "%s.dtl", zoo[i].name);

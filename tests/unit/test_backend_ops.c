@@ -878,6 +878,147 @@ static void test_scatter_add(dtl_op op)
 
 typedef void (*op_test_fn)(dtl_op op);
 
+/* ---- windowed ops: conv2d, pooling and their backward ops ---------------------------------- */
+
+typedef struct conv_row {
+    shp x;
+    int64_t o, kh, kw;
+    dtl_win_attr a;
+} conv_row;
+
+#define WIN(s0, s1, p0, p1, d0, d1, gr) \
+    {{0, 0}, {s0, s1}, {p0, p1}, {d0, d1}, gr, false}
+
+/* Most telling first: padding, the 1x1 direct path, strides/dilation/groups together, a
+ * kernel larger than the input (padding makes room), stride > kernel, depthwise, a batch
+ * over DTL_CONV_TASKS (several pool tasks), a LeNet-sized layer. */
+static const conv_row conv_rows[] = {
+    {SH(2, 3, 7, 7), 4, 3, 3, WIN(1, 1, 1, 1, 1, 1, 1)},
+    {SH(2, 5, 4, 6), 3, 1, 1, WIN(1, 1, 0, 0, 1, 1, 1)},
+    {SH(2, 4, 9, 8), 6, 3, 2, WIN(2, 1, 1, 0, 1, 2, 2)},
+    {SH(1, 3, 3, 3), 2, 5, 5, WIN(1, 1, 2, 2, 1, 1, 1)},
+    {SH(2, 2, 9, 9), 3, 2, 2, WIN(3, 3, 0, 0, 1, 1, 1)},
+    {SH(3, 4, 5, 5), 4, 3, 3, WIN(1, 1, 1, 1, 1, 1, 4)},
+    {SH(17, 2, 12, 12), 8, 5, 5, WIN(1, 1, 2, 2, 1, 1, 1)},
+    {SH(20, 16, 14, 14), 32, 5, 5, WIN(1, 1, 2, 2, 1, 1, 1)},
+    {SH(2, 6, 11, 7), 4, 3, 3, WIN(2, 3, 2, 1, 2, 1, 2)},
+};
+
+static shp conv_wshape(const conv_row *r)
+{
+    return SH(r->o, r->x.d[1] / r->a.groups, r->kh, r->kw);
+}
+
+static shp conv_yshape(const conv_row *r)
+{
+    return SH(r->x.d[0], r->o,
+              dtl_win_out(r->x.d[2], r->kh, r->a.pad[0], r->a.dil[0], r->a.stride[0]),
+              dtl_win_out(r->x.d[3], r->kw, r->a.pad[1], r->a.dil[1], r->a.stride[1]));
+}
+
+static void test_conv(dtl_op op)
+{
+    for (size_t t = 0; t < NELEM(FLOATS); t++) {
+        dtl_dtype dt = FLOATS[t];
+        char label[64];
+        snprintf(label, sizeof label, "%s %s", dtl_op_name(op), dtl_dtype_name(dt));
+        bt_case *c = bt_case_new(label, 130 + t);
+        dtl_graph *g = bt_graph(c);
+        for (size_t i = 0; i < upto(NELEM(conv_rows), 8); i++) {
+            const conv_row *r = &conv_rows[i];
+            shp x = r->x, w = conv_wshape(r), y = conv_yshape(r);
+            bt_sub(c, true, "%s x %s stride [%d, %d] pad [%d, %d] dil [%d, %d] groups %d",
+                   ty(dt, x), ty(dt, w), r->a.stride[0], r->a.stride[1], r->a.pad[0],
+                   r->a.pad[1], r->a.dil[0], r->a.dil[1], r->a.groups);
+            switch (op) {
+            case DTL_OP_CONV2D:
+                bt_out(c, dtl_g_conv2d(g, bt_in(c, dt, x.r, x.d, BT_U(-1, 1)),
+                                       bt_in(c, dt, w.r, w.d, BT_U(-1, 1)), &r->a));
+                break;
+            case DTL_OP_CONV2D_BWD_X:
+                bt_out(c, dtl_g_conv2d_bwd_x(g, bt_in(c, dt, y.r, y.d, BT_U(-1, 1)),
+                                             bt_in(c, dt, w.r, w.d, BT_U(-1, 1)), &r->a, x.d));
+                break;
+            default:
+                bt_out(c, dtl_g_conv2d_bwd_w(g, bt_in(c, dt, x.r, x.d, BT_U(-1, 1)),
+                                             bt_in(c, dt, y.r, y.d, BT_U(-1, 1)), &r->a, w.d));
+                break;
+            }
+        }
+        run_case(c);
+    }
+}
+
+typedef struct pool_row {
+    shp x;
+    dtl_win_attr a;
+} pool_row;
+
+#define PWIN(k0, k1, s0, s1, p0, p1, cp) \
+    {{k0, k1}, {s0, s1}, {p0, p1}, {1, 1}, 1, cp}
+
+static const pool_row pool_rows[] = {
+    {SH(2, 3, 8, 8), PWIN(2, 2, 2, 2, 0, 0, false)},
+    {SH(2, 3, 7, 7), PWIN(3, 3, 2, 2, 1, 1, false)},
+    {SH(2, 3, 7, 7), PWIN(3, 3, 2, 2, 1, 1, true)},
+    {SH(1, 2, 9, 9), PWIN(2, 2, 3, 3, 0, 0, false)},
+    {SH(2, 2, 5, 4), PWIN(3, 2, 1, 2, 1, 0, false)},
+    {SH(3, 2, 5, 6), PWIN(5, 6, 1, 1, 0, 0, false)},
+    {SH(2, 1, 4, 4), PWIN(3, 3, 1, 1, 2, 2, false)},
+    {SH(32, 16, 28, 28), PWIN(2, 2, 2, 2, 0, 0, false)},
+};
+
+static shp pool_yshape(const pool_row *r)
+{
+    return SH(r->x.d[0], r->x.d[1],
+              dtl_win_out(r->x.d[2], r->a.kernel[0], r->a.pad[0], 1, r->a.stride[0]),
+              dtl_win_out(r->x.d[3], r->a.kernel[1], r->a.pad[1], 1, r->a.stride[1]));
+}
+
+static void test_pool(dtl_op op)
+{
+    bool avg = op == DTL_OP_AVGPOOL2D || op == DTL_OP_AVGPOOL2D_BWD;
+    for (size_t t = 0; t < NELEM(FLOATS); t++) {
+        dtl_dtype dt = FLOATS[t];
+        char label[64];
+        snprintf(label, sizeof label, "%s %s", dtl_op_name(op), dtl_dtype_name(dt));
+        bt_case *c = bt_case_new(label, 140 + t);
+        dtl_graph *g = bt_graph(c);
+        for (size_t i = 0; i < upto(NELEM(pool_rows), 8); i++) {
+            pool_row r = pool_rows[i];
+            if (!avg)
+                r.a.count_pad = false;
+            shp x = r.x, y = pool_yshape(&r);
+            for (int ties = 0; ties < (avg ? 1 : 2); ties++) {
+                bt_sub(c, true, "%s kernel [%d, %d] stride [%d, %d] pad [%d, %d]%s%s",
+                       ty(dt, x), r.a.kernel[0], r.a.kernel[1], r.a.stride[0], r.a.stride[1],
+                       r.a.pad[0], r.a.pad[1], r.a.count_pad ? " count_pad" : "",
+                       ties ? " ties" : "");
+                bt_dist d = ties ? BT_I(-2, 2) : BT_U(-1, 1);
+                switch (op) {
+                case DTL_OP_MAXPOOL2D:
+                case DTL_OP_AVGPOOL2D:
+                    bt_out(c, dtl_g_pool2d(g, op, bt_in(c, dt, x.r, x.d, d), &r.a));
+                    break;
+                case DTL_OP_MAXPOOL2D_BWD:
+                    bt_out(c, dtl_g_maxpool2d_bwd(g, bt_in(c, dt, x.r, x.d, d),
+                                                  bt_in(c, dt, y.r, y.d, BT_U(-1, 1)), &r.a));
+                    break;
+                default:
+                    bt_out(c, dtl_g_avgpool2d_bwd(g, bt_in(c, dt, y.r, y.d, d), &r.a, x.d));
+                    break;
+                }
+            }
+            if (op == DTL_OP_MAXPOOL2D && i < 3) {   /* NaN wins, ±inf, ±0 */
+                bt_sub(c, false, "%s kernel [%d, %d] special values", ty(dt, x), r.a.kernel[0],
+                       r.a.kernel[1]);
+                bt_out(c, dtl_g_pool2d(g, op, bt_in(c, dt, x.r, x.d, BT_SPECIAL(-3, 3)), &r.a));
+            }
+        }
+        run_case(c);
+    }
+}
+
 static const op_test_fn op_tests[] = {
     [DTL_OP_CONST] = test_const,
     [DTL_OP_INPUT] = test_input,
@@ -924,6 +1065,13 @@ static const op_test_fn op_tests[] = {
     [DTL_OP_CONCAT] = test_concat,
     [DTL_OP_GATHER] = test_gather,
     [DTL_OP_SCATTER_ADD] = test_scatter_add,
+    [DTL_OP_CONV2D] = test_conv,
+    [DTL_OP_CONV2D_BWD_X] = test_conv,
+    [DTL_OP_CONV2D_BWD_W] = test_conv,
+    [DTL_OP_MAXPOOL2D] = test_pool,
+    [DTL_OP_MAXPOOL2D_BWD] = test_pool,
+    [DTL_OP_AVGPOOL2D] = test_pool,
+    [DTL_OP_AVGPOOL2D_BWD] = test_pool,
 };
 static_assert(NELEM(op_tests) == DTL_OP_COUNT,
               "every op needs a row in op_tests (tests/unit/test_backend_ops.c)");
@@ -1030,9 +1178,9 @@ static void broken_free(void *vp)
 static void test_harness_catches(void)
 {
     static const dtl_backend stale = {"stale", stale_prepare, broken_run, broken_output,
-                                      broken_stats, broken_free};
+                                      broken_stats, broken_free, false};
     static const dtl_backend perturb = {"perturb", perturb_prepare, broken_run, broken_output,
-                                        broken_stats, broken_free};
+                                        broken_stats, broken_free, false};
     const bt_backend bad[2] = {{"stale", &stale, {0}}, {"perturb", &perturb, {0}}};
     for (int k = 0; k < 2; k++) {
         bt_case *c = bt_case_new("harness self-test", 999);

@@ -1011,7 +1011,8 @@ static void test_loader(void)
         l = dtl_loader_new(&d, &o, &e);
         CHECK(l && dtl_loader_start_epoch(l, 0, &e));
         const dtl_batch *b = dtl_loader_next(l);
-        CHECK(b && b->rows == 23 && b->y[0] == 80 % 10 && b->y[22] == 102 % 10);
+        const int64_t *by = b ? b->y : NULL;
+        CHECK(b && b->rows == 23 && by[0] == 80 % 10 && by[22] == 102 % 10);
         CHECK(b && (f64 ? ((double *)b->x)[5] == 81000.5 : ((float *)b->x)[5] == 81000.0f));
         dtl_loader_free(l);   /* while holding a batch */
 

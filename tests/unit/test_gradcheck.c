@@ -479,6 +479,112 @@ static void test_gather_scatter(void)
     gc_finish(&c, gc_wsum(&c, dtl_g_scatter_add(&c.g, u, iv, 1, 2, S(2, 5))));
 }
 
+/* conv2d and pooling (and the backward ops' own VJPs, for second order), with padding,
+ * stride, dilation and groups edge cases. */
+static void test_windows(void)
+{
+    static const struct {
+        const char *label;
+        int64_t x[4], w[4];
+        dtl_win_attr a;
+    } convs[] = {
+        {"conv2d pad 1", {2, 3, 5, 5}, {4, 3, 3, 3}, {{0, 0}, {1, 1}, {1, 1}, {1, 1}, 1, false}},
+        {"conv2d 1x1", {2, 3, 3, 4}, {2, 3, 1, 1}, {{0, 0}, {1, 1}, {0, 0}, {1, 1}, 1, false}},
+        {"conv2d kernel > input, padded", {1, 2, 3, 2}, {2, 2, 5, 4},
+         {{0, 0}, {1, 1}, {2, 2}, {1, 1}, 1, false}},
+        {"conv2d stride > kernel", {2, 2, 7, 8}, {3, 2, 2, 2},
+         {{0, 0}, {3, 3}, {0, 1}, {1, 1}, 1, false}},
+        {"conv2d stride 2, dilation 2, groups 2", {1, 4, 7, 6}, {4, 2, 2, 3},
+         {{0, 0}, {2, 1}, {1, 2}, {2, 1}, 2, false}},
+        {"conv2d depthwise (groups = channels)", {2, 3, 4, 4}, {6, 1, 3, 3},
+         {{0, 0}, {1, 1}, {1, 1}, {1, 1}, 3, false}},
+    };
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
+        const dtl_win_attr *a = &convs[i].a;
+        gcase c;
+        gc_init(&c, convs[i].label);
+        dtl_val x = gc_param(&c, 4, convs[i].x, -1, 1), w = gc_param(&c, 4, convs[i].w, -1, 1);
+        dtl_val y = dtl_g_conv2d(&c.g, x, w, a);
+        int64_t ys[4];
+        memcpy(ys, c.g.nodes[y].shape, sizeof ys);
+        gc_finish(&c, gc_wsum(&c, y));
+
+        char label[96];
+        snprintf(label, sizeof label, "%s: conv2d_bwd_x", convs[i].label);
+        gc_init(&c, label);
+        dtl_val dy = gc_param(&c, 4, ys, -1, 1);
+        w = gc_param(&c, 4, convs[i].w, -1, 1);
+        gc_finish(&c, gc_wsum(&c, dtl_g_conv2d_bwd_x(&c.g, dy, w, a, convs[i].x)));
+
+        snprintf(label, sizeof label, "%s: conv2d_bwd_w", convs[i].label);
+        gc_init(&c, label);
+        x = gc_param(&c, 4, convs[i].x, -1, 1);
+        dy = gc_param(&c, 4, ys, -1, 1);
+        gc_finish(&c, gc_wsum(&c, dtl_g_conv2d_bwd_w(&c.g, x, dy, a, convs[i].w)));
+    }
+    static const struct {
+        const char *label;
+        int64_t x[4];
+        dtl_win_attr a;
+    } pools[] = {
+        {"pool 2x2 stride 2", {2, 2, 4, 6}, {{2, 2}, {2, 2}, {0, 0}, {1, 1}, 1, false}},
+        {"pool 3x3 stride 2 pad 1", {1, 2, 5, 5}, {{3, 3}, {2, 2}, {1, 1}, {1, 1}, 1, false}},
+        {"pool 3x3 stride 2 pad 1 count_pad", {1, 2, 5, 5},
+         {{3, 3}, {2, 2}, {1, 1}, {1, 1}, 1, true}},
+        {"pool stride > kernel", {2, 1, 7, 7}, {{2, 2}, {3, 3}, {0, 0}, {1, 1}, 1, false}},
+        {"pool 3x2 stride [1, 2] pad [2, 1]", {1, 2, 4, 5},
+         {{3, 2}, {1, 2}, {2, 1}, {1, 1}, 1, false}},
+        {"pool global", {2, 3, 3, 4}, {{3, 4}, {1, 1}, {0, 0}, {1, 1}, 1, false}},
+    };
+    for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++) {
+        for (int avg = 0; avg < 2; avg++) {
+            dtl_win_attr a = pools[i].a;
+            if (!avg && a.count_pad)
+                continue;
+            char label[96];
+            snprintf(label, sizeof label, "%s %s", avg ? "avgpool2d" : "maxpool2d",
+                     pools[i].label);
+            gcase c;
+            gc_init(&c, label);
+            dtl_val x = gc_param(&c, 4, pools[i].x, -1, 1);
+            dtl_val y = dtl_g_pool2d(&c.g, avg ? DTL_OP_AVGPOOL2D : DTL_OP_MAXPOOL2D, x, &a);
+            int64_t ys[4];
+            memcpy(ys, c.g.nodes[y].shape, sizeof ys);
+            gc_finish(&c, gc_wsum(&c, y));
+            if (avg) {
+                snprintf(label, sizeof label, "avgpool2d_bwd %s", pools[i].label);
+                gc_init(&c, label);
+                dtl_val dy = gc_param(&c, 4, ys, -1, 1);
+                gc_finish(&c, gc_wsum(&c, dtl_g_avgpool2d_bwd(&c.g, dy, &a, pools[i].x)));
+            }
+        }
+    }
+    /* Max pooling's ties: the whole gradient goes to the window's first maximum. */
+    gcase c;
+    gc_init(&c, "maxpool2d ties");
+    static const double tie[] = {1, 1, 0, 2,   /* window (0,0): 1 at [0,0] and [0,1] */
+                                 0, 1, 2, 0};  /* window (0,1): 2 at [0,3] and [1,2] */
+    dtl_val x = dtl_g_param(&c.g, "x", DTL_DTYPE_F64, 4, S(1, 1, 2, 4),
+                            (dtl_init){DTL_INIT_ZEROS, 0, 0, NULL});
+    c.params[c.np] = x;
+    c.pdata[c.np++] = (double *)tie;
+    gc_bind(&c, x, tie);
+    dtl_win_attr a = {{2, 2}, {2, 2}, {0, 0}, {1, 1}, 1, false};
+    dtl_val y = dtl_g_pool2d(&c.g, DTL_OP_MAXPOOL2D, x, &a);
+    dtl_val grads[1];
+    dtl_err err = {0};
+    CHECK(dtl_ad_grad(&c.g, dtl_g_reduce(&c.g, DTL_OP_SUM, y, 15, false), &x, 1, grads, NULL,
+                      &err));
+    void **vals = eval_graph(&c.g, c.g.nnodes, c.binds, c.nb, 99);
+    CHECK(vals != NULL);
+    if (vals) {
+        static const double want[] = {1, 0, 0, 1, 0, 0, 0, 0};
+        CHECK(memcmp(vals[grads[0]], want, sizeof want) == 0);
+        free_vals(vals, c.g.nnodes);
+    }
+    gc_free(&c);
+}
+
 /* A value used several times, through several ops, and a param used twice. */
 static void test_fanout(void)
 {
@@ -571,6 +677,119 @@ static void test_composites(void)
     dtl_val sv = dtl_nn_step(&c.g);
     gc_bind(&c, sv, &step);
     gc_finish(&c, gc_wsum(&c, dtl_nn_dropout(&c.g, x, 0.3, sv, 42)));
+}
+
+/* ---- normalization, masks, sequence losses (issue 7) ------------------------------------------ */
+
+static void test_norm(void)
+{
+    gcase c;
+    gc_init(&c, "layer_norm rank 2");
+    dtl_val x = gc_param(&c, 2, S(3, 5), -2, 2);
+    dtl_val ga = gc_param(&c, 1, S(5), 0.5, 1.5);
+    dtl_val be = gc_param(&c, 1, S(5), -1, 1);
+    gc_finish(&c, gc_wsum(&c, dtl_nn_layer_norm(&c.g, x, ga, be, 1e-5)));
+
+    gc_init(&c, "layer_norm rank 3");
+    x = gc_param(&c, 3, S(2, 3, 4), -2, 2);
+    ga = gc_param(&c, 1, S(4), 0.5, 1.5);
+    be = gc_param(&c, 1, S(4), -1, 1);
+    gc_finish(&c, gc_wsum(&c, dtl_nn_layer_norm(&c.g, x, ga, be, 0.1)));
+
+    /* Training batch norm: through the batch statistics; rank 2 (features) and rank 4
+     * (NCHW channels). */
+    static const int64_t shapes[2][4] = {{6, 3, 0, 0}, {2, 3, 2, 2}};
+    for (int k = 0; k < 2; k++) {
+        uint32_t r = k ? 4 : 2;
+        gc_init(&c, k ? "batch_norm train NCHW" : "batch_norm train");
+        x = gc_param(&c, r, shapes[k], -2, 2);
+        ga = gc_param(&c, 1, S(3), 0.5, 1.5);
+        be = gc_param(&c, 1, S(3), -1, 1);
+        dtl_val m, v;
+        dtl_val y = dtl_nn_batch_norm_train(&c.g, x, ga, be, 1e-5, &m, &v);
+        CHECK(c.g.nodes[m].rank == 1 && c.g.nodes[m].shape[0] == 3);
+        CHECK(c.g.nodes[v].rank == 1 && c.g.nodes[v].shape[0] == 3);
+        /* The statistics: the mean and the unbiased variance of each channel. */
+        void **vals = eval_graph(&c.g, c.g.nnodes, c.binds, c.nb, 99);
+        CHECK(vals != NULL);
+        if (vals) {
+            const double *xd = c.pdata[0];
+            int64_t n = shapes[k][0] * (r == 4 ? shapes[k][2] * shapes[k][3] : 1);
+            int64_t hw = r == 4 ? shapes[k][2] * shapes[k][3] : 1;
+            for (int64_t ch = 0; ch < 3; ch++) {
+                double s = 0, s2 = 0;
+                for (int64_t b = 0; b < shapes[k][0]; b++)
+                    for (int64_t p = 0; p < hw; p++)
+                        s += xd[(b * 3 + ch) * hw + p];
+                double mu = s / (double)n;
+                for (int64_t b = 0; b < shapes[k][0]; b++)
+                    for (int64_t p = 0; p < hw; p++) {
+                        double d = xd[(b * 3 + ch) * hw + p] - mu;
+                        s2 += d * d;
+                    }
+                CHECK(fabs(((double *)vals[m])[ch] - mu) < 1e-12);
+                CHECK(fabs(((double *)vals[v])[ch] - s2 / (double)(n - 1)) < 1e-12);
+            }
+            free_vals(vals, c.g.nnodes);
+        }
+        gc_finish(&c, gc_wsum(&c, y));
+    }
+
+    gc_init(&c, "batch_norm eval");
+    x = gc_param(&c, 4, S(2, 3, 2, 1), -2, 2);
+    ga = gc_param(&c, 1, S(3), 0.5, 1.5);
+    be = gc_param(&c, 1, S(3), -1, 1);
+    dtl_val rm = gc_param(&c, 1, S(3), -1, 1);
+    dtl_val rv = gc_param(&c, 1, S(3), 0.5, 2);
+    gc_finish(&c, gc_wsum(&c, dtl_nn_batch_norm(&c.g, x, ga, be, rm, rv, 1e-5)));
+
+    /* Causal self-attention weights: softmax over the masked scores. */
+    gc_init(&c, "causal softmax");
+    x = gc_param(&c, 3, S(2, 4, 4), -2, 2);
+    dtl_val mask = dtl_nn_causal_mask(&c.g, 4);
+    dtl_val fill = dtl_g_scalar(&c.g, DTL_DTYPE_F64, -1e9);
+    gc_finish(&c, gc_wsum(&c, dtl_nn_softmax(&c.g, dtl_g_where(&c.g, mask, x, fill), 2)));
+
+    static const int64_t labels[2][3] = {{2, 0, 3}, {3, 1, 1}};
+    gc_init(&c, "cross_entropy [B, T, C]");
+    x = gc_param(&c, 3, S(2, 3, 4), -3, 3);
+    dtl_val y = dtl_g_const_data(&c.g, DTL_DTYPE_I64, 2, S(2, 3), labels);
+    gc_finish(&c, dtl_nn_cross_entropy(&c.g, x, y));
+
+    /* An embedding lookup of [B, T] ids, rows repeated. */
+    gc_init(&c, "take [B, T] ids");
+    x = gc_param(&c, 2, S(4, 3), -1, 1);
+    y = dtl_g_const_data(&c.g, DTL_DTYPE_I64, 2, S(2, 3), labels);
+    gc_finish(&c, gc_wsum(&c, dtl_g_gather(&c.g, x, y, 0)));
+}
+
+/* The values of the mask and of the top-k count (no gradients: integer results). */
+static void test_masks_topk(void)
+{
+    gcase c;
+    gc_init(&c, "causal_mask and topk");
+    dtl_val mask = dtl_nn_causal_mask(&c.g, 3);
+    static const double z[3][4] = {{0.1, 0.5, 0.2, 0.9}, {3, 1, 2, 0}, {1, 1, 1, 1}};
+    static const int64_t lab[3] = {1, 2, 3};
+    dtl_val zv = dtl_g_const_data(&c.g, DTL_DTYPE_F64, 2, S(3, 4), z);
+    dtl_val yv = dtl_g_const_data(&c.g, DTL_DTYPE_I64, 1, S(3), lab);
+    dtl_val k1 = dtl_nn_topk_count(&c.g, zv, yv, 1, DTL_DTYPE_I64);
+    dtl_val k2 = dtl_nn_topk_count(&c.g, zv, yv, 2, DTL_DTYPE_I64);
+    dtl_val k3 = dtl_nn_topk_count(&c.g, zv, yv, 3, DTL_DTYPE_I64);
+    void **vals = eval_graph(&c.g, c.g.nnodes, NULL, 0, 1);
+    CHECK(vals != NULL);
+    if (vals) {
+        const unsigned char *m = vals[mask];
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                CHECK(m[i * 3 + j] == (j <= i));
+        /* row 0: label 1 (0.5) is 2nd; row 1: label 2 (2) is 2nd; row 2: a tie, counts */
+        CHECK(*(int64_t *)vals[k1] == 1);
+        CHECK(*(int64_t *)vals[k2] == 3);
+        CHECK(*(int64_t *)vals[k3] == 3);
+        free_vals(vals, c.g.nnodes);
+    }
+    gc_free(&c);
 }
 
 /* A whole 2-layer MLP: cross_entropy(relu(x @ w1 + b1) @ w2 + b2, y). */
@@ -787,8 +1006,11 @@ int main(void)
     test_matmul();
     test_moves();
     test_gather_scatter();
+    test_windows();
     test_fanout();
     test_composites();
+    test_norm();
+    test_masks_topk();
     test_mlp();
     test_prune();
     test_unreached();
