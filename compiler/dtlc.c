@@ -123,8 +123,8 @@ static const dtlc_option options[] = {
     {OPT_RANKS, "-n", "N", "run N ranks on this host, data parallel (docs/distributed.md)"},
     {OPT_SAMPLE, "--sample", "N", "--infer: generate N bytes from a language model (text data)"},
     {OPT_PROMPT, "--prompt", "TEXT", "--sample: the text to continue (default: a newline)"},
-    {OPT_TEMPERATURE, "--temperature", "T", "--sample: divide the logits by T (default 1; 0: "
-     "always the likeliest byte)"},
+    {OPT_TEMPERATURE, "--temperature", "T", "--sample: divide the logits by T (default 1; "
+     "0: greedy)"},
     {OPT_TRAIN, "--train", "NAME", "the train block named NAME (default: the first)"},
     {OPT_HELP, "--help", NULL, "show this help (also -h)"},
 };
@@ -228,9 +228,13 @@ static const dtlc_command commands[] = {
      "The same seed gives the same weights and metrics bit for bit; a run resumed from a\n"
      "checkpoint (--resume) goes on exactly as if it had not stopped. With --infer, runs\n"
      "the model's forward on the rows of --input and writes its outputs to --output.\n"
+     "With -n N, trains data parallel on N ranks of this host, each line they write\n"
+     "prefixed with \"[rank] \" (see docs/distributed.md; mpirun and srun work too).\n"
      "Exit status: 0 done, 1 errors in the model or a bad data or checkpoint file, 2 usage\n"
-     "or I/O error. See docs/training.md.\n",
+     "or I/O error (-n: the first failed rank's, 128+N for a rank killed by signal N).\n"
+     "See docs/training.md.\n",
      "dtlc run examples/mnist_mlp.dtl\n"
+     "dtlc run -n 2 examples/mnist_mlp.dtl\n"
      "dtlc run examples/mnist_mlp.dtl --epochs 2 --save mlp.safetensors --metrics m.jsonl\n"
      "dtlc run examples/mnist_mlp.dtl --resume mlp.safetensors --epochs 4\n"
      "dtlc run examples/mnist_mlp.dtl --infer --load mlp.safetensors --input x.npy "

@@ -236,10 +236,11 @@ static void drain(launcher *L, int r, stream *s, bool eof)
     s->len -= at;
 }
 
-/* Reads what the pipe has; at end of file, emits the last partial line and closes it. */
+/* Reads what the pipe has (a few reads: a chatty rank must not starve the others); at end
+ * of file, emits the last partial line and closes it. */
 static void pump(launcher *L, int r, stream *s)
 {
-    for (;;) {
+    for (int reads = 0; reads < 16; reads++) {
         if (s->len == LINE_MAX_BYTES)
             drain(L, r, s, false);   /* cuts the over-long line */
         ssize_t got = read(s->fd, s->buf + s->len, LINE_MAX_BYTES - s->len);

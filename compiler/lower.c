@@ -1274,6 +1274,17 @@ static bool eval_index(low *l, env *e, const dtl_expr *x, lv *out)
     lv b;
     if (!eval(l, e, x->u.index.base, &b))
         return false;
+    if (b.kind == LV_LIST) {   /* split's result: one constant index */
+        int64_t iv = 0, n = (int64_t)b.u.list.n;
+        if (x->u.index.nsubs != 1 || x->u.index.subs[0].is_slice ||
+            !sub_int(l, e, x->u.index.subs[0].value, &iv))
+            return false;
+        if (iv < -n || iv >= n)
+            return fail(l, x->span, "index %" PRId64 " is out of range for a list of %" PRId64
+                        " tensors", iv, n);
+        *out = b.u.list.items[iv < 0 ? iv + n : iv];
+        return true;
+    }
     if (b.kind != LV_TENSOR)
         return fail(l, x->span, "internal error: indexing a value that is not a tensor");
     const dtl_node *bn = nd(l, b.u.t);
@@ -1822,6 +1833,31 @@ static bool lower_layer_op(low *l, const dtl_expr *x, const dtl_call *c, lv *a, 
         *out = lv_tensor(dtl_nn_layer_norm(g, a[0].u.t, a[1].u.t, a[2].u.t, eps));
         return true;
     }
+    case DTL_BI_SPLIT: {
+        uint32_t ax;
+        if (!need_tensor(l, at0, &a[0]) || !axis_of(l, at, &a[2], nd(l, a[0].u.t)->rank, &ax))
+            return false;
+        const dtl_node *xn = nd(l, a[0].u.t);
+        int64_t n = a[1].kind == LV_INT ? a[1].u.i : 0;
+        if (n < 1 || n > 4096 || xn->shape[ax] % n != 0)
+            return fail(l, at, "split: %s does not split into %" PRId64 " equal parts along "
+                        "axis %u here", node_str(l, a[0].u.t), n, ax);
+        int64_t start[DTL_MAX_RANK] = {0}, stop[DTL_MAX_RANK], step[DTL_MAX_RANK];
+        for (uint32_t i = 0; i < xn->rank; i++)
+            stop[i] = xn->shape[i], step[i] = 1;
+        int64_t part = xn->shape[ax] / n;
+        lv *items = dtl_arena_array(&l->scratch, (size_t)n, sizeof *items);
+        dtl_val xv = a[0].u.t;
+        for (int64_t i = 0; i < n; i++) {
+            start[ax] = i * part;
+            stop[ax] = (i + 1) * part;
+            items[i] = lv_tensor(n == 1 ? xv : dtl_g_slice(g, xv, start, stop, step));
+        }
+        out->kind = LV_LIST;
+        out->u.list.items = items;
+        out->u.list.n = (size_t)n;
+        return true;
+    }
     default:
         return fail(l, at, "internal error: %s is not a layer op", c->builtin->name);
     }
@@ -2103,6 +2139,7 @@ static bool lower_builtin(low *l, env *e, const dtl_expr *x, const dtl_call *c, 
     case DTL_BI_MASKED_FILL:
     case DTL_BI_BATCH_NORM:
     case DTL_BI_LAYER_NORM:
+    case DTL_BI_SPLIT:
         return lower_layer_op(l, x, c, a, out);
     default:
         return fail(l, at, "%s() is not supported by lowering yet", b->name);

@@ -5,7 +5,8 @@
  * with its symbolic dims bound (the train block's B to the batch size), every host value is
  * folded. Three graphs come out of one train block:
  *
- *   STEP   inputs "x" (the batch's features, f32[batch, …]) and "y" (i64[batch]); the
+ *   STEP   inputs "x" (the batch's features, f32[batch, …]) and "y" (i64[batch] labels, or
+ *          as the data set types it: f32[batch] targets, i64[batch, context] text); the
  *          model's params as PARAM nodes named by dotted path ("fc1.w", "enc.fc1.w"), in
  *          declaration order, depth first, with their initializers; the loss (output
  *          DTL_OUT_LOSS "loss"); the gradients (compiler/autodiff.h) and the optimizer's
@@ -29,7 +30,9 @@
  *   GRAD   STEP's inputs and params, dropout included; outputs "loss" (DTL_OUT_LOSS, the
  *          mean over this graph's batch) and one DTL_OUT_VALUE "grad.<param>" per param (its
  *          gradient; a zero constant for a param the loss does not reach), in reverse
- *          declaration order (the order the backward pass finishes them). Nothing is updated.
+ *          declaration order (the order the backward pass finishes them). No param is
+ *          updated; states the forward pass updates (batch_norm's running statistics) keep
+ *          their DTL_OUT_PARAM outputs, as in STEP.
  *   UPDATE inputs "grad.<param>" (each of its param's dtype and shape) and "step" (and
  *          "total_steps" when the schedule needs it), no x or y; the same params; STEP's
  *          optimizer, schedule and clip applied to those gradients: the same DTL_OUT_PARAM,
@@ -37,6 +40,14 @@
  *          computes.
  * The three graphs declare the same params, with the same names, shapes and initializers,
  * in the same order, so one set of weights serves all three.
+ *
+ * A model's `state`s (lang: `state running_mean: f32[n] = zeros()`) are PARAM nodes too,
+ * among the params in declaration order, so the store, checkpoints and --load treat them as
+ * weights; but they are not differentiated and the optimizer never sees them (nor do GRAD's
+ * "grad.<param>" outputs). In STEP and GRAD, batch_norm normalizes with the batch's
+ * statistics and adds one DTL_OUT_PARAM output per running statistic it is given, (1 - m) *
+ * running + m * batch (a state updated twice in one graph chains the updates); in EVAL and
+ * INFER it reads them.
  *
  * Errors are diagnostics in ctx->diags, with places where a place is to blame: sizes the
  * checker could only see symbolically and that do not work out at this batch size (a

@@ -338,14 +338,17 @@ static void need_vec(const dtl_graph *g, dtl_val v, dtl_val x, uint32_t axis, co
                (long long)xn->shape[axis]);
 }
 
-/* (x - m) / sqrt(v + eps) * gamma + beta, m and v of keepdims shape, gamma and beta [C]
- * along axis. */
-static dtl_val normalize(dtl_graph *g, dtl_val x, dtl_val m, dtl_val v, dtl_val gamma,
-                         dtl_val beta, uint32_t axis, double eps)
+/* c / sqrt(v + eps) * gamma + beta, c = x - mean (x's shape), v of keepdims shape, gamma and
+ * beta [C] along axis. v is broadcast to c's shape first, so that + eps and sqrt join the
+ * loop over x rather than make one of their own over the statistics (compiler/passes/fuse.c
+ * groups elementwise nodes by shape). */
+static dtl_val normalize(dtl_graph *g, dtl_val c, dtl_val v, dtl_val gamma, dtl_val beta,
+                         uint32_t axis, double eps)
 {
-    uint32_t r = g->nodes[x].rank;
-    dtl_val c = bin(g, DTL_OP_SUB, x, m);
-    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, x, eps)));
+    dtl_node cn = node_copy(g, c);
+    uint32_t r = cn.rank;
+    v = dtl_g_broadcast(g, v, r, cn.shape);
+    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, c, eps)));
     dtl_val y = bin(g, DTL_OP_DIV, c, s);
     y = bin(g, DTL_OP_MUL, y, along(g, gamma, r, axis));
     return bin(g, DTL_OP_ADD, y, along(g, beta, r, axis));
@@ -360,12 +363,16 @@ dtl_val dtl_nn_layer_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, 
     need_vec(g, gamma, x, r - 1, "layer_norm");
     need_vec(g, beta, x, r - 1, "layer_norm");
     uint32_t ax = 1u << (r - 1);
-    dtl_val m = dtl_nn_mean(g, x, ax, true);
+    dtl_node xn = node_copy(g, x);
+    /* Shaped for fusion: the 1/n scaling inside each reduction (its prologue), and the
+     * variance broadcast before + eps and sqrt, so that no loop runs over the per-row
+     * statistics alone: three loops in all, two reductions and the normalization. */
+    dtl_val inv = sc(g, x, xn.shape[r - 1] ? 1.0 / (double)xn.shape[r - 1] : 0.0);
+    dtl_val m = dtl_g_reduce(g, DTL_OP_SUM, bin(g, DTL_OP_MUL, x, inv), ax, true);
     dtl_val c = bin(g, DTL_OP_SUB, x, m);
-    dtl_val v = dtl_nn_mean(g, bin(g, DTL_OP_MUL, c, c), ax, true);
-    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, x, eps)));
-    dtl_val y = bin(g, DTL_OP_MUL, bin(g, DTL_OP_DIV, c, s), along(g, gamma, r, r - 1));
-    return bin(g, DTL_OP_ADD, y, along(g, beta, r, r - 1));
+    dtl_val v = dtl_g_reduce(g, DTL_OP_SUM, bin(g, DTL_OP_MUL, bin(g, DTL_OP_MUL, c, c), inv),
+                             ax, true);
+    return normalize(g, c, v, gamma, beta, r - 1, eps);
 }
 
 dtl_val dtl_nn_batch_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, dtl_val mean,
@@ -379,7 +386,8 @@ dtl_val dtl_nn_batch_norm(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, 
     need_vec(g, beta, x, 1, "batch_norm");
     need_vec(g, mean, x, 1, "batch_norm");
     need_vec(g, var, x, 1, "batch_norm");
-    return normalize(g, x, along(g, mean, r, 1), along(g, var, r, 1), gamma, beta, 1, eps);
+    dtl_val c = bin(g, DTL_OP_SUB, x, along(g, mean, r, 1));
+    return normalize(g, c, along(g, var, r, 1), gamma, beta, 1, eps);
 }
 
 dtl_val dtl_nn_batch_norm_train(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val beta, double eps,
@@ -393,12 +401,13 @@ dtl_val dtl_nn_batch_norm_train(dtl_graph *g, dtl_val x, dtl_val gamma, dtl_val 
     need_vec(g, beta, x, 1, "batch_norm");
     uint32_t axes = all_axes(xn.rank) & ~2u;
     int64_t n = xn.shape[1] ? (int64_t)(dtl_node_numel(&xn) / (uint64_t)xn.shape[1]) : 0;
-    dtl_val m = dtl_nn_mean(g, x, axes, true);
+    /* As layer_norm: 1/n inside the reductions; normalize() broadcasts the variance. */
+    dtl_val inv = sc(g, x, n ? 1.0 / (double)n : 0.0);
+    dtl_val m = dtl_g_reduce(g, DTL_OP_SUM, bin(g, DTL_OP_MUL, x, inv), axes, true);
     dtl_val c = bin(g, DTL_OP_SUB, x, m);
-    dtl_val v = dtl_nn_mean(g, bin(g, DTL_OP_MUL, c, c), axes, true);
-    dtl_val s = un(g, DTL_OP_SQRT, bin(g, DTL_OP_ADD, v, sc(g, x, eps)));
-    dtl_val y = bin(g, DTL_OP_MUL, bin(g, DTL_OP_DIV, c, s), along(g, gamma, xn.rank, 1));
-    y = bin(g, DTL_OP_ADD, y, along(g, beta, xn.rank, 1));
+    dtl_val v = dtl_g_reduce(g, DTL_OP_SUM, bin(g, DTL_OP_MUL, bin(g, DTL_OP_MUL, c, c), inv),
+                             axes, true);
+    dtl_val y = normalize(g, c, v, gamma, beta, 1, eps);
     int64_t cs[1] = {xn.shape[1]};
     if (mean)
         *mean = dtl_g_reshape(g, m, 1, cs);

@@ -76,6 +76,8 @@ typedef struct runner {
     dtl_comm_env env;
     dtl_dist *dist;
     bool dist_started;         /* a step ran: the world's timeout is DTL_TIMEOUT again */
+    int64_t dist_steps;        /* --timings: steps, their wall time and the time their   */
+    double dist_step_s, dist_wait_s;   /* finish waited for gradients after backward */
     dtl_plan *update_plan;
     dtl_graph eval_tail_g, infer_tail_g;
     bool have_eval_tail_g, have_infer_tail_g;
@@ -604,11 +606,17 @@ static bool train_batch(runner *r, const dtl_batch *b, double *loss)
                read_scalar(r, r->step_plan, "lr", &r->last_lr);
     dtl_binding in[4];
     size_t n = batch_bindings(r, &r->L.grad, b->x, b->y, b->rows, &stepno, in);
-    if (!dtl_dist_step(r->dist, r->step_plan, r->update_plan, in, n, loss, r->err) ||
+    double t0 = dtl_progress_now();
+    if (!dtl_dist_step(r->dist, r->step_plan, r->update_plan, r->store, in, n, loss, r->err) ||
         !read_scalar(r, r->update_plan, "lr", &r->last_lr))
         return false;
     if (!r->dist_started)   /* compiling and the first step are behind: the usual timeout */
         dtl_dist_started(r->dist);
+    else {   /* (the first step, which waits for the slowest rank's start, is not counted) */
+        r->dist_steps++;
+        r->dist_step_s += dtl_progress_now() - t0;
+        r->dist_wait_s += dtl_dist_wait_seconds(r->dist);
+    }
     r->dist_started = true;
     return true;
 }
@@ -854,6 +862,13 @@ static dtl_run_status train(runner *r)
     }
     dtl_progress_clear(&r->prog);
     (void)t_run;
+    if (o->timings && r->rank == 0 && r->dist_steps > 0)
+        fprintf(r->perr, "dtlc: timings: data parallel over %d ranks: %" PRId64 " steps (the "
+                "first not counted), %.3f ms a step, of which %.3f ms (%.1f %%) waiting for the "
+                "gradients' allreduce after backward\n", r->world, r->dist_steps,
+                r->dist_step_s / (double)r->dist_steps * 1e3,
+                r->dist_wait_s / (double)r->dist_steps * 1e3,
+                r->dist_step_s > 0 ? 100 * r->dist_wait_s / r->dist_step_s : 0.0);
     if (o->save && r->saved_step != r->step && !save_checkpoint(r, o->save))
         return DTL_RUN_FAILED;
     if (o->save && !o->ckpt_every && r->rank == 0)
@@ -1350,6 +1365,12 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
         goto out;
     if (r.dist && !dtl_dist_broadcast(r.dist, r.store, err))   /* every rank starts as rank 0 */
         goto out;
+    if (r.dist && r.rank == 0) {
+        char tr[200];
+        fprintf(progress_out, "dtlc: note: data parallel over %d ranks (%s): each takes %" PRId64
+                " rows of the global batch of %" PRId64 "\n", r.world,
+                dtl_dist_transport(r.dist, tr, sizeof tr), r.batch, r.batch * r.world);
+    }
     if (o->metrics && r.rank == 0 && !(r.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
         dtl_err_set(err, DTL_ERR_IO, "%s: cannot open: %s", o->metrics, strerror(errno));
         goto out;

@@ -3,7 +3,8 @@
  * Contract: dtl_run lowers the train block (compiler/lower.h) into its step, eval and infer
  * graphs, plans them on one backend over one parameter store (runtime/exec.h), and then
  * either trains (loads the data, runs the epochs, evaluates, writes the summary lines,
- * metrics, progress and checkpoints) or infers (reads X.npy, writes Y.npy). It owns nothing
+ * metrics, progress and checkpoints) or infers (reads X.npy, writes Y.npy; or, with
+ * sample > 0, generates text from a byte-level language model and prints it on `out`). It owns nothing
  * after it returns: graphs, plans, store, data and files are released on every path.
  *
  * Output: one summary line per epoch on `out` (stdout); progress on `progress_out` (stderr):

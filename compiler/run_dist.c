@@ -36,6 +36,7 @@ struct dtl_dist {
     size_t n;                   /* GRAD's outputs = ddp tensors */
     const dtl_graph *grad;
     size_t loss_k;              /* the loss's index */
+    size_t nstate;              /* of them DTL_OUT_PARAM: states the forward pass updates */
     dtl_binding *bind;          /* n + 8 bindings for UPDATE */
     char grad_label[320];       /* "gradients @ m.dtl:25" */
     char eval_label[320];       /* "evaluation @ m.dtl:31" */
@@ -167,6 +168,7 @@ dtl_dist *dtl_dist_join(dtl_ctx *ctx, const dtl_train *t, const dtl_comm_env *en
         const dtl_node *v = &grad->nodes[o->val];
         if (o->kind == DTL_OUT_LOSS)
             d->loss_k = k;
+        d->nstate += o->kind == DTL_OUT_PARAM;
         ts[k].name = strncmp(o->name, "grad.", 5) == 0 ? o->name + 5 : o->name;
         ts[k].dtype = v->dtype;
         ts[k].count = 1;
@@ -268,11 +270,31 @@ bool dtl_dist_broadcast(dtl_dist *d, dtl_store *s, dtl_err *err)
     return ok && dtl_store_sync(s, DTL_SYNC_TO_DEVICE, err);
 }
 
-bool dtl_dist_step(dtl_dist *d, dtl_plan *grad, dtl_plan *update, const dtl_binding *in,
-                   size_t nin, double *loss, dtl_err *err)
+/* The states the forward pass updated (batch_norm's running statistics, which each rank
+ * computed from its own rows) become their mean over the ranks, so that every rank keeps the
+ * same values (and evaluates with them). */
+static bool average_states(dtl_dist *d, dtl_store *s, dtl_err *err)
+{
+    bool mirror = dtl_store_mirror_get(s) != NULL;
+    if (mirror && !dtl_store_sync(s, DTL_SYNC_TO_HOST, err))
+        return false;
+    for (size_t k = 0; k < d->n; k++) {
+        const dtl_output *o = &d->grad->outs[k];
+        dtl_store_entry *e = o->kind == DTL_OUT_PARAM ? dtl_store_find(s, o->name) : NULL;
+        if (e)
+            memcpy(e->t.data, dtl_ddp_grad(d->ddp, k),
+                   (size_t)dtl_tensor_numel(&e->t) * dtl_dtype_size(e->t.dtype));
+    }
+    return !mirror || dtl_store_sync(s, DTL_SYNC_TO_DEVICE, err);
+}
+
+bool dtl_dist_step(dtl_dist *d, dtl_plan *grad, dtl_plan *update, dtl_store *store,
+                   const dtl_binding *in, size_t nin, double *loss, dtl_err *err)
 {
     if (!dtl_ddp_begin(d->ddp, err) || !dtl_plan_run(grad, in, nin, err) ||
         !dtl_ddp_finish(d->ddp, err))
+        return false;
+    if (d->nstate && !average_states(d, store, err))
         return false;
     size_t nb = d->n;
     for (size_t k = 0; k < d->n; k++)

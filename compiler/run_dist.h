@@ -19,6 +19,8 @@
  *   5. dtl_dist_step, per step: GRAD on the local batch, gradients and loss averaged over the
  *      ranks (mean), UPDATE on the averages. Every rank then holds the same params, and *loss
  *      is the global batch's loss (the mean of the ranks' means, their batches being equal).
+ *      (batch_norm normalizes by this rank's rows, as PyTorch's DDP without SyncBatchNorm;
+ *      its running statistics are averaged over the ranks after each step.)
  *   6. dtl_dist_sum: f64 sums over the ranks (evaluation metrics), outside a step.
  *   7. dtl_dist_end (success: the orderly goodbye) or dtl_dist_abort (any failure: every other
  *      rank fails at once with `why`, naming this rank); both free d.
@@ -62,9 +64,11 @@ void dtl_dist_plan_opts(dtl_dist *d, dtl_plan_opts *o);
 /* Every entry of s (params and states, in the store's order) from rank 0 to all. */
 bool dtl_dist_broadcast(dtl_dist *d, dtl_store *s, dtl_err *err);
 /* One step: grad (planned with dtl_dist_plan_opts) on in[0..nin), then update on the
- * averaged gradients (in's "step" and "total_steps" passed on). *loss: the global loss. */
-bool dtl_dist_step(dtl_dist *d, dtl_plan *grad, dtl_plan *update, const dtl_binding *in,
-                   size_t nin, double *loss, dtl_err *err);
+ * averaged gradients (in's "step" and "total_steps" passed on). *loss: the global loss.
+ * States the forward pass updates (batch_norm's running statistics: GRAD's DTL_OUT_PARAM
+ * outputs) are averaged too and written back to store, so every rank holds the same. */
+bool dtl_dist_step(dtl_dist *d, dtl_plan *grad, dtl_plan *update, dtl_store *store,
+                   const dtl_binding *in, size_t nin, double *loss, dtl_err *err);
 /* The first step is done: the world's timeout goes back to DTL_TIMEOUT. */
 void dtl_dist_started(dtl_dist *d);
 /* v[0..n) becomes its sum over the ranks (f64). */

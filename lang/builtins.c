@@ -185,6 +185,9 @@ static const dtl_builtin builtin_table[] = {
     {"layer_norm", DTL_BI_LAYER_NORM, DTL_BUILTIN_OP, 4,
      {X_FLOAT, P("g", FLOAT_TENSOR, NULL), P("b", FLOAT_TENSOR, NULL), P("eps", NUMBER, "1e-5")},
      "normalizes x over its last axis to mean 0, variance 1, then * g + b"},
+    {"split", DTL_BI_SPLIT, DTL_BUILTIN_OP, 3,
+     {P("x", TENSOR, NULL), P("n", CONST_INT, NULL), P("axis", CONST_INT, "-1")},
+     "x cut along axis into a list of n equal parts, indexed by constants: split(x, 3)[0]"},
     /* data sets added with issue 7 */
     {"text", DTL_BI_TEXT, DTL_BUILTIN_DATASET, 4,
      {P("path", STR, NULL), P("context", CONST_INT, "128"), P("separator", STR, "\"\""),
@@ -921,9 +924,10 @@ static const dtl_dim *win_dim(dtl_bcall *c, const char *which, const dtl_dim *in
     if (num && dtl_dim_is_const(num, &nv) && nv < 0) {
         dtl_dim_is_const(room, &rv);
         dtl_dim_is_const(span, &sv);
-        dtl_diag_error(c->diags, c->at, "%s: the window (%" PRId64 " wide with its dilation) "
-                       "does not fit the input's %s %s padded by %s on both sides (%" PRId64 ")",
-                       c->b->name, sv, which, dtl_dim_print(a, in), dtl_dim_print(a, pad), rv);
+        dtl_diag_error(c->diags, c->at, "%s: a window spans %" PRId64 " %s, more than the "
+                       "input's %s %s padded by %s on both sides (%" PRId64 ")", c->b->name, sv,
+                       which[0] == 'h' ? "rows" : "columns", which, dtl_dim_print(a, in),
+                       dtl_dim_print(a, pad), rv);
         return NULL;
     }
     const dtl_dim *q = num ? dtl_dim_div(a, num, stride, NULL) : NULL;
@@ -1222,6 +1226,42 @@ static dtl_type *rule_layer_norm(dtl_bcall *c)
     return c->types[0];
 }
 
+static dtl_type *rule_split(dtl_bcall *c)
+{
+    const dtl_type *x = c->types[0];
+    if (x->u.t.rank == 0) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "split: 'x' must have rank 1 or more, found %s",
+                       tyname(c, x));
+        return err_type(c);
+    }
+    int64_t ax;
+    if (!count_arg(c, 1, 1) || !axis_arg(c, 2, 0, x->u.t.rank, &ax))
+        return err_type(c);
+    int64_t n = int_arg(c, 1);
+    if (n > 4096) {
+        dtl_diag_error(c->diags, arg_at(c, 1), "split: at most 4096 parts, found %" PRId64, n);
+        return err_type(c);
+    }
+    bool exact = false;
+    const dtl_dim *part = dtl_dim_div(c->arena, x->u.t.dims[ax], dtl_dim_const(c->arena, n),
+                                      &exact);
+    if (!part || !exact) {
+        dtl_diag_error(c->diags, arg_at(c, 1), "split: dimension %" PRId64 " of %s (%s) is not "
+                       "a multiple of %" PRId64, ax, argname(c, 0), tyname(c, x), n);
+        return err_type(c);
+    }
+    const dtl_dim **dims = dims_copy(c->arena, x, 0);
+    dims[ax] = part;
+    dtl_type *t = dtl_type_tensor(c->arena, x->u.t.dtype, x->u.t.rank, dims);
+    dtl_type **elems = dtl_arena_array(c->arena, (size_t)n, sizeof *elems);
+    for (int64_t i = 0; i < n; i++)
+        elems[i] = t;
+    dtl_type *l = dtl_type_new(c->arena, DTL_TYPE_LIST);
+    l->u.list.elems = elems;
+    l->u.list.n = (size_t)n;
+    return l;
+}
+
 dtl_type *dtl_builtin_check(dtl_bcall *c)
 {
     const dtl_builtin *b = c->b;
@@ -1343,6 +1383,8 @@ dtl_type *dtl_builtin_check(dtl_bcall *c)
         return rule_batch_norm(c);
     case DTL_BI_LAYER_NORM:
         return rule_layer_norm(c);
+    case DTL_BI_SPLIT:
+        return rule_split(c);
     case DTL_BI_NORMAL:
         return range_arg(c, 1, GT0) ? cfg(c, DTL_TYPE_INIT) : err_type(c);
     case DTL_BI_UNIFORM: {

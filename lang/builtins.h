@@ -85,7 +85,7 @@ typedef enum dtl_builtin_id {
     DTL_BI_SCHED_CONSTANT, DTL_BI_STEP, DTL_BI_COSINE,
     /* tensor functions added with the issue 7 layers (H-norm) */
     DTL_BI_TAKE, DTL_BI_STACK, DTL_BI_CAUSAL_MASK, DTL_BI_MASKED_FILL, DTL_BI_BATCH_NORM,
-    DTL_BI_LAYER_NORM,
+    DTL_BI_LAYER_NORM, DTL_BI_SPLIT,
     /* data sets added with issue 7 (H-data) */
     DTL_BI_TEXT,
     /* convolution and pooling (issue 7, H-conv) */

@@ -1454,6 +1454,29 @@ static dtl_type *check_index(chk *c, dtl_expr *e)
     dtl_expr *base = e->u.index.base;
     dtl_type *t = check_expr(c, base);
     bool ok = !is_err(t);
+    if (ok && t->kind == DTL_TYPE_LIST) {
+        /* A list (split's result): one constant index picks an element. */
+        dtl_subscript *s = &e->u.index.subs[0];
+        int64_t iv, n = (int64_t)t->u.list.n;
+        const dtl_dim *ix;
+        if (e->u.index.nsubs != 1 || s->is_slice) {
+            dtl_diag_error(c->d, e->span, "%s is a list of %zu tensors: it takes one index, "
+                           "a constant int", ename(c, base, "this"), t->u.list.n);
+            return c->err;
+        }
+        if (!sub_int(c, s->value, &ix, "an index"))
+            return c->err;
+        if (!dtl_dim_is_const(ix, &iv)) {
+            dtl_diag_error(c->d, s->value->span, "the index of a list must be a constant int");
+            return c->err;
+        }
+        if (iv < -n || iv >= n) {
+            dtl_diag_error(c->d, s->value->span, "index %" PRId64 " is out of range for %s, a "
+                           "list of %" PRId64 " tensors", iv, ename(c, base, "the list"), n);
+            return c->err;
+        }
+        return t->u.list.elems[iv < 0 ? iv + n : iv];
+    }
     if (ok && t->kind != DTL_TYPE_TENSOR) {
         dtl_diag_error(c->d, base->span, "%s cannot be indexed: it is %s",
                        ename(c, base, "this"), tystr(c, t));
@@ -2530,7 +2553,7 @@ static dtl_type *check_block(chk *c, dtl_fn *f, dtl_decl *d, dtl_expr **value, u
         case DTL_DECL_LET: {
             dtl_type *t = check_expr(c, st->u.bind.value);
             c->block_at = i + 1;
-            if (!is_err(t) && !is_result(t)) {
+            if (!is_err(t) && !is_result(t) && t->kind != DTL_TYPE_LIST) {
                 dtl_diag_error(c->d, st->u.bind.value->span, "let '%s' must be a value, found %s",
                                st->name.text, tystr(c, t));
                 t = c->err;

@@ -306,6 +306,16 @@ const dtl_dim *dtl_dim_div(dtl_arena *a, const dtl_dim *x, const dtl_dim *y, boo
         return x;
     if (dtl_dim_eq(x, y))
         return dtl_dim_const(a, 1);
+    int64_t xv, yv;
+    if (dtl_dim_is_const(x, &xv) && dtl_dim_is_const(y, &yv) && !(xv == INT64_MIN && yv == -1)) {
+        /* Two numbers: the floor of the quotient (a conv's output size), inexact if so. */
+        int64_t q = xv / yv;
+        if (xv % yv != 0) {
+            *exact = false;
+            q -= (xv < 0) != (yv < 0);
+        }
+        return dtl_dim_const(a, q);
+    }
     if (y->nterms == 1) {
         dtl_dimterm *t = dtl_arena_array(a, x->nterms, sizeof *t);
         bool ok = true;

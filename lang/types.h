@@ -85,8 +85,9 @@ const dtl_dim *dtl_dim_add(dtl_arena *a, const dtl_dim *x, const dtl_dim *y);
 const dtl_dim *dtl_dim_sub(dtl_arena *a, const dtl_dim *x, const dtl_dim *y);
 const dtl_dim *dtl_dim_mul(dtl_arena *a, const dtl_dim *x, const dtl_dim *y);
 const dtl_dim *dtl_dim_neg(dtl_arena *a, const dtl_dim *x);
-/* x / y: exact when it can be (then *exact is true), else an opaque quotient. NULL when y
- * is 0 or on overflow. exact may be NULL. */
+/* x / y: exact when it can be (then *exact is true), else an opaque quotient — except for
+ * two numbers, whose quotient is rounded down (floor; *exact false when inexact). NULL when
+ * y is 0 or on overflow. exact may be NULL. */
 const dtl_dim *dtl_dim_div(dtl_arena *a, const dtl_dim *x, const dtl_dim *y, bool *exact);
 
 bool dtl_dim_is_const(const dtl_dim *d, int64_t *v);   /* v may be NULL */

@@ -10,7 +10,10 @@
  * element by element — assembling each value from its bytes in the file's order, which makes
  * the code independent of the host's byte order — into the dataset's f32/f64 features
  * (times scale) and int64 labels. CSV is read whole, split line by line in place, and
- * appended row by row. The loader is one producer thread per epoch and a ring of batch
+ * appended row by row (a regression target is parsed as a double into the label array and
+ * converted at the end). Text sets (runtime/data_text.c) keep one byte string and make each
+ * row's window in dtl_data_gather_at, from the epoch's offset the loader computes when the
+ * epoch starts. The loader is one producer thread per epoch and a ring of batch
  * buffers guarded by one mutex and one condition variable; the consumer and producer only
  * ever exchange three counters (produced, taken, released), so stopping mid-epoch is a flag
  * and a join.

@@ -5,6 +5,9 @@
 # and by .ci/run.
 set -eu
 
+# The data of the examples: dataset-fashion-mnist (mnist_mlp, lenet), fortunes
+# (char_transformer: /usr/share/games/fortunes), python3-sklearn (breast_cancer: its
+# breast_cancer.csv). Tests that need them skip without them.
 packages="
 build-essential autoconf automake pkg-config
 re2c lemon
@@ -13,6 +16,7 @@ clang libclang-rt-14-dev valgrind tmux
 libopenblas-dev
 python3 python3-numpy
 dataset-fashion-mnist
+fortunes python3-sklearn
 "
 
 missing=

@@ -274,7 +274,8 @@ typedef struct pjob {
     char *out;
 } pjob;
 
-/* The first maximum of window (oy, ox) of plane x (the first NaN if any), as an offset. */
+/* The first maximum of window (oy, ox) of plane x (the first NaN if any), as an offset;
+ * written with selects rather than branches (the comparisons are unpredictable). */
 #define POOL_FNS(T)                                                                          \
     static int64_t first_max_##T(const pjob *j, const T *x, int64_t oy, int64_t ox)          \
     {                                                                                        \
@@ -283,21 +284,18 @@ typedef struct pjob {
         int64_t x1 = x0 + j->kw < j->w ? x0 + j->kw : j->w;                                  \
         y0 = y0 > 0 ? y0 : 0;                                                                \
         x0 = x0 > 0 ? x0 : 0;                                                                \
-        int64_t best = y0 * j->w + x0;                                                       \
+        int64_t best = y0 * j->w + x0, nan = -1;                                             \
         T m = x[best];                                                                       \
-        if (m != m)                                                                          \
-            return best;                                                                     \
         for (int64_t iy = y0; iy < y1; iy++)                                                 \
             for (int64_t ix = x0; ix < x1; ix++) {                                           \
-                T v = x[iy * j->w + ix];                                                     \
-                if (v > m || v != v) {                                                       \
-                    best = iy * j->w + ix;                                                   \
-                    m = v;                                                                   \
-                    if (v != v)                                                              \
-                        return best;                                                         \
-                }                                                                            \
+                int64_t at = iy * j->w + ix;                                                 \
+                T v = x[at];                                                                 \
+                bool gt = v > m;                                                             \
+                best = gt ? at : best;                                                       \
+                m = gt ? v : m;                                                              \
+                nan = v != v && nan < 0 ? at : nan;                                          \
             }                                                                                \
-        return best;                                                                         \
+        return nan >= 0 ? nan : best;                                                        \
     }                                                                                        \
     static void pool_planes_##T(const pjob *j, int64_t p0, int64_t p1)                       \
     {                                                                                        \

@@ -36,6 +36,10 @@
 #define COMM_MAX_ID 2047
 #define MAX_SEGS 256
 #define BATCH 1024
+/* The ring's reduce-scatter steps move their chunk in pieces of this many bytes (more when
+ * the chunk would need over MAX_SEGS of them; less when the provider's messages are smaller):
+ * see ring_rs_step. */
+#define RING_PIECE ((size_t)256 << 10)
 
 typedef struct comm_world {
     comm_boot *boot;          /* NULL for a world of 1 */
@@ -403,6 +407,25 @@ static bool coll_post(coll *o, bool send, int step, int peer, const void *buf, s
     return true;
 }
 
+/* Posts piece k (bytes <= the provider's largest message) of a message of step `step`: one
+ * provider message whose tag carries k where coll_post's carry the segment. Its request is
+ * *req when req is not NULL, else it joins o->reqs (for coll_flush). */
+static bool coll_post_piece(coll *o, bool send, int step, int k, int peer, const void *buf,
+                            size_t bytes, void *desc, int *req)
+{
+    comm_fab *f = o->c->w->fab;
+    if (!req) {
+        if (o->nreq == BATCH && !coll_flush(o))
+            return false;
+        req = &o->reqs[o->nreq++];
+    }
+    uint64_t tag = o->base | (uint64_t)step << 8 | (uint64_t)k;
+    int wpeer = o->c->wr[peer];
+    bool ok = send ? comm_fab_isend(f, wpeer, buf, bytes, desc, tag, req, o->err)
+                   : comm_fab_irecv(f, wpeer, (void *)buf, bytes, desc, tag, req, o->err);
+    return ok ? true : coll_fail(o);
+}
+
 /* One step: receive from `from` (or -1) and send to `to` (or -1), then wait for both. */
 static bool coll_xchg(coll *o, int step, int to, const void *sbuf, size_t sbytes, void *sdesc,
                       int from, void *rbuf, size_t rbytes, void *rdesc)
@@ -424,6 +447,63 @@ static void chunk(size_t count, int n, int i, size_t *off, size_t *len)
 
 /* ---- allreduce ---------------------------------------------------------------------------- */
 
+/* The piece size for a ring message of `bytes`: RING_PIECE, whole elements, at most MAX_SEGS
+ * pieces, each at most the provider's largest message; 0 when that cannot be (then the step
+ * goes whole, split by coll_post). */
+static size_t ring_piece(const coll *o, size_t bytes)
+{
+    size_t es = dtl_dtype_size(o->t), max = comm_fab_max_msg(o->c->w->fab);
+    size_t piece = RING_PIECE, least = (bytes + MAX_SEGS - 1) / MAX_SEGS;
+    if (piece < least)
+        piece = least;
+    piece = (piece + es - 1) / es * es;
+    return piece <= max ? piece : 0;
+}
+
+/* One reduce-scatter step of the ring: send sbytes from sbuf to `next`, receive rbytes from
+ * `prev` into tmp and reduce them into dst. Pipelined: the message goes as pieces (the
+ * receiver's pieces are the sender's: both cut the same chunk); every send is posted at once,
+ * the receives two at a time, and each piece is reduced as soon as it is in — while it is
+ * still in the cache (shm's copy is done by the receiver as it polls, piece by piece; tcp
+ * keeps receiving the next piece meanwhile). */
+static bool ring_rs_step(coll *o, int step, int next, const char *sbuf, size_t sbytes,
+                         void *sdesc, int prev, char *tmp, void *tdesc, char *dst, size_t rbytes,
+                         dtl_comm_op op)
+{
+    size_t es = dtl_dtype_size(o->t), ps = ring_piece(o, sbytes), pr = ring_piece(o, rbytes);
+    if (ps == 0 || pr == 0) {
+        if (!coll_xchg(o, step, next, sbuf, sbytes, sdesc, prev, tmp, rbytes, tdesc))
+            return false;
+        reduce_into(dst, tmp, rbytes / es, o->t, op);
+        return true;
+    }
+    size_t ns = sbytes ? (sbytes + ps - 1) / ps : 1, nr = rbytes ? (rbytes + pr - 1) / pr : 1;
+    for (size_t k = 0; k < ns; k++) {
+        size_t off = k * ps, len = sbytes - off < ps ? sbytes - off : ps;
+        if (!coll_post_piece(o, true, step, (int)k, next, sbuf + (sbytes ? off : 0), len, sdesc,
+                             NULL))
+            return false;
+    }
+    comm_fab *f = o->c->w->fab;
+    int cur, ahead = -1;
+    size_t len0 = rbytes < pr ? rbytes : pr;
+    if (!coll_post_piece(o, false, step, 0, prev, tmp, len0, tdesc, &cur))
+        return false;
+    for (size_t k = 0; k < nr; k++) {
+        size_t off = k * pr, len = rbytes - off < pr ? rbytes - off : pr;
+        if (k + 1 < nr) {
+            size_t o1 = off + pr, l1 = rbytes - o1 < pr ? rbytes - o1 : pr;
+            if (!coll_post_piece(o, false, step, (int)k + 1, prev, tmp + o1, l1, tdesc, &ahead))
+                return false;
+        }
+        if (!comm_fab_waitall(f, &cur, 1, o->err))
+            return coll_fail(o);
+        reduce_into(dst + off, tmp + off, len / es, o->t, op);
+        cur = ahead;
+    }
+    return coll_flush(o);
+}
+
 static bool allreduce_ring(coll *o, char *buf, void *desc, dtl_comm_op op)
 {
     dtl_comm *c = o->c;
@@ -437,9 +517,9 @@ static bool allreduce_ring(coll *o, char *buf, void *desc, dtl_comm_op op)
     for (int s = 0; s < n - 1; s++) {
         chunk(o->count, n, ((r - s) % n + n) % n, &off, &len);
         chunk(o->count, n, ((r - s - 1) % n + n) % n, &roff, &rlen);
-        if (!coll_xchg(o, s, next, buf + off * es, len * es, desc, prev, tmp, rlen * es, sdesc))
+        if (!ring_rs_step(o, s, next, buf + off * es, len * es, desc, prev, tmp, sdesc,
+                          buf + roff * es, rlen * es, op))
             return false;
-        reduce_into(buf + roff * es, tmp, rlen, o->t, op);
     }
     /* Rank r now holds chunk r+1 reduced over all ranks. */
     chunk(o->count, n, (r + 1) % n, &off, &len);

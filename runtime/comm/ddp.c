@@ -317,7 +317,9 @@ void dtl_ddp_ready(dtl_ddp *d, size_t k, const void *data)
         return;
     }
     /* Bucket k's region is not touched by the thread until its last tensor is in. */
-    memcpy(d->mem + d->offset[k], data, d->t[k].count * dtl_dtype_size(d->t[k].dtype));
+    size_t bytes = d->t[k].count * dtl_dtype_size(d->t[k].dtype);
+    if (bytes)   /* (data may be NULL for an empty tensor) */
+        memcpy(d->mem + d->offset[k], data, bytes);
     pthread_mutex_lock(&d->mu);
     size_t b = d->bucket_of[k];
     if (--d->missing[b] == 0 && b == d->next)

@@ -17,7 +17,10 @@
  * completion queue, which is what moves data (rendezvous of large messages, tcp connection
  * set-up). Posting retries on -FI_EAGAIN (tcp;ofi_rxm returns it until a connection is up)
  * while reading the queue. A wake-up may bring no completion; only the records say what is
- * done. Every libfabric error is reported with fi_strerror (and the provider's own words from
+ * done. A wait with nothing to do spins on the queue (a peer's message usually comes within
+ * microseconds, and a yield or a sleep would add a scheduler's delay to every step), for 1 ms
+ * while the host has a CPU per rank and 20 µs when ranks oversubscribe it, then yields, then
+ * sleeps in growing steps (see comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the provider's own words from
  * fi_cq_strerror), the operation and the peer.
  */
 #include "comm_internal.h"

@@ -908,15 +908,21 @@ bool bt_batch_init(bt_batch *b, const dtl_graph *g, int64_t classes)
         return false;
     const dtl_node *y = find_input(g, "y");
     int64_t rows = x->rank ? x->shape[0] : 1;
-    if (y && (y->dtype != DTL_DTYPE_I64 || y->rank != 1 || y->shape[0] != rows)) {
-        fprintf(stderr, "bt_batch_init: the input y is not i64[%lld]\n", (long long)rows);
+    if (y && (y->rank < 1 || y->shape[0] != rows)) {
+        fprintf(stderr, "bt_batch_init: the input y has not %lld rows\n", (long long)rows);
         return false;
     }
     b->x = xrealloc(NULL, dtl_node_numel(x) * dtl_dtype_size(x->dtype));
-    b->y = xrealloc(NULL, (size_t)rows * sizeof *b->y);
+    /* y: i64[rows] labels, f32[rows] targets, i64[rows, T] text (whatever the graph takes) */
+    b->y = xrealloc(NULL, y ? dtl_node_numel(y) * dtl_dtype_size(y->dtype) : 8);
     b->in[0] = (dtl_binding){"x", b->x, x->dtype, x->rank, {0}};
     memcpy(b->in[0].shape, x->shape, sizeof b->in[0].shape);
     b->in[1] = (dtl_binding){"y", b->y, DTL_DTYPE_I64, 1, {rows}};
+    if (y) {
+        b->in[1].dtype = y->dtype;
+        b->in[1].rank = y->rank;
+        memcpy(b->in[1].shape, y->shape, sizeof b->in[1].shape);
+    }
     b->in[2] = (dtl_binding){"step", &b->step, DTL_DTYPE_I64, 0, {0}};
     b->in[3] = (dtl_binding){"total_steps", &b->total_steps, DTL_DTYPE_I64, 0, {0}};
     b->nin = 4;
@@ -931,10 +937,17 @@ void bt_batch_fill(bt_batch *b, uint64_t seed, uint64_t k, int64_t step)
     dtl_tensor xt = {b->x, b->in[0].dtype, b->in[0].rank, {0}};
     memcpy(xt.shape, b->in[0].shape, sizeof xt.shape);
     dtl_rng_init(&r, seed, dtl_rng_stream_id("bt_batch.x", k));
-    bt_fill(b->x, xt.dtype, dtl_tensor_numel(&xt), BT_U(0, 1), &r);
+    if (dtl_dtype_is_int(xt.dtype))   /* ids (text windows): in [0, classes) */
+        bt_fill(b->x, xt.dtype, dtl_tensor_numel(&xt), BT_I(0, (double)(b->classes - 1)), &r);
+    else
+        bt_fill(b->x, xt.dtype, dtl_tensor_numel(&xt), BT_U(0, 1), &r);
+    dtl_tensor yt = {b->y, b->in[1].dtype, b->in[1].rank, {0}};
+    memcpy(yt.shape, b->in[1].shape, sizeof yt.shape);
     dtl_rng_init(&r, seed, dtl_rng_stream_id("bt_batch.y", k));
-    bt_fill(b->y, DTL_DTYPE_I64, (uint64_t)b->in[1].shape[0], BT_I(0, (double)(b->classes - 1)),
-            &r);
+    if (dtl_dtype_is_int(yt.dtype))
+        bt_fill(b->y, yt.dtype, dtl_tensor_numel(&yt), BT_I(0, (double)(b->classes - 1)), &r);
+    else
+        bt_fill(b->y, yt.dtype, dtl_tensor_numel(&yt), BT_U(0, 1), &r);
     b->step = step;
 }
 

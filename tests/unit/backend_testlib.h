@@ -179,11 +179,12 @@ typedef struct bt_model {
 bool bt_model_load(bt_model *m, const char *path, const char *src, const dtl_lower_opts *opts);
 void bt_model_free(bt_model *m);
 
-/* A batch of inputs for a lowered graph: "x" (random uniform [0, 1) of x's dtype and shape),
- * "y" (i64 labels in [0, classes)), "step" and "total_steps". */
+/* A batch of inputs for a lowered graph: "x" (random uniform [0, 1) of x's dtype and shape;
+ * ids in [0, classes) when x is of an integer dtype), "y" of the graph's dtype and shape
+ * (integer labels in [0, classes), float targets in [0, 1)), "step" and "total_steps". */
 typedef struct bt_batch {
     void *x;
-    int64_t *y;
+    void *y;
     int64_t step, total_steps;
     int64_t classes;
     dtl_binding in[4];

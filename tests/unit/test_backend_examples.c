@@ -123,7 +123,7 @@ static const char zoo_bin[] =
 static const char zoo_norm[] =
     "# zoo_norm: batch_norm over features and over NCHW channels (running statistics, the\n"
     "# model applied twice in the loss: updated twice), layer_norm over [B, T, n], take as an\n"
-    "# embedding of i64[B, T] ids, causal_mask and masked_fill, stack, cross_entropy over\n"
+    "# embedding of i64[B, T] ids, causal_mask and masked_fill, stack, split, cross_entropy over\n"
     "# [B, T, C] logits, accuracy(k = 2); sgd with momentum.\n"
     "use nn\n"
     "model Norm {\n"
@@ -141,7 +141,8 @@ static const char zoo_norm[] =
     "        let scores = masked_fill(e @ transpose(e, [0, 2, 1]), not causal_mask(3), -1e9)\n"
     "        let mixed = reshape(softmax(scores, axis = -1) @ e, [B, 12])\n"
     "        let s = stack([reshape(img, [B, 16]), relu(h)], axis = 1)\n"
-    "        return head(sum(s, axis = 1) + concat([mixed, mixed[:, 0:4]], axis = 1))\n"
+    "        let parts = split(mixed, 3)\n"
+    "        return head(sum(s, axis = 1) + concat([mixed, parts[2] * parts[0]], axis = 1))\n"
     "    }\n"
     "}\n"
     "dataset ds = idx(\"fashion-mnist\")\n"

@@ -615,6 +615,70 @@ static void test_dropout_and_structure(void)
     fx_free(&f);
 }
 
+/* Batch norm's states: PARAM nodes in every graph, updated by STEP and GRAD (not by the
+ * optimizer, no gradient, no momentum), read by EVAL and INFER; top-k accuracy. */
+static void test_batch_norm_states(void)
+{
+    static const char *src =
+        "use nn\n"
+        "model Net() {\n"
+        "    fc = nn.Dense(4, 3)\n"
+        "    bn = nn.BatchNorm(3)\n"
+        "    fn forward(x: f32[B, 4]) -> f32[B, 3] = bn(fc(x))\n"
+        "}\n"
+        "dataset ds = idx(\"fashion-mnist\")\n"
+        "train Net() {\n"
+        "    data = ds.train\n"
+        "    batch = 5\n"
+        "    loss = cross_entropy(forward(x), y)\n"
+        "    optimizer = sgd(lr = 0.1, momentum = 0.9)\n"
+        "    evaluate = accuracy(ds.test, k = 2)\n"
+        "}\n";
+    fx f;
+    if (!fx_load(&f, src)) {
+        CHECK(!"load");
+        fx_free(&f);
+        return;
+    }
+    const dtl_train *t = dtl_lower_find_train(f.m, NULL);
+    for (int split = 0; split < 2; split++) {
+        dtl_lower_opts lo = {0};
+        lo.split_step = split;
+        dtl_lowered low;
+        bool ok = dtl_lower_train(&f.ctx, t, &lo, &low);
+        CHECK(ok);
+        if (!ok)
+            continue;
+        const dtl_graph *train = split ? &low.grad : &low.step;
+        const dtl_graph *graphs[] = {train, &low.eval, &low.infer};
+        for (int k = 0; k < 3; k++) {
+            const dtl_node *rm = find_named(graphs[k], DTL_OP_PARAM, "bn.running_mean");
+            const dtl_node *rv = find_named(graphs[k], DTL_OP_PARAM, "bn.running_var");
+            CHECK(rm && rm->attr.init.kind == DTL_INIT_ZEROS);
+            CHECK(rv && rv->attr.init.kind == DTL_INIT_ONES);
+            CHECK((find_out(graphs[k], "bn.running_mean") != NULL) == (k == 0));
+            CHECK((find_out(graphs[k], "bn.running_var") != NULL) == (k == 0));
+        }
+        CHECK(low.nparams == 6);   /* fc.w fc.b bn.g bn.b and the two states */
+        /* Only the four trained params get momentum and an optimizer update. */
+        CHECK(find_out(train, "bn.running_mean.m") == NULL);
+        CHECK(find_out(train, "grad.bn.running_mean") == NULL);
+        if (split) {
+            CHECK(find_out(&low.grad, "grad.bn.g") != NULL);
+            CHECK(count_outs(&low.update, DTL_OUT_PARAM) == 4);
+            CHECK(count_outs(&low.update, DTL_OUT_STATE) == 4);
+            CHECK(count_outs(&low.grad, DTL_OUT_PARAM) == 2);
+        } else {
+            CHECK(count_outs(&low.step, DTL_OUT_PARAM) == 6);
+            CHECK(count_outs(&low.step, DTL_OUT_STATE) == 4);
+        }
+        /* accuracy(k = 2) counts in the eval graph. */
+        CHECK(low.has_accuracy && find_out(&low.eval, "correct") != NULL);
+        dtl_lowered_free(&low);
+    }
+    fx_free(&f);
+}
+
 /* A model whose forward does not take x: training lowers, inference is left out. */
 static void test_forward_optional(void)
 {
@@ -961,6 +1025,7 @@ int main(void)
     test_one_hot_literals_lets();
     test_losses_and_eval();
     test_dropout_and_structure();
+    test_batch_norm_states();
     test_forward_optional();
     test_gradcheck_model();
     test_out_of_memory();

@@ -1,6 +1,7 @@
 /* tests/unit/test_ready_hook.c — the output-ready hook of runtime/exec.h (dtl_plan_opts.
  * output_ready) on the reference and LLVM backends, and exec.c's fallback for a backend that
- * does not call it (calls_ready false: a wrapper of the reference backend, as cuda is):
+ * does not call it (calls_ready false: a wrapper of the reference backend, and cuda where a
+ * GPU is):
  *  - every output is reported exactly once per run, before dtl_plan_run returns, with its
  *    final value (bit for bit what dtl_plan_output gives after the run; for PARAM/STATE
  *    outputs, the new value that the store holds after the commit);
@@ -187,6 +188,7 @@ static void test_small(const dtl_backend *be, bool in_order)
     dtl_binding in = {"x", x, DTL_DTYPE_F32, 2, {8, 16}};
     for (int run = 0; run < 3; run++) {
         float bold[16];
+        CHECK(dtl_store_sync(st, DTL_SYNC_TO_HOST, &err));   /* (cuda: the device's) */
         memcpy(bold, dtl_store_find(st, "b")->t.data, sizeof bold);
         seen_reset(&s, &g);
         CHECK(dtl_plan_run(p, &in, 1, &err));
@@ -409,6 +411,15 @@ int main(void)
         test_model("mlp.dtl", mlp_src, false, bes[i]);
         test_model("tied.dtl", tied_src, true, bes[i]);
     }
+    /* cuda (calls_ready false: dtl_plan_run reports after the run), where a GPU is. */
+    size_t nbt;
+    const bt_backend *bt = bt_backends(&nbt);
+    for (size_t i = 0; i < nbt; i++)
+        if (strcmp(bt[i].name, "cuda") == 0) {
+            test_small(bt[i].be, true);
+            test_model("mlp.dtl", mlp_src, true, bt[i].be);
+            test_model("mlp.dtl", mlp_src, false, bt[i].be);
+        }
 #ifdef HAVE_LLVM
     test_llvm_unchanged();
 #else
