@@ -409,9 +409,9 @@ static bool kind_ok(const dtl_bparam *p, const dtl_type *t, const dtl_expr *arg)
                 !dtl_type_int_const(e->u.tensor.elems[i]->type, NULL))
                 return false;
         return true;
-    case DTL_BP_TENSORS:
-        return e && e->kind == DTL_EXPR_TENSOR &&
-               (t->kind == DTL_TYPE_LIST || e->u.tensor.nelems == 0);
+    case DTL_BP_TENSORS:   /* a literal [a, b], or a list value (split's) */
+        return t->kind == DTL_TYPE_LIST ||
+               (e && e->kind == DTL_EXPR_TENSOR && e->u.tensor.nelems == 0);
     }
     return false;
 }
@@ -737,29 +737,38 @@ static dtl_type *rule_transpose(dtl_bcall *c)
     return dtl_type_tensor(c->arena, x->u.t.dtype, r, dims);
 }
 
+/* Where to report about element i of a TENSORS argument: the element in a literal, else
+ * the whole argument (a list value such as split's). */
+static dtl_span elem_at(dtl_bcall *c, size_t i)
+{
+    const dtl_expr *lit = strip(c->args[0]);
+    if (lit && lit->kind == DTL_EXPR_TENSOR && i < lit->u.tensor.nelems)
+        return lit->u.tensor.elems[i]->span;
+    return arg_at(c, 0);
+}
+
 static dtl_type *rule_concat(dtl_bcall *c)
 {
     const dtl_type *l = c->types[0];
-    const dtl_expr *lit = strip(c->args[0]);
-    if (lit->u.tensor.nelems == 0) {
-        dtl_diag_error(c->diags, lit->span, "concat: the list is empty");
+    if (l->kind != DTL_TYPE_LIST || l->u.list.n == 0) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "concat: the list is empty");
         return err_type(c);
     }
     const dtl_type *t0 = l->u.list.elems[0];
     uint32_t r = t0->u.t.rank;
     if (r == 0) {
-        dtl_diag_error(c->diags, lit->u.tensor.elems[0]->span,
+        dtl_diag_error(c->diags, elem_at(c, 0),
                        "concat: element 0 is a scalar (%s); concat needs rank 1 or more",
                        tyname(c, t0));
         return err_type(c);
     }
     int64_t ax;
-    if (!axis_check(c, 1, "the elements", tyname(c, t0), lit->u.tensor.elems[0]->span, r, &ax))
+    if (!axis_check(c, 1, "the elements", tyname(c, t0), elem_at(c, 0), r, &ax))
         return err_type(c);
     const dtl_dim **dims = dims_copy(c->arena, t0, 0);
     for (size_t i = 1; i < l->u.list.n; i++) {
         const dtl_type *t = l->u.list.elems[i];
-        dtl_span at = lit->u.tensor.elems[i]->span;
+        dtl_span at = elem_at(c, i);
         if (t->u.t.dtype != t0->u.t.dtype) {
             dtl_diag_error(c->diags, at, "concat: element %zu is %s, element 0 is %s: dtypes differ",
                            i, tyname(c, t), tyname(c, t0));
@@ -1100,23 +1109,22 @@ static dtl_type *rule_take(dtl_bcall *c)
 static dtl_type *rule_stack(dtl_bcall *c)
 {
     const dtl_type *l = c->types[0];
-    const dtl_expr *lit = strip(c->args[0]);
-    if (lit->u.tensor.nelems == 0) {
-        dtl_diag_error(c->diags, lit->span, "stack: the list is empty");
+    if (l->kind != DTL_TYPE_LIST || l->u.list.n == 0) {
+        dtl_diag_error(c->diags, arg_at(c, 0), "stack: the list is empty");
         return err_type(c);
     }
     const dtl_type *t0 = l->u.list.elems[0];
     for (size_t i = 1; i < l->u.list.n; i++)
         if (!dtl_type_same(l->u.list.elems[i], t0)) {
-            dtl_diag_error(c->diags, lit->u.tensor.elems[i]->span, "stack: element %zu is %s, "
+            dtl_diag_error(c->diags, elem_at(c, i), "stack: element %zu is %s, "
                            "element 0 is %s: they must have the same dtype and shape", i,
                            tyname(c, l->u.list.elems[i]), tyname(c, t0));
             return err_type(c);
         }
     uint32_t r = t0->u.t.rank;
     int64_t ax;
-    if (!axis_check(c, 1, "the result", "rank one more than the elements'",
-                    lit->u.tensor.elems[0]->span, r + 1, &ax))
+    if (!axis_check(c, 1, "the result", "rank one more than the elements'", elem_at(c, 0),
+                    r + 1, &ax))
         return err_type(c);
     const dtl_dim **dims = dims_copy(c->arena, t0, 1);
     memmove(dims + ax + 1, dims + ax, (r - (uint32_t)ax) * sizeof *dims);

@@ -154,7 +154,8 @@ pids="$p0 $p1" procs="0:$p0 1:$p1" started=$(now)
 reap 60
 bad seed 2 'the model differs between ranks'
 
-# A rank killed mid-epoch: the others stop within seconds, naming it and the collective.
+# A rank killed mid-epoch: the others stop within seconds, naming it and the collective (the
+# gradients' allreduce, or the evaluation's sums when it dies at an epoch's end).
 start kill 3 DTL_TIMEOUT=10 -- run net.dtl --batch 33 --epochs 1000000
 for k in $(seq 600); do   # until rank 0 reports an epoch (start-up is behind), 60 s at most
     [ -s kill.out0 ] && break
@@ -167,7 +168,7 @@ RANKS_OK=1
 for i in 0 2; do
     eval "rc=\$rc_$i"
     if [ "$rc" = 0 ] || ! grep -Eq "rank 1 \(host [^,]*, pid $victim\) died" kill.err$i ||
-       ! grep -Eq "allreduce f32\[[0-9]+\] \(.*\) for gradients of .* @ net.dtl:22" kill.err$i; then
+       ! grep -Eq "allreduce (f32\[[0-9]+\] \(.*\) for gradients of .* @ net.dtl:22|f64\[3\] \(24 B\) for evaluation @ net.dtl:21)" kill.err$i; then
         echo "FAIL: kill: rank $i (exit $rc) does not name the dead rank and the collective"
         RANKS_OK=0
     fi

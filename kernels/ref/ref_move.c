@@ -30,6 +30,11 @@ static void strided_copy(size_t esz, const void *src, int64_t base, uint32_t ran
     ref_rows_init(&it, rank, shape, 1, (const int64_t(*)[DTL_MAX_RANK])st1, &base);
     for (int64_t r = 0; r < it.rows; r++, ref_rows_next(&it)) {
         int64_t st = it.istride[0];
+        if (st == 1) {   /* a contiguous row (transposes that keep the last axis, slices) */
+            memcpy((char *)dst + (size_t)(r * it.inner) * esz,
+                   (const char *)src + (size_t)it.off[0] * esz, (size_t)it.inner * esz);
+            continue;
+        }
         switch (esz) {
         case 1: COPY_ROW(uint8_t); break;
         case 2: COPY_ROW(uint16_t); break;

@@ -84,8 +84,8 @@ void comm_fab_set_watch(comm_fab *f, comm_boot *b);
 /* How a wait with nothing to do behaves: it polls the completion queue without pause for
  * DTL_COMM_SPIN_US microseconds (default 1000 while this host runs no more ranks than it has
  * CPUs — local_ranks — and 20 when it runs more, so that oversubscribed ranks let each other
- * run), then yields the CPU between polls for 5 ms, then sleeps between polls (10 µs growing to
- * 1 ms). */
+ * run), then yields the CPU between polls for 50 ms, then sleeps between polls (10 µs growing
+ * to 1 ms). */
 void comm_fab_set_local_ranks(comm_fab *f, int local_ranks);
 /* Memory registration when the provider asks for it (FI_MR_LOCAL; DTL_FABRIC_REGISTER=1
  * forces it, for tests). *desc is NULL when not needed; *mr is released by comm_fab_mr_free. */

@@ -19,8 +19,8 @@
  * while reading the queue. A wake-up may bring no completion; only the records say what is
  * done. A wait with nothing to do spins on the queue (a peer's message usually comes within
  * microseconds, and a yield or a sleep would add a scheduler's delay to every step), for 1 ms
- * while the host has a CPU per rank and 20 µs when ranks oversubscribe it, then yields, then
- * sleeps in growing steps (see comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the provider's own words from
+ * while the host has a CPU per rank and 20 µs when ranks oversubscribe it, then yields for
+ * 50 ms, then sleeps in growing steps (see comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the provider's own words from
  * fi_cq_strerror), the operation and the peer.
  */
 #include "comm_internal.h"
@@ -356,6 +356,11 @@ void comm_fab_set_local_ranks(comm_fab *f, int local_ranks)
     }
 }
 
+/* How long a wait yields the CPU between polls, after spinning, before it sleeps between
+ * them: a yielding rank still sees its message at its next turn on the CPU, a sleeping one a
+ * timer and a wake-up later (which on a loaded machine can be milliseconds per step). */
+#define FAB_YIELD_S 0.05
+
 /* The state of a wait's empty polls since its last progress (reset to {0} on progress). */
 typedef struct fab_wait {
     unsigned polls;
@@ -381,11 +386,11 @@ static void fab_backoff(const comm_fab *f, fab_wait *w)
         w->spun = true;
     }
     double waited = comm_now() - w->since - f->spin_s;
-    if (waited < 5e-3) {
+    if (waited < FAB_YIELD_S) {
         sched_yield();
         return;
     }
-    double us = 10 + (waited - 5e-3) * 1e6 / 16;
+    double us = 10 + (waited - FAB_YIELD_S) * 1e6 / 16;
     struct timespec ts = {0, (long)(us > 1000 ? 1000 : us) * 1000};
     nanosleep(&ts, NULL);
 }

@@ -140,7 +140,7 @@ static const char zoo_norm[] =
     "        let e = ln.seq(emb.seq(ids))\n"
     "        let scores = masked_fill(e @ transpose(e, [0, 2, 1]), not causal_mask(3), -1e9)\n"
     "        let mixed = reshape(softmax(scores, axis = -1) @ e, [B, 12])\n"
-    "        let s = stack([reshape(img, [B, 16]), relu(h)], axis = 1)\n"
+    "        let s = stack(split(concat([reshape(img, [B, 16]), relu(h)], axis = 1), 2), axis = 1)\n"
     "        let parts = split(mixed, 3)\n"
     "        return head(sum(s, axis = 1) + concat([mixed, parts[2] * parts[0]], axis = 1))\n"
     "    }\n"
