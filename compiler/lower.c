@@ -2650,8 +2650,15 @@ static bool lower_body(low *l)
                             "[batch, classes]; it is %s", zn ? node_str(l, z.u.t)
                                                              : "not a tensor");
             }
-            g->role = DTL_ROLE_METRIC;
             int64_t k = ev->u.cfg.builtin->nparams > 1 ? (int64_t)cfg_num(ev, 1) : 1;
+            if (k > 1 && zn->rank != 2) {
+                dtl_span at = l->t->settings[DTL_SET_EVALUATE]
+                                  ? l->t->settings[DTL_SET_EVALUATE]->u.bind.value->span
+                                  : l->t->decl->span;
+                return fail(l, at, "accuracy with k > 1 needs scores of shape [batch, classes]; "
+                            "they are %s", node_str(l, z.u.t));
+            }
+            g->role = DTL_ROLE_METRIC;
             dtl_val correct = k <= 1 ? dtl_nn_accuracy_count(g, z.u.t, l->y.u.t, DTL_DTYPE_I64)
                                      : dtl_nn_topk_count(g, z.u.t, l->y.u.t, k, DTL_DTYPE_I64);
             g->role = DTL_ROLE_FORWARD;

@@ -1247,6 +1247,14 @@ static dtl_run_status setup_training(runner *r)
 dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, FILE *out,
                        FILE *progress_out, dtl_err *err)
 {
+    /* `checkpoint = "FILE"` in the train block: training saves there and --infer loads from
+     * there unless --save / --load say otherwise. */
+    dtl_run_opts with_ckpt;
+    if (t->checkpoint && (o->infer ? !o->load : !o->save)) {
+        with_ckpt = *o;
+        *(o->infer ? &with_ckpt.load : &with_ckpt.save) = t->checkpoint;
+        o = &with_ckpt;
+    }
     runner r;
     memset(&r, 0, sizeof r);
     r.ctx = ctx;

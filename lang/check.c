@@ -2942,7 +2942,7 @@ static_assert(DTL_SET_COUNT <= sizeof ((dtl_train *)0)->settings /
 
 static const char *const setting_names[DTL_SET_COUNT] = {
     "data", "batch", "loss", "optimizer", "epochs", "evaluate", "seed", "parallel", "device",
-    "schedule", "warmup", "clip",
+    "schedule", "warmup", "clip", "checkpoint",
 };
 
 static bool int_setting(chk *c, dtl_decl *it, int64_t min, int64_t *out)
@@ -3054,6 +3054,19 @@ static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
         t->clip = x;
         break;
     }
+    case DTL_SET_CHECKPOINT:
+        ty = check_expr(c, v);
+        if (is_err(ty))
+            break;
+        if (ty->kind != DTL_TYPE_STR || !ty->u.s.bytes || !ty->u.s.len ||
+            memchr(ty->u.s.bytes, 0, ty->u.s.len)) {
+            dtl_diag_error(c->d, v->span, "checkpoint must be a file name such as "
+                           "\"model.safetensors\", found %s",
+                           is_constant(ty) ? valstr(c, ty) : tystr(c, ty));
+            break;
+        }
+        t->checkpoint = dtl_arena_strndup(c->a, ty->u.s.bytes, ty->u.s.len);
+        break;
     }
     c->allow = 0;
 }

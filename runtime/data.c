@@ -1261,6 +1261,11 @@ void dtl_data_gather_at(const dtl_data *d, int64_t off, const int64_t *idx, int6
                     __FILE__, __LINE__, (ll)idx[i], (ll)d->n);
             abort();
         }
+        if (d->text && (off < 0 || off + d->n * d->context + 1 > d->text_len)) {
+            fprintf(stderr, "%s:%d: dtl_data_gather_at: window offset %lld out of range\n",
+                    __FILE__, __LINE__, (ll)off);
+            abort();
+        }
         if (d->text) {   /* a window: context ids, then the context bytes after each */
             const unsigned char *w = d->text + off + idx[i] * d->context;
             int64_t *x = (int64_t *)x_out + i * d->context, *y = (int64_t *)y_out + i * d->context;

@@ -4,8 +4,9 @@
 # A small corpus (documents separated by "%" lines, written here) trains a bigram model,
 # take(w, x): i64[B, T] -> f32[B, T, 256], for a few dozen steps: the loss must fall well
 # below log(256) = 5.55 and the evaluation (every 3rd document) reports a per-character
-# accuracy. Then sampling: the same seed gives the same text, another seed another text,
-# temperature 0 the likeliest bytes, and the option errors. No installed data is needed.
+# accuracy; two ranks (`dtlc run -n 2`, parallel = data) compute the same epochs as one.
+# Then sampling: the same seed gives the same text, another seed another text, temperature 0
+# the likeliest bytes, and the option errors. No installed data is needed.
 . "$(dirname "$0")/train_lib.sh"
 
 awk 'BEGIN { for (i = 0; i < 300; i++) { print "abcabc the cat " i % 7; print "%" } }' \
@@ -34,6 +35,15 @@ if [ -z "$loss" ] || ! awk -v l="$loss" -v a="$acc" 'BEGIN { exit !(l < 1.5 && a
     echo "FAIL: the bigram did not learn the corpus: $last"
     fail=1
 fi
+
+# Sharded over 2 ranks (parallel = data): the same windows, so the same numbers as one rank.
+sed 's/^    evaluate  = accuracy(corpus.test)$/&\n    parallel  = data/' "$T/bigram.dtl" > "$T/ddp.dtl"
+check "one rank" "$DTLC" run "$T/ddp.dtl" --progress none && sed 's/  seconds.*//' "$T/out" > "$T/r1"
+check "two ranks" "$DTLC" run -n 2 "$T/ddp.dtl" --progress none &&
+    sed -n 's/^\[0\] \(epoch.*\)  seconds.*/\1/p' "$T/out" > "$T/r2"
+grep -q "parallel  = data" "$T/ddp.dtl" && [ -s "$T/r1" ] ||
+    { echo "FAIL: the data-parallel run compared nothing"; fail=1; }
+same "one rank and two ranks" "$T/r1" "$T/r2"
 
 sample() {   # sample NAME ARGS...: the text sampled into $T/NAME
     name=$1
@@ -73,6 +83,9 @@ expect_error "--sample with --input" "takes no --input" "$T/bigram.dtl" --infer 
     --load "$T/w.st" --sample 5 --input x.npy
 expect_error "--prompt without --sample" "--prompt needs --sample" "$T/bigram.dtl" --infer \
     --load "$T/w.st" --prompt x --input x.npy --output y.npy
+sed 's/accuracy(corpus.test)/accuracy(corpus.test, k = 5)/' "$T/bigram.dtl" > "$T/topk.dtl"
+expect_error "top-k accuracy of text" "accuracy with k > 1 needs scores of shape" "$T/topk.dtl" \
+    --steps 1
 toy_data "$T" 40 3 train.csv
 toy_data "$T" 20 4 test.csv
 toy_model "$T/net.dtl" 8 0

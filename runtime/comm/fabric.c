@@ -18,9 +18,11 @@
  * set-up). Posting retries on -FI_EAGAIN (tcp;ofi_rxm returns it until a connection is up)
  * while reading the queue. A wake-up may bring no completion; only the records say what is
  * done. A wait with nothing to do spins on the queue (a peer's message usually comes within
- * microseconds, and a yield or a sleep would add a scheduler's delay to every step), for 1 ms
- * while the host has a CPU per rank and 20 µs when ranks oversubscribe it, then yields for
- * 50 ms, then sleeps in growing steps (see comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the provider's own words from
+ * microseconds, and a yield or a sleep would add a scheduler's delay to every step) for 1 ms
+ * while the host has a CPU per rank; when ranks oversubscribe it, not at all (the rank that
+ * would send is likely waiting for this one's CPU: spinning even 20 µs made 4 ranks on 2 cores
+ * several times slower than yielding at once). Then it yields for 50 ms, then sleeps in
+ * growing steps (see comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the provider's own words from
  * fi_cq_strerror), the operation and the peer.
  */
 #include "comm_internal.h"
@@ -185,7 +187,7 @@ comm_fab *comm_fab_open(const comm_fab_args *a, dtl_err *err)
         return NULL;
     }
     f->timeout_s = a->timeout_s;
-    f->spin_s = 20e-6;
+    f->spin_s = 0;
     f->next_key = 1;
     hints->caps = FI_TAGGED | FI_MSG | FI_DIRECTED_RECV;
     hints->ep_attr->type = FI_EP_RDM;
@@ -346,7 +348,7 @@ void comm_fab_set_watch(comm_fab *f, comm_boot *b)
 void comm_fab_set_local_ranks(comm_fab *f, int local_ranks)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    f->spin_s = local_ranks > (cpus > 0 ? cpus : 1) ? 20e-6 : 1e-3;
+    f->spin_s = local_ranks > (cpus > 0 ? cpus : 1) ? 0 : 1e-3;
     const char *e = getenv("DTL_COMM_SPIN_US");
     if (e && *e) {
         char *end;
@@ -369,10 +371,15 @@ typedef struct fab_wait {
 } fab_wait;
 
 /* One empty poll of a wait (see comm_fab_set_local_ranks). While spinning, the clock is read
- * every 16th poll only (a clock read costs about as much as an empty poll). */
+ * every 16th poll only (a clock read costs about as much as an empty poll); with no spin time,
+ * the first empty poll yields. */
 static void fab_backoff(const comm_fab *f, fab_wait *w)
 {
     unsigned i = w->polls++;
+    if (!w->spun && f->spin_s <= 0) {
+        w->since = comm_now();
+        w->spun = true;
+    }
     if (!w->spun) {
         if (i < 16 || (i & 15) != 0)
             return;
