@@ -74,9 +74,12 @@ static void teardown(ctx *c)
 #else
 typedef dtl_comm *ctx;
 static int rank, size;
-static void fail(const dtl_err *e)
+/* Prints the error, tells the other ranks and frees the world (so that shm leaves no region
+ * in /dev/shm behind), exits. */
+static void fail(ctx *c, const dtl_err *e)
 {
     fprintf(stderr, "rank %d: %s\n", rank, e->msg);
+    dtl_comm_abort(c ? *c : NULL, e->msg);
     exit(1);
 }
 static void setup(ctx *c, int *argc, char ***argv)
@@ -84,8 +87,9 @@ static void setup(ctx *c, int *argc, char ***argv)
     (void)argc, (void)argv;
     dtl_err err;
     dtl_comm_env env;
+    *c = NULL;
     if (!dtl_comm_env_from_environ(&env, &err) || !(*c = dtl_comm_init(&env, NULL, &err)))
-        fail(&err);
+        fail(c, &err);
     rank = dtl_comm_rank(*c);
     size = dtl_comm_size(*c);
 }
@@ -99,20 +103,20 @@ static void allreduce(ctx *c, float *buf, size_t n)
                                                   : DTL_COMM_ALGO_AUTO;
     dtl_err err;
     if (!dtl_comm_allreduce_algo(*c, buf, n, DTL_DTYPE_F32, DTL_COMM_SUM, algo, "bench", &err))
-        fail(&err);
+        fail(c, &err);
 }
 static double max_over_ranks(ctx *c, double x)
 {
     dtl_err err;
     if (!dtl_comm_allreduce(*c, &x, 1, DTL_DTYPE_F64, DTL_COMM_MAX, "bench", &err))
-        fail(&err);
+        fail(c, &err);
     return x;
 }
 static void barrier(ctx *c)
 {
     dtl_err err;
     if (!dtl_comm_barrier(*c, "bench", &err))
-        fail(&err);
+        fail(c, &err);
 }
 static char desc[128];
 static const char *name(ctx *c)
@@ -125,7 +129,7 @@ static void teardown(ctx *c)
 {
     dtl_err err;
     if (!dtl_comm_finalize(*c, &err))
-        fail(&err);
+        fail(c, &err);
     dtl_comm_free(*c);
 }
 #endif

@@ -630,13 +630,22 @@ int dtl_launch(const dtl_launch_opts *o)
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
+    /* SIGHUP ignored on entry (nohup): a lone dtlc would run on, so the ranks do too (a
+     * blocked signal is queued even when ignored: it must not be in the set). */
+    struct sigaction hup;
+    if (sigaction(SIGHUP, NULL, &hup) != 0 || hup.sa_handler != SIG_IGN)
+        sigaddset(&block, SIGHUP);
     sigaddset(&block, SIGCHLD);
     sigprocmask(SIG_BLOCK, &block, &old);
-    struct sigaction ign, old_pipe;
+    struct sigaction ign, old_pipe, dfl, old_chld;
     memset(&ign, 0, sizeof ign);
     ign.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &ign, &old_pipe);
+    /* SIGCHLD inherited as SIG_IGN (or SA_NOCLDWAIT) would reap the children behind our back:
+     * waitid would never see them end. */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &dfl, &old_chld);
     if (port_fd < 0) {
         say(&L, "error", "%s", why);
         goto out;
@@ -846,6 +855,7 @@ out:
     free(envs);
     free(strs);
     sigaction(SIGPIPE, &old_pipe, NULL);
+    sigaction(SIGCHLD, &old_chld, NULL);
     sigprocmask(SIG_SETMASK, &old, NULL);
     return status;
 }

@@ -21,7 +21,8 @@
  * Signals: SIGINT, SIGTERM and SIGHUP sent to the launcher are forwarded to every child
  * (except when the terminal sent them: the children, in the launcher's process group, have
  * them already); a second one makes it SIGKILL them. Children get PR_SET_PDEATHSIG (SIGTERM):
- * they die with the launcher, even when it is killed with SIGKILL.
+ * they die with the launcher, even when it is killed with SIGKILL. A SIGHUP ignored when
+ * the launcher starts (nohup) stays ignored, by it and by the ranks.
  *
  * Failure: when a child exits non-zero or is killed, the others have DTL_TIMEOUT (default
  * 30 s) plus 5 s to exit by themselves (the comm layer fails them with a message naming the

@@ -462,10 +462,13 @@ static size_t ring_piece(const coll *o, size_t bytes)
 
 /* One reduce-scatter step of the ring: send sbytes from sbuf to `next`, receive rbytes from
  * `prev` into tmp and reduce them into dst. Pipelined: the message goes as pieces (the
- * receiver's pieces are the sender's: both cut the same chunk); every send is posted at once,
- * the receives two at a time, and each piece is reduced as soon as it is in — while it is
- * still in the cache (shm's copy is done by the receiver as it polls, piece by piece; tcp
- * keeps receiving the next piece meanwhile). */
+ * receiver's pieces are the sender's: both cut the same chunk) and each piece is reduced as
+ * soon as it is in, while it is still in the cache (shm's copy is done by the receiver as it
+ * polls, piece by piece; tcp keeps receiving the next piece meanwhile). Receives run two
+ * pieces ahead of the one awaited and sends as far: posted before waiting, so a provider that
+ * holds back sends no receive matches yet (shm without cross-memory attach copies through
+ * bounded buffers) always has somewhere to deliver, and no send waits on a receive that its
+ * peer would post only after its own sends. */
 static bool ring_rs_step(coll *o, int step, int next, const char *sbuf, size_t sbytes,
                          void *sdesc, int prev, char *tmp, void *tdesc, char *dst, size_t rbytes,
                          dtl_comm_op op)
@@ -478,28 +481,31 @@ static bool ring_rs_step(coll *o, int step, int next, const char *sbuf, size_t s
         return true;
     }
     size_t ns = sbytes ? (sbytes + ps - 1) / ps : 1, nr = rbytes ? (rbytes + pr - 1) / pr : 1;
-    for (size_t k = 0; k < ns; k++) {
-        size_t off = k * ps, len = sbytes - off < ps ? sbytes - off : ps;
-        if (!coll_post_piece(o, true, step, (int)k, next, sbuf + (sbytes ? off : 0), len, sdesc,
-                             NULL))
-            return false;
-    }
     comm_fab *f = o->c->w->fab;
-    int cur, ahead = -1;
-    size_t len0 = rbytes < pr ? rbytes : pr;
-    if (!coll_post_piece(o, false, step, 0, prev, tmp, len0, tdesc, &cur))
-        return false;
+    int rq[3];                /* the receives of pieces k, k+1, k+2 at rq[k % 3] … */
+    size_t posted_r = 0, posted_s = 0;
     for (size_t k = 0; k < nr; k++) {
-        size_t off = k * pr, len = rbytes - off < pr ? rbytes - off : pr;
-        if (k + 1 < nr) {
-            size_t o1 = off + pr, l1 = rbytes - o1 < pr ? rbytes - o1 : pr;
-            if (!coll_post_piece(o, false, step, (int)k + 1, prev, tmp + o1, l1, tdesc, &ahead))
+        for (; posted_r < nr && posted_r <= k + 2; posted_r++) {
+            size_t off = posted_r * pr, len = rbytes - off < pr ? rbytes - off : pr;
+            if (!coll_post_piece(o, false, step, (int)posted_r, prev, tmp + (rbytes ? off : 0),
+                                 len, tdesc, &rq[posted_r % 3]))
                 return false;
         }
-        if (!comm_fab_waitall(f, &cur, 1, o->err))
+        for (; posted_s < ns && posted_s <= k + 2; posted_s++) {
+            size_t off = posted_s * ps, len = sbytes - off < ps ? sbytes - off : ps;
+            if (!coll_post_piece(o, true, step, (int)posted_s, next, sbuf + (sbytes ? off : 0),
+                                 len, sdesc, NULL))
+                return false;
+        }
+        if (!comm_fab_waitall(f, &rq[k % 3], 1, o->err))
             return coll_fail(o);
+        size_t off = k * pr, len = rbytes - off < pr ? rbytes - off : pr;
         reduce_into(dst + off, tmp + off, len / es, o->t, op);
-        cur = ahead;
+    }
+    for (; posted_s < ns; posted_s++) {
+        size_t off = posted_s * ps, len = sbytes - off < ps ? sbytes - off : ps;
+        if (!coll_post_piece(o, true, step, (int)posted_s, next, sbuf + off, len, sdesc, NULL))
+            return false;
     }
     return coll_flush(o);
 }

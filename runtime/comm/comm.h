@@ -23,7 +23,9 @@
  *    naming the ranks that differ and how. A process of another job (its job id differs: two
  *    jobs on one port) is turned away with a message and does not disturb this one. Then the transport is opened (libfabric, FI_EP_RDM,
  *    tagged messages): provider `shm` when every rank is on one host (at most 256: shm's limit),
- *    `tcp;ofi_rxm` otherwise, or the one DTL_FABRIC_PROVIDER (else FI_PROVIDER) names;
+ *    `tcp;ofi_rxm` otherwise, or the one DTL_FABRIC_PROVIDER (else FI_PROVIDER) names (opening
+ *    it sets FI_SHM_DISABLE_CMA=1 in the process's environment unless it is set: shm then
+ *    copies through its shared buffers, faster here than cross-memory attach);
  *    endpoint names are exchanged through rank 0 and the init ends with a barrier over the
  *    transport. A world of size 1 opens nothing and needs no libfabric; its collectives are
  *    local copies.

@@ -82,7 +82,7 @@ bool comm_fab_insert(comm_fab *f, int n, int self, const void *const *names, con
 /* The watcher a wait consults (may be NULL). */
 void comm_fab_set_watch(comm_fab *f, comm_boot *b);
 /* How a wait with nothing to do behaves: it polls the completion queue without pause for
- * DTL_COMM_SPIN_US microseconds (default 1000 while this host runs no more ranks than it has
+ * DTL_COMM_SPIN_US microseconds (default 50 while this host runs no more ranks than it has
  * CPUs — local_ranks — and 0 when it runs more, so that oversubscribed ranks let each other
  * run), then yields the CPU between polls for 50 ms, then sleeps between polls (10 µs growing
  * to 1 ms). */

@@ -17,13 +17,21 @@
  * completion queue, which is what moves data (rendezvous of large messages, tcp connection
  * set-up). Posting retries on -FI_EAGAIN (tcp;ofi_rxm returns it until a connection is up)
  * while reading the queue. A wake-up may bring no completion; only the records say what is
- * done. A wait with nothing to do spins on the queue (a peer's message usually comes within
- * microseconds, and a yield or a sleep would add a scheduler's delay to every step) for 1 ms
- * while the host has a CPU per rank; when ranks oversubscribe it, not at all (the rank that
- * would send is likely waiting for this one's CPU: spinning even 20 µs made 4 ranks on 2 cores
- * several times slower than yielding at once). Then it yields for 50 ms, then sleeps in
- * growing steps (see comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the provider's own words from
- * fi_cq_strerror), the operation and the peer.
+ * done. libfabric's shm provider moves a message above 4 KiB either by cross-memory attach
+ * (process_vm_readv: one copy, by the receiver, through the kernel, which pins every page) or by
+ * segments through its shared buffers (two memcpys, by both sides at once, in the cache): here the
+ * second took about half the first's time from 64 KiB to 1 MiB and 70 % at 16 MiB (2 and 4 ranks),
+ * close to Open MPI's vader, so comm_fab_open sets FI_SHM_DISABLE_CMA=1 unless the environment
+ * already says (FI_SHM_DISABLE_CMA=0 brings cross-memory attach back); it also spares containers
+ * the ptrace permission that process_vm_readv needs. A wait with nothing to do spins on the queue
+ * (a peer's message usually comes within microseconds, and a sleep would add a timer and a wake-up
+ * to every step) for 50 µs while the host has a CPU per rank, not at all when ranks oversubscribe
+ * it (the rank that would send is likely waiting for this one's CPU: spinning even 20 µs made 4
+ * ranks on 2 cores several times slower than yielding at once). Then it yields between polls — on
+ * an idle CPU a yield returns at once, so this is still a spin there, but it gives way to a busy
+ * one (a compute thread, dtl_ddp's own) — for 50 ms, then sleeps in growing steps (see
+ * comm_fab_set_local_ranks). Every libfabric error is reported with fi_strerror (and the
+ * provider's own words from fi_cq_strerror), the operation and the peer.
  */
 #include "comm_internal.h"
 
@@ -204,6 +212,10 @@ comm_fab *comm_fab_open(const comm_fab_args *a, dtl_err *err)
             goto fail;
         }
     }
+    /* shm: copy through its shared buffers, not cross-memory attach (see the design
+     * paragraph), unless the user said otherwise. Before the first fi_getinfo, which is when
+     * the providers read their variables; no thread of runtime/comm runs yet. */
+    setenv("FI_SHM_DISABLE_CMA", "1", 0);
     const char *pname = a->provider && *a->provider ? a->provider : "(FI_PROVIDER's choice)";
     int rc = fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), NULL, NULL, 0, hints,
                         &list);
@@ -348,7 +360,7 @@ void comm_fab_set_watch(comm_fab *f, comm_boot *b)
 void comm_fab_set_local_ranks(comm_fab *f, int local_ranks)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    f->spin_s = local_ranks > (cpus > 0 ? cpus : 1) ? 0 : 1e-3;
+    f->spin_s = local_ranks > (cpus > 0 ? cpus : 1) ? 0 : 50e-6;
     const char *e = getenv("DTL_COMM_SPIN_US");
     if (e && *e) {
         char *end;
