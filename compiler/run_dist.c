@@ -350,8 +350,11 @@ void dtl_dist_abort(dtl_dist *d, const char *why)
 {
     if (!d)
         return;
-    dtl_ddp_free(d->ddp);   /* (before the communicator: its thread may still use it) */
-    d->ddp = NULL;
+    /* The comm thread stops using the communicator first; the buckets outlive the transport,
+     * which may still write into them until the abort has closed it. */
+    dtl_ddp_stop(d->ddp);
     dtl_comm_abort(d->c, why);
+    dtl_ddp_free(d->ddp);
+    d->ddp = NULL;
     dist_free(d);
 }

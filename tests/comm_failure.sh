@@ -4,7 +4,8 @@
 # process may be left behind (comm_lib.sh kills and reaps everything it started).
 #   kill -9 of one rank in the middle of a stream of 4 MB allreduces (shm and tcp), of rank 0
 #   a model hash that differs, collective signature lists that differ, world sizes that differ
-#   a rank that hangs (DTL_TIMEOUT=1), a rank that leaves without finishing, ranks that
+#   a rank that hangs (DTL_TIMEOUT=1), one that never returns to the transport (the watcher's
+#   5 s backstop), a rank that leaves without finishing, ranks that
 #   disagree about a collective's size, a provider that does not exist, two jobs on one port,
 #   a coordinator that never comes, a rank that never comes
 . "$(dirname "$0")/comm_lib.sh"
@@ -82,6 +83,11 @@ RANKS=0 expect worldsize 2 "rank 1 \(host [^,]*, pid [0-9]*\) says the world has
 # tells everyone, and the sleeper finds out when it wakes up.
 run sleep 3 30 COMM_TEST_TIMEOUT=1 -- sleep 1 3
 expect sleep 3 "allreduce f32\[1000\] \(4\.0 kB\) for sleepy\.dtl:3" "timed out after 1 s"
+
+# A rank that does not come back to the transport (here: asleep for 60 s, as a thread stuck
+# inside the provider would be): its watcher ends it 5 s after the news, with the message.
+run stuck 3 15 COMM_TEST_TIMEOUT=1 -- sleep 1 60
+RANKS=1 expect stuck 3 "timed out after 1 s" "did not get out of the transport within 5 s: exiting"
 
 # A rank that frees the world without finalizing, in the middle of the job.
 run leave 3 30 -- leave 1

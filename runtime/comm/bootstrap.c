@@ -26,6 +26,7 @@
 #include "comm_internal.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1112,6 +1113,46 @@ bool comm_boot_names(comm_boot *b, const void *name, size_t len, const void *con
 
 /* ---- the watcher -------------------------------------------------------------------------- */
 
+/* The last resort of "no hang". A failure the watcher learns of reaches the program through its
+ * next wait, and the program then frees the world (stop_watch wakes this thread). A thread stuck
+ * inside the provider never gets there: libfabric's shm can spin for ever on a lock in the
+ * shared memory of a peer that was killed while holding it (seen once in ~20 kill tests under
+ * ASan). So when the world is not freed within STUCK_S of the failure, the watcher ends the
+ * process itself: the failure's message on stderr, this process's shm regions removed (the
+ * provider names them /dev/shm/<pid>:…, and _exit skips its fi_close), exit status 1. */
+#define STUCK_S 5.0
+
+static void remove_own_shm(void)
+{
+    char pre[32];
+    int n = snprintf(pre, sizeof pre, "%ld:", (long)getpid());
+    DIR *d = opendir("/dev/shm");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strncmp(e->d_name, pre, (size_t)n) == 0)
+            unlinkat(dirfd(d), e->d_name, 0);
+    closedir(d);
+}
+
+static void backstop(comm_boot *b)
+{
+    struct pollfd pf = {b->wake[0], POLLIN, 0};
+    for (double until = comm_now() + STUCK_S, left; (left = until - comm_now()) > 0;) {
+        int r = poll(&pf, 1, (int)(left * 1000) + 1);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            return;   /* the world is being freed */
+    }
+    char m[512];
+    if (!comm_boot_failed(b, m, sizeof m))
+        snprintf(m, sizeof m, "the world failed");
+    dprintf(2, "rank %d: error: %s (and this process did not get out of the transport within "
+            "%g s: exiting)\n", b->rank, m, STUCK_S);
+    remove_own_shm();
+    _exit(1);
+}
+
 static void *watch_root(comm_boot *b)
 {
     struct pollfd *pf = malloc((size_t)b->size * sizeof *pf);
@@ -1151,8 +1192,11 @@ static void *watch_root(comm_boot *b)
                 else
                     snprintf(m, sizeof m, "%s is unreachable: its connection to rank 0 failed: %s",
                              w, why);
-                if (record(b, "%s", m))
+                if (record(b, "%s", m)) {
                     fail_all(b, m, j);
+                    backstop(b);
+                    goto out;
+                }
                 continue;
             }
             if (type == F_FAIL) {
@@ -1160,14 +1204,19 @@ static void *watch_root(comm_boot *b)
                 char why2[400];
                 rd_str(&rr, why2, sizeof why2);
                 snprintf(m, sizeof m, "%s failed: %s", w, why2);
-                if (record(b, "%s", m))
+                if (record(b, "%s", m)) {
                     fail_all(b, m, j);
+                    free(f.p);
+                    backstop(b);
+                    goto out;
+                }
             } else if (type == F_BYE) {
                 b->bye[j] = true;
             }
             free(f.p);
         }
     }
+out:
     free(pf);
     free(idx);
     return NULL;
@@ -1189,17 +1238,22 @@ static void *watch_rank(comm_boot *b)
         comm_boot_who(b, 0, w, sizeof w);
         int got = recv_frame(b->fds[0], comm_now() + WATCH_FRAME_S, &type, &f, &why);
         if (got != 1) {
-            if (got == 0)
-                record(b, "%s died: the connection to it closed", w);
-            else
-                record(b, "%s is unreachable: the connection to it failed: %s", w, why);
+            bool first = got == 0
+                ? record(b, "%s died: the connection to it closed", w)
+                : record(b, "%s is unreachable: the connection to it failed: %s", w, why);
+            if (first)
+                backstop(b);
             break;
         }
         if (type == F_FAIL) {
             rd rr = {f.p, f.n, 0, false};
             char m[400];
             rd_str(&rr, m, sizeof m);
-            record(b, "%s", m);
+            bool first = record(b, "%s", m);
+            free(f.p);
+            if (first)
+                backstop(b);
+            break;
         }
         free(f.p);
     }

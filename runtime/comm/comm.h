@@ -36,7 +36,11 @@
  *    message naming that rank. The first failure wins; the world is then unusable: every later
  *    operation fails at once with the same message, and the only calls left are
  *    dtl_comm_free (and dtl_comm_abort). After a failed operation its buffers may still be
- *    written by the transport until dtl_comm_free of the world returns.
+ *    written by the transport until dtl_comm_free of the world returns. The one exception to
+ *    "nothing here prints or exits": when the watcher learns of a failure and the world is
+ *    not freed within 5 s (a thread stuck inside the provider — libfabric's shm can spin for
+ *    ever on a lock a killed peer held), it writes the failure to stderr ("rank r: error: …"),
+ *    removes this process's shm regions and ends the process with _exit(1).
  *  - Deadlines. Every blocking wait (rendezvous, each step of a collective, shutdown) fails
  *    after DTL_TIMEOUT seconds without progress, naming the rank it was waiting for.
  *  - Collectives are blocking and are called by every rank of the communicator in the same

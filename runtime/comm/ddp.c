@@ -399,17 +399,23 @@ const char *dtl_ddp_label(const dtl_ddp *d, size_t b)
     return b < d->nb ? d->label[b] : NULL;
 }
 
+void dtl_ddp_stop(dtl_ddp *d)
+{
+    if (!d || !d->threaded)
+        return;
+    pthread_mutex_lock(&d->mu);
+    d->quit = true;
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->thread, NULL);
+    d->threaded = false;
+}
+
 void dtl_ddp_free(dtl_ddp *d)
 {
     if (!d)
         return;
-    if (d->threaded) {
-        pthread_mutex_lock(&d->mu);
-        d->quit = true;
-        pthread_cond_broadcast(&d->cv);
-        pthread_mutex_unlock(&d->mu);
-        pthread_join(d->thread, NULL);
-    }
+    dtl_ddp_stop(d);
     if (d->mem) {   /* the mutex and condition variable exist once mem does */
         pthread_cond_destroy(&d->cv);
         pthread_mutex_destroy(&d->mu);

@@ -93,6 +93,11 @@ bool dtl_ddp_bucket_bytes(const char *mb, size_t *out, dtl_err *err);
 const char *dtl_ddp_label(const dtl_ddp *d, size_t b);
 /* Seconds the last step's finish waited for buckets (communication not hidden by compute). */
 double dtl_ddp_wait_seconds(const dtl_ddp *d);
-void dtl_ddp_free(dtl_ddp *d);   /* NULL is fine; joins the thread */
+/* Joins the comm thread (an allreduce in progress ends first: it fails at once in a failed
+ * world). The buckets stay allocated: after a failure the transport may still write into them
+ * until the communicator is freed, so a failing caller stops, frees the communicator, and only
+ * then frees d. NULL is fine; a second call does nothing. */
+void dtl_ddp_stop(dtl_ddp *d);
+void dtl_ddp_free(dtl_ddp *d);   /* NULL is fine; joins the thread (dtl_ddp_stop) */
 
 #endif
