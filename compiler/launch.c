@@ -52,6 +52,8 @@
 #include <unistd.h>
 
 #include "../runtime/comm/comm.h"
+#include "../runtime/pool.h"
+#include "../runtime/progress.h"
 
 extern char **environ;
 
@@ -99,13 +101,6 @@ typedef struct launcher {
     int nsignals;
     double last_reap;     /* when the last child was reaped */
 } launcher;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* ---- output ---- */
 
@@ -402,7 +397,7 @@ static void reap(launcher *L)
             ;
         c->reaped = true;
         c->status = st;
-        L->last_reap = now_s();
+        L->last_reap = dtl_progress_now();
         if (failed(st) && !c->stopped_by) {
             if (WIFSIGNALED(st) && fresh_sig < 0)
                 fresh_sig = r;
@@ -414,7 +409,7 @@ static void reap(launcher *L)
     int first = fresh_sig >= 0 ? fresh_sig : fresh_exit;
     if (first >= 0 && L->first_fail < 0 && !L->interrupted) {
         L->first_fail = first;
-        L->term_at = now_s() + L->grace_s;
+        L->term_at = dtl_progress_now() + L->grace_s;
     }
 }
 
@@ -456,7 +451,7 @@ static void rank_list(char *buf, size_t cap, const bool *on, int n)
 
 static void on_deadlines(launcher *L)
 {
-    double t = now_s();
+    double t = dtl_progress_now();
     if (L->term_at > 0 && t >= L->term_at) {
         L->term_at = 0;
         int k = alive(L);
@@ -494,7 +489,7 @@ static void on_signal(launcher *L, const struct signalfd_siginfo *si)
          * they have it already. Anything else (kill) is passed on. */
         if (si->ssi_code != SI_KERNEL)
             signal_all(L, sig, true);
-        L->kill_at = now_s() + INTERRUPT_KILL_AFTER_S;
+        L->kill_at = dtl_progress_now() + INTERRUPT_KILL_AFTER_S;
     } else {
         signal_all(L, SIGKILL, true);   /* asked twice: now */
         L->kill_at = 0;
@@ -665,9 +660,8 @@ int dtl_launch(const dtl_launch_opts *o)
     /* The ranks share this host's CPUs: each one's thread pool gets its part (as mpirun's
      * binding or torchrun's OMP_NUM_THREADS=1 do), unless DTL_THREADS says otherwise. */
     int threads = 0;
-    cpu_set_t cpus;
-    if (!getenv("DTL_THREADS") && sched_getaffinity(0, sizeof cpus, &cpus) == 0)
-        threads = CPU_COUNT(&cpus) / L.n > 1 ? CPU_COUNT(&cpus) / L.n : 1;
+    if (!getenv("DTL_THREADS"))
+        threads = dtl_pool_cpu_count() / L.n > 1 ? dtl_pool_cpu_count() / L.n : 1;
     if (L.sfd < 0 || !L.ch || !argvs || !base || !envs || !strs) {
         say(&L, "error", "cannot start the ranks: %s", L.sfd < 0 ? strerror(errno)
                                                                : "out of memory");
@@ -777,7 +771,7 @@ int dtl_launch(const dtl_launch_opts *o)
             L.nsignals = 1;
             L.term_at = 0;
             signal_all(&L, SIGTERM, true);
-            L.kill_at = now_s() + INTERRUPT_KILL_AFTER_S;
+            L.kill_at = dtl_progress_now() + INTERRUPT_KILL_AFTER_S;
         }
         on_deadlines(&L);
         int live = alive(&L);
@@ -798,10 +792,10 @@ int dtl_launch(const dtl_launch_opts *o)
                     pf[nfds].events = POLLIN;
                     who[nfds++] = r * 2 + k;
                 }
-        if (live == 0 && (nfds == 1 || now_s() - L.last_reap > LINGER_S))
+        if (live == 0 && (nfds == 1 || dtl_progress_now() - L.last_reap > LINGER_S))
             break;
         double wake = -1;
-        double t = now_s();
+        double t = dtl_progress_now();
         if (L.term_at > 0)
             wake = L.term_at - t;
         if (L.kill_at > 0 && (wake < 0 || L.kill_at - t < wake))

@@ -1225,9 +1225,9 @@ static dtl_run_status setup_training(runner *r)
         char what[600];
         snprintf(what, sizeof what, "batch %" PRId64 " seed %" PRIu64 " f64 %d shuffle %d "
                  "rows %" PRId64 " %" PRId64 " epochs %" PRId64 " steps %" PRId64 " backend %s "
-                 "resume %" PRId64 " %" PRId64 " %" PRId64, r->batch * r->world, r->seed,
+                 "resume %" PRId64 " %" PRId64 " %" PRId64 " params %s", r->batch * r->world, r->seed,
                  o->f64, !o->no_shuffle, r->train.n, r->have_test ? r->test.n : -1, r->epochs,
-                 o->max_steps, r->be->name, r->step, r->epoch, r->epoch_step);
+                 o->max_steps, r->be->name, r->step, r->epoch, r->epoch_step, r->hash);
         if (!(r->dist = dtl_dist_join(r->ctx, r->t, &r->env, &r->L.grad, what, r->have_test,
                                       r->err)))
             return DTL_RUN_FAILED;

@@ -105,22 +105,14 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
-static uint64_t model_hash(dtl_ctx *ctx, const dtl_graph *g, const char *what)
+/* The sources and `what` (which carries the params' hash, compiler/run.c). */
+static uint64_t model_hash(dtl_ctx *ctx, const char *what)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (uint32_t i = 0; i < ctx->sources.nfiles; i++) {
         const dtl_source *s = ctx->sources.files[i];
         h = fnv(h, s->text, s->len);
         h = fnv(h, "\0", 1);
-    }
-    for (uint32_t i = 0; i < g->nnodes; i++) {
-        const dtl_node *n = &g->nodes[i];
-        if (n->op != DTL_OP_PARAM)
-            continue;
-        h = fnv(h, n->name, strlen(n->name) + 1);
-        h = fnv(h, &n->dtype, sizeof n->dtype);
-        h = fnv(h, &n->rank, sizeof n->rank);
-        h = fnv(h, n->shape, n->rank * sizeof n->shape[0]);
     }
     return fnv(h, what, strlen(what));
 }
@@ -196,7 +188,7 @@ dtl_dist *dtl_dist_join(dtl_ctx *ctx, const dtl_train *t, const dtl_comm_env *en
         sigs[ns] = sig[ns];
         ns++;
     }
-    dtl_comm_opts co = {model_hash(ctx, grad, what), sigs, ns};
+    dtl_comm_opts co = {model_hash(ctx, what), sigs, ns};
     if (!(d->c = dtl_comm_init(env, &co, err)))
         goto fail;
     dtl_comm_set_timeout(d->c, env->timeout_s > DTL_DIST_START_TIMEOUT ? env->timeout_s

@@ -22,6 +22,7 @@
  * world of one starts no thread: ready copies, finish checks that everything came (the mean
  * over one rank is the value itself). */
 #include "ddp.h"
+#include "comm_internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -327,20 +328,13 @@ void dtl_ddp_ready(dtl_ddp *d, size_t k, const void *data)
     pthread_mutex_unlock(&d->mu);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 bool dtl_ddp_finish(dtl_ddp *d, dtl_err *err)
 {
     if (d->broken) {
         *err = d->broken_err;
         return false;
     }
-    double t0 = now_s();
+    double t0 = comm_now();
     pthread_mutex_lock(&d->mu);
     if (!d->in_step) {
         pthread_mutex_unlock(&d->mu);
@@ -364,7 +358,7 @@ bool dtl_ddp_finish(dtl_ddp *d, dtl_err *err)
     bool failed = d->failed;
     dtl_err ferr = d->err;
     pthread_mutex_unlock(&d->mu);
-    d->wait_s = now_s() - t0;
+    d->wait_s = comm_now() - t0;
     bool ok = true;
     if (d->misuse)
         ok = dtl_err_set(err, DTL_ERR_INTERNAL, "%s", d->misuse_msg);
