@@ -222,6 +222,14 @@ struct comm_boot {
     atomic_int fstate;        /* 0 none, 1 being written, 2 published */
     char fmsg[400];
     bool *bye;                /* rank 0: rank j said goodbye */
+    /* the collective in flight (comm_boot_doing), under dlock */
+    pthread_mutex_t dlock;
+    const void *doing;
+    const char *doing_name;
+    dtl_dtype doing_t;
+    size_t doing_count;
+    bool doing_has_label;
+    char doing_label[160];
     atomic_bool *closed;      /* rank 0: rank j's socket is closed (read by both threads) */
 };
 
@@ -462,6 +470,7 @@ static comm_boot *boot_new(const dtl_comm_env *env, dtl_err *err)
     b->timeout_s = env->timeout_s > 0 ? env->timeout_s : DTL_COMM_DEFAULT_TIMEOUT;
     b->wake[0] = b->wake[1] = -1;
     pthread_mutex_init(&b->wlock, NULL);
+    pthread_mutex_init(&b->dlock, NULL);
     atomic_init(&b->fstate, 0);
     b->fds = malloc((size_t)b->size * sizeof *b->fds);
     b->peers = calloc((size_t)b->size, sizeof *b->peers);
@@ -1144,11 +1153,18 @@ static void backstop(comm_boot *b)
         if (r > 0 || (r < 0 && errno != EINTR))
             return;   /* the world is being freed */
     }
-    char m[512];
+    char m[512], what[256] = "";
     if (!comm_boot_failed(b, m, sizeof m))
         snprintf(m, sizeof m, "the world failed");
-    dprintf(2, "rank %d: error: %s (and this process did not get out of the transport within "
-            "%g s: exiting)\n", b->rank, m, STUCK_S);
+    pthread_mutex_lock(&b->dlock);
+    if (b->doing) {
+        comm_what(what, sizeof what - 2, b->doing_name, b->doing_t, b->doing_count,
+                  b->doing_has_label ? b->doing_label : NULL);
+        strcat(what, ": ");
+    }
+    pthread_mutex_unlock(&b->dlock);
+    dprintf(2, "rank %d: error: %s%s (and this process did not get out of the transport within "
+            "%g s: exiting)\n", b->rank, what, m, STUCK_S);
     remove_own_shm();
     _exit(1);
 }
@@ -1288,6 +1304,28 @@ static void stop_watch(comm_boot *b)
         ;
     pthread_join(b->thread, NULL);
     b->watching = false;
+}
+
+void comm_boot_doing(comm_boot *b, const void *owner, const char *name, dtl_dtype t,
+                     size_t count, const char *label)
+{
+    pthread_mutex_lock(&b->dlock);
+    b->doing = owner;
+    b->doing_name = name;
+    b->doing_t = t;
+    b->doing_count = count;
+    b->doing_has_label = label != NULL;
+    if (label)
+        snprintf(b->doing_label, sizeof b->doing_label, "%s", label);
+    pthread_mutex_unlock(&b->dlock);
+}
+
+void comm_boot_done(comm_boot *b, const void *owner)
+{
+    pthread_mutex_lock(&b->dlock);
+    if (b->doing == owner)
+        b->doing = NULL;
+    pthread_mutex_unlock(&b->dlock);
 }
 
 void comm_boot_set_timeout(comm_boot *b, double seconds)
@@ -1443,5 +1481,6 @@ void comm_boot_free(comm_boot *b)
     free(b->bye);
     free(b->closed);
     pthread_mutex_destroy(&b->wlock);
+    pthread_mutex_destroy(&b->dlock);
     free(b);
 }

@@ -280,16 +280,28 @@ typedef struct coll {
     int nreq;
 } coll;
 
+const char *comm_what(char *buf, size_t cap, const char *name, dtl_dtype t, size_t count,
+                      const char *label)
+{
+    char b[32];
+    snprintf(buf, cap, "%s %s[%zu] (%s)%s%s", name, dtl_dtype_name(t), count,
+             comm_bytes(b, sizeof b, count * dtl_dtype_size(t)), label ? " for " : "",
+             label ? label : "");
+    return buf;
+}
+
+static const char *coll_what(const coll *o, char *buf, size_t cap)
+{
+    return comm_what(buf, cap, o->name, o->t, o->count, o->label);
+}
+
 /* Wraps the error now in o->err with what the collective was; reports a failure this process
  * met itself to the other ranks. Returns false. */
 static bool coll_fail(coll *o)
 {
     comm_world *w = o->c->w;
-    char what[200], b[32], inner[512], m[400];
-    size_t es = dtl_dtype_size(o->t);
-    snprintf(what, sizeof what, "%s %s[%zu] (%s)%s%s", o->name, dtl_dtype_name(o->t), o->count,
-             comm_bytes(b, sizeof b, o->count * es), o->label ? " for " : "",
-             o->label ? o->label : "");
+    char what[200], inner[512], m[400];
+    coll_what(o, what, sizeof what);
     snprintf(inner, sizeof inner, "%s", o->err->msg);
     dtl_err_kind kind = o->err->kind;
     if (w->boot && !comm_boot_failed(w->boot, m, sizeof m)) {
@@ -300,6 +312,8 @@ static bool coll_fail(coll *o)
     for (int i = 0; i < o->nmr; i++)
         comm_fab_mr_free(w->fab, o->mr[i]);
     o->nmr = 0;
+    if (w->boot)
+        comm_boot_done(w->boot, o);
     return dtl_err_set(o->err, kind, "rank %d: %s: %s", world_rank_self(o->c), what, inner);
 }
 
@@ -317,29 +331,28 @@ static bool coll_begin(coll *o, dtl_comm *c, const char *name, size_t count, dtl
     c->seq++;
     if (!dtl_comm_check(c, err)) {
         /* Already failed: say what was being started, with the original news. */
-        char inner[512];
+        char inner[512], what[200];
         snprintf(inner, sizeof inner, "%s", err->msg);
         const char *m = inner;
         char pre[32];
         snprintf(pre, sizeof pre, "rank %d: ", world_rank_self(c));
         if (strncmp(m, pre, strlen(pre)) == 0)
             m += strlen(pre);
-        char b[32];
-        return dtl_err_set(err, DTL_ERR_IO, "rank %d: %s %s[%zu] (%s)%s%s: %s",
-                           world_rank_self(c), name, dtl_dtype_name(t), count,
-                           comm_bytes(b, sizeof b, count * dtl_dtype_size(t)),
-                           label ? " for " : "", label ? label : "", m);
+        return dtl_err_set(err, DTL_ERR_IO, "rank %d: %s: %s", world_rank_self(c),
+                           coll_what(o, what, sizeof what), m);
     }
+    if (c->w->boot)
+        comm_boot_doing(c->w->boot, o, name, t, count, label);
     return true;
 }
 
 static bool coll_usage(coll *o, const char *fmt, const char *a)
 {
-    char b[32];
-    return dtl_err_set(o->err, DTL_ERR_USAGE, "%s %s[%zu] (%s)%s%s: %s%s", o->name,
-                       dtl_dtype_name(o->t), o->count,
-                       comm_bytes(b, sizeof b, o->count * dtl_dtype_size(o->t)),
-                       o->label ? " for " : "", o->label ? o->label : "", fmt, a ? a : "");
+    char what[200];
+    if (o->c->w->boot)
+        comm_boot_done(o->c->w->boot, o);
+    return dtl_err_set(o->err, DTL_ERR_USAGE, "%s: %s%s", coll_what(o, what, sizeof what), fmt,
+                       a ? a : "");
 }
 
 /* Registers a caller's buffer when the provider asks; its descriptor (or NULL). */
@@ -361,6 +374,8 @@ static bool coll_end(coll *o)
     for (int i = 0; i < o->nmr; i++)
         comm_fab_mr_free(o->c->w->fab, o->mr[i]);
     o->nmr = 0;
+    if (o->c->w->boot)
+        comm_boot_done(o->c->w->boot, o);
     return true;
 }
 

@@ -24,6 +24,10 @@ double comm_now(void);                 /* CLOCK_MONOTONIC seconds */
 void comm_backoff(unsigned *idle);
 /* "4.0 MB" */
 const char *comm_bytes(char *buf, size_t cap, size_t bytes);
+/* What a collective is, for messages: "allreduce f32[200704] (802.8 kB) for gradients of fc1.w
+ * @ m.dtl:9" (label NULL: no " for …"). */
+const char *comm_what(char *buf, size_t cap, const char *name, dtl_dtype t, size_t count,
+                      const char *label);
 
 /* ---- bootstrap ------------------------------------------------------------------------------ */
 typedef struct comm_boot comm_boot;
@@ -56,6 +60,13 @@ int comm_boot_local_ranks(const comm_boot *b);
 /* A readable name for world rank r: "rank 2 (host h, pid 123)". */
 const char *comm_boot_who(const comm_boot *b, int r, char *buf, size_t cap);
 void comm_boot_set_timeout(comm_boot *b, double seconds);
+/* The collective this process has in flight, for the watcher's last-resort message (a thread
+ * stuck inside the provider never reaches its own): doing records it by value (name must be a
+ * string constant; label is copied), done forgets it if owner (an identity, never read) is still
+ * the one recorded. Any thread. */
+void comm_boot_doing(comm_boot *b, const void *owner, const char *name, dtl_dtype t,
+                     size_t count, const char *label);
+void comm_boot_done(comm_boot *b, const void *owner);
 /* Orderly shutdown: stops the watcher, says goodbye and waits for everyone's. */
 bool comm_boot_finish(comm_boot *b, dtl_err *err);
 void comm_boot_free(comm_boot *b);

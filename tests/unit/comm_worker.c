@@ -13,6 +13,10 @@
  *   comm_worker sigs A,B,..  init with these collective signatures ($COMM_TEST_SIGS overrides),
  *                            then finalize
  *   comm_worker sleep R S    rank R sleeps S seconds before an allreduce (a hung rank)
+ *   comm_worker stuck R      rank R's second thread waits in a recv from rank 0 that never
+ *                            comes and is stopped there (asleep in a signal handler, as a
+ *                            thread stuck inside the provider would be); its main thread
+ *                            waits for it; the others' allreduce times out
  *   comm_worker leave R      rank R frees the world without finalizing, mid-job
  *   comm_worker count        rank 0 allreduces 10 floats, the others 12 (disagreeing ranks)
  * COMM_TEST_TIMEOUT=S sets the timeout once the world is up (dtl_comm_set_timeout).
@@ -21,6 +25,8 @@
 #include "../../runtime/comm/comm.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -415,6 +421,22 @@ static int mode_loop(size_t count)
     return 1;
 }
 
+/* stuck: the signal handler that keeps a thread where it was for a minute. */
+static void stall(int sig)
+{
+    (void)sig;
+    struct timespec t = {60, 0};
+    nanosleep(&t, NULL);
+}
+
+static void *stuck_recv(void *arg)
+{
+    static float y[1000];
+    dtl_err e;
+    dtl_comm_recv(arg, y, 1000, DTL_DTYPE_F32, 0, "stuck.dtl:7", &e);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -458,6 +480,24 @@ int main(int argc, char **argv)
             while (t.tv_nsec >= 1000000000L)
                 t.tv_sec++, t.tv_nsec -= 1000000000L;
             nanosleep(&t, NULL);
+        }
+        OK(dtl_comm_allreduce(c, x, 1000, DTL_DTYPE_F32, DTL_COMM_SUM, "sleepy.dtl:3", &err));
+        return finish(c);
+    }
+    if (strcmp(mode, "stuck") == 0 && argc > 2) {
+        dtl_comm *c = join(NULL);
+        float x[1000] = {0};
+        OK(dtl_comm_allreduce(c, x, 1000, DTL_DTYPE_F32, DTL_COMM_SUM, "warmup", &err));
+        if (me == atoi(argv[2])) {
+            signal(SIGUSR1, stall);
+            pthread_t t;
+            if (pthread_create(&t, NULL, stuck_recv, c) != 0)
+                return 1;
+            struct timespec d = {0, 200000000L};
+            nanosleep(&d, NULL);
+            pthread_kill(t, SIGUSR1);
+            pthread_join(t, NULL);
+            return 1;
         }
         OK(dtl_comm_allreduce(c, x, 1000, DTL_DTYPE_F32, DTL_COMM_SUM, "sleepy.dtl:3", &err));
         return finish(c);
