@@ -806,8 +806,15 @@ int dtl_launch(const dtl_launch_opts *o)
         if (ms > 1000)
             ms = 1000;   /* a missed SIGCHLD costs at most a second */
         int got = poll(pf, (nfds_t)nfds, ms);
-        if (got < 0 && errno != EINTR)
+        if (got < 0 && errno != EINTR) {
+            /* Cannot watch the ranks any more: end them rather than leave them behind. */
+            say(&L, "error", "poll: %s: stopping %d rank%s", strerror(errno), live,
+                live == 1 ? "" : "s");
+            signal_all(&L, SIGKILL, true);
+            for (struct timespec d = {0, 10000000L}; alive(&L); nanosleep(&d, NULL))
+                reap(&L);
             break;
+        }
         for (int i = 0; got > 0 && i < nfds; i++) {
             if (!pf[i].revents)
                 continue;

@@ -72,7 +72,8 @@ static bool is_conv(const dtl_node *n)
 
 bool dtl_cpu_conv_handles(const dtl_node *n)
 {
-    return (is_conv(n) || n->op == DTL_OP_MAXPOOL2D || n->op == DTL_OP_MAXPOOL2D_BWD) &&
+    return (is_conv(n) || n->op == DTL_OP_MAXPOOL2D || n->op == DTL_OP_MAXPOOL2D_BWD ||
+            n->op == DTL_OP_AVGPOOL2D || n->op == DTL_OP_AVGPOOL2D_BWD) &&
            (n->dtype == DTL_DTYPE_F32 || n->dtype == DTL_DTYPE_F64);
 }
 
@@ -269,6 +270,7 @@ static void run_task(void *ctx, int64_t t0, int64_t t1)
 
 typedef struct pjob {
     const dtl_node *n;
+    const dtl_ref_arg *in;   /* average pooling: the reference kernel's planes */
     int64_t h, w, oh, ow, kh, kw, sh, sw, ph, pw;
     const char *x, *dy;
     char *out;
@@ -324,18 +326,23 @@ POOL_FNS(double)
 static void pool_task(void *ctx, int64_t p0, int64_t p1)
 {
     const pjob *j = ctx;
-    if (j->n->dtype == DTL_DTYPE_F64)
+    if (j->n->op == DTL_OP_AVGPOOL2D || j->n->op == DTL_OP_AVGPOOL2D_BWD)
+        dtl_ref_avgpool2d_planes(j->n, j->in, j->out, p0, p1);
+    else if (j->n->dtype == DTL_DTYPE_F64)
         pool_planes_double(j, p0, p1);
     else
         pool_planes_float(j, p0, p1);
 }
 
-static void maxpool(dtl_pool *pool, const dtl_node *n, const dtl_ref_arg *in, void *out)
+/* Pooling, forward or backward, a task per range of (n, c) planes. */
+static void pooling(dtl_pool *pool, const dtl_node *n, const dtl_ref_arg *in, void *out)
 {
-    const int64_t *x = in[0].shape;
-    const int64_t *y = n->op == DTL_OP_MAXPOOL2D ? n->shape : in[1].shape;
+    bool fwd = n->op == DTL_OP_MAXPOOL2D || n->op == DTL_OP_AVGPOOL2D;
+    bool avg_bwd = n->op == DTL_OP_AVGPOOL2D_BWD;
+    const int64_t *x = avg_bwd ? n->shape : in[0].shape;
+    const int64_t *y = fwd ? n->shape : avg_bwd ? in[0].shape : in[1].shape;
     const dtl_win_attr *a = &n->attr.win;
-    pjob j = {.n = n, .h = x[2], .w = x[3], .oh = y[2], .ow = y[3], .kh = a->kernel[0],
+    pjob j = {.n = n, .in = in, .h = x[2], .w = x[3], .oh = y[2], .ow = y[3], .kh = a->kernel[0],
               .kw = a->kernel[1], .sh = a->stride[0], .sw = a->stride[1], .ph = a->pad[0],
               .pw = a->pad[1], .x = in[0].data, .dy = n->nin > 1 ? in[1].data : NULL,
               .out = out};
@@ -347,7 +354,7 @@ void dtl_cpu_conv(dtl_pool *pool, const dtl_node *n, const dtl_ref_arg *in, void
                   void *scratch)
 {
     if (!is_conv(n)) {
-        maxpool(pool, n, in, out);
+        pooling(pool, n, in, out);
         return;
     }
     job j = {.n = n, .g = geom_of(n, in), .f64 = n->dtype == DTL_DTYPE_F64,

@@ -1,17 +1,17 @@
 /* kernels/cpu/conv.h — fast CPU kernels for conv2d and its backward ops (im2col + the
- * blocked GEMM of kernels/cpu/gemm.h) and for max pooling, over the thread pool. What the
- * LLVM backend (and an ahead-of-time compiled model) runs for those SINGLE kernels; average
- * pooling stays with the reference kernels.
+ * blocked GEMM of kernels/cpu/gemm.h) and for max and average pooling, over the thread pool.
+ * What the LLVM backend (and an ahead-of-time compiled model) runs for those SINGLE kernels.
  *
  * Contract:
  *  - dtl_cpu_conv_handles(n): whether dtl_cpu_conv computes node n (a float conv2d,
- *    conv2d_bwd_x, conv2d_bwd_w, maxpool2d or maxpool2d_bwd).
+ *    conv2d_bwd_x, conv2d_bwd_w, maxpool2d, maxpool2d_bwd, avgpool2d or avgpool2d_bwd).
  *  - dtl_cpu_conv_scratch(n, in) is the scratch, in bytes, that dtl_cpu_conv needs for node n
  *    with operand views in (0 for the pooling ops and for nodes it does not handle).
  *  - dtl_cpu_conv(pool, n, in, out, scratch) computes n into out: the convolutions the same
  *    as the reference kernel (kernels/ref/ref.h) within float tolerance (sums are GEMM sums,
  *    in the dtype), max pooling bit for bit (the same first maximum, dy added in the same
- *    order); scratch holds at least dtl_cpu_conv_scratch bytes, 64-byte aligned, and is
+ *    order), average pooling bit for bit (the reference kernel's own loops, a range of (n, c)
+ *    planes per task); scratch holds at least dtl_cpu_conv_scratch bytes, 64-byte aligned, and is
  *    clobbered. The batch is split into min(N, DTL_CONV_TASKS) fixed ranges run as pool
  *    tasks (pool NULL: serially), each with its own part of the scratch, and partial weight
  *    gradients are added in range order: the result's bits do not depend on the pool's size.

@@ -53,4 +53,9 @@ bool dtl_ref_supports(dtl_dtype t);
 bool dtl_ref_kernel(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed,
                     dtl_err *err);
 
+/* Planes [p0, p1) (of N * C) of an avgpool2d or avgpool2d_bwd node: the same bits as the
+ * whole kernel computes for them, so a caller may split the planes over threads. */
+void dtl_ref_avgpool2d_planes(const dtl_node *n, const dtl_ref_arg *in, void *out, int64_t p0,
+                              int64_t p1);
+
 #endif

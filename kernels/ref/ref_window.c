@@ -257,7 +257,7 @@ static double avg_div(const win *g, bool count_pad, int64_t oy, int64_t ox)
     do {                                                                                     \
         const T *x = in[0].data;                                                             \
         T *y = out;                                                                          \
-        for (int64_t p = 0; p < g.n * g.c; p++)                                              \
+        for (int64_t p = p0; p < p1; p++)                                                    \
             for (int64_t oy = 0; oy < g.oh; oy++)                                            \
                 for (int64_t ox = 0; ox < g.ow; ox++) {                                      \
                     double acc = 0;                                                          \
@@ -275,24 +275,11 @@ static double avg_div(const win *g, bool count_pad, int64_t oy, int64_t ox)
                 }                                                                            \
     } while (0)
 
-bool ref_avgpool2d(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed,
-                   dtl_err *err)
-{
-    (void)seed, (void)err;
-    win g = win_of(&n->attr.win, in[0].shape, NULL, n->shape);
-    bool cp = n->attr.win.count_pad;
-    if (n->dtype == DTL_DTYPE_F32)
-        AVG_FWD(float);
-    else
-        AVG_FWD(double);
-    return true;
-}
-
 #define AVG_BWD(T)                                                                           \
     do {                                                                                     \
         const T *dy = in[0].data;                                                            \
         T *dx = out;                                                                         \
-        for (int64_t p = 0; p < g.n * g.c; p++)                                              \
+        for (int64_t p = p0; p < p1; p++)                                                    \
             for (int64_t iy = 0; iy < g.h; iy++)                                             \
                 for (int64_t ix = 0; ix < g.w; ix++) {                                       \
                     double acc = 0;                                                          \
@@ -311,15 +298,37 @@ bool ref_avgpool2d(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t
                 }                                                                            \
     } while (0)
 
+void dtl_ref_avgpool2d_planes(const dtl_node *n, const dtl_ref_arg *in, void *out, int64_t p0,
+                              int64_t p1)
+{
+    bool cp = n->attr.win.count_pad;
+    if (n->op == DTL_OP_AVGPOOL2D) {
+        win g = win_of(&n->attr.win, in[0].shape, NULL, n->shape);
+        if (n->dtype == DTL_DTYPE_F32)
+            AVG_FWD(float);
+        else
+            AVG_FWD(double);
+    } else {
+        win g = win_of(&n->attr.win, n->shape, NULL, in[0].shape);
+        if (n->dtype == DTL_DTYPE_F32)
+            AVG_BWD(float);
+        else
+            AVG_BWD(double);
+    }
+}
+
+bool ref_avgpool2d(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed,
+                   dtl_err *err)
+{
+    (void)seed, (void)err;
+    dtl_ref_avgpool2d_planes(n, in, out, 0, n->shape[0] * n->shape[1]);
+    return true;
+}
+
 bool ref_avgpool2d_bwd(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed,
                        dtl_err *err)
 {
     (void)seed, (void)err;
-    win g = win_of(&n->attr.win, n->shape, NULL, in[0].shape);
-    bool cp = n->attr.win.count_pad;
-    if (n->dtype == DTL_DTYPE_F32)
-        AVG_BWD(float);
-    else
-        AVG_BWD(double);
+    dtl_ref_avgpool2d_planes(n, in, out, 0, n->shape[0] * n->shape[1]);
     return true;
 }
