@@ -6,7 +6,8 @@
  *   bench/gpu_mlp_dtl [--batch B] [--steps N] [--warmup W] [--sync-every K]
  *
  * DTL_CUDA_FUSE=0 measures the backend's one-launch-per-node mode instead of the fused kernel
- * program. Two figures: "async" reads the loss only at the end (the GPU runs ahead of the host, as a
+ * program, DTL_CUDA_CODEGEN=0 the fused program on the interpreter kernel instead of the
+ * generated (NVRTC) kernels; the "impl" field says which. Two figures: "async" reads the loss only at the end (the GPU runs ahead of the host, as a
  * PyTorch loop that never calls .item()); "loss every step" reads it after each step, as
  * `dtlc run` does. Prints one JSON object per figure. Exit 77 without a GPU. */
 #include "../compiler/lower.h"
@@ -96,11 +97,13 @@ int main(int argc, char **argv)
         if (!dtl_plan_output(p, "loss", &loss, &err))
             goto fail;
         double dt = now() - t0;
-        const char *fz = getenv("DTL_CUDA_FUSE");
+        const char *fz = getenv("DTL_CUDA_FUSE"), *cg = getenv("DTL_CUDA_CODEGEN");
         printf("{\"impl\": \"dtl cuda %s\", \"mode\": \"%s\", \"batch\": %" PRId64
                ", \"steps\": %" PRId64 ", \"seconds\": %.4f, \"steps_per_s\": %.1f, "
                "\"loss\": %.5f, \"device\": \"%s\"}\n",
-               fz && strcmp(fz, "0") == 0 ? "per-node" : "fused",
+               fz && strcmp(fz, "0") == 0   ? "per-node"
+               : cg && strcmp(cg, "0") == 0 ? "fused interpreter"
+                                            : "fused",
                mode ? "loss every step" : "async", batch, steps, dt, (double)steps / dt,
                (double)*(const float *)loss.data, why);
     }

@@ -149,11 +149,16 @@ static void vjp_cos(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_v
     gin[0] = dtl_g_unary(g, DTL_OP_NEG, mul(g, gy, dtl_g_unary(g, DTL_OP_SIN, g->nodes[y].in[0])));
 }
 
-/* Only float -> float casts are differentiable; the pruning never asks for the others. */
+/* Only float -> float casts are differentiable; the pruning never asks for the others. The
+ * rounding of a cast is not differentiated (straight through): gy cast back to the input's
+ * dtype, or gy itself when it has that dtype already (the f32 gradient of a bf16 value). */
 static void vjp_cast(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
 {
     (void)want;
-    gin[0] = dtl_g_cast(g, gy, g->nodes[g->nodes[y].in[0]].dtype);
+    dtl_dtype to = g->nodes[g->nodes[y].in[0]].dtype;
+    if (to == DTL_DTYPE_BF16)   /* gradients are never rounded to bf16 */
+        to = DTL_DTYPE_F32;
+    gin[0] = g->nodes[gy].dtype == to ? gy : dtl_g_cast(g, gy, to);
 }
 
 static void vjp_add(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
@@ -269,17 +274,29 @@ static void vjp_reduce_max(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want
     gin[0] = mul(g, mask, dtl_g_binary(g, DTL_OP_DIV, gk, count));
 }
 
+/* Mixed precision (docs/training.md): the backward products are made as the forward one
+ * was. With bf16 operands, gy (f32) is rounded to bf16 once and both products take bf16
+ * operands and accumulate in f32; the gradients of the bf16 operands stay f32 (the cast's
+ * rule passes them on unchanged). A tf32 product gives tf32 products. */
+static dtl_val mm_like(dtl_graph *g, bool tf32, dtl_val a, dtl_val b)
+{
+    return tf32 ? dtl_g_matmul_tf32(g, a, b) : dtl_g_matmul(g, a, b);
+}
+
 static void vjp_matmul(dtl_graph *g, dtl_val y, dtl_val gy, const bool *want, dtl_val *gin)
 {
     dtl_val a = g->nodes[y].in[0], b = g->nodes[y].in[1];
+    bool tf32 = g->nodes[y].attr.tf32;
+    if (g->nodes[a].dtype == DTL_DTYPE_BF16 && g->nodes[gy].dtype != DTL_DTYPE_BF16)
+        gy = dtl_g_cast(g, gy, DTL_DTYPE_BF16);
     uint32_t perm[DTL_MAX_RANK];
     if (want[0]) {   /* gy @ b^T, summed over broadcast batch dims by the caller */
         swap_last_two(g->nodes[b].rank, perm);
-        gin[0] = dtl_g_matmul(g, gy, dtl_g_transpose(g, b, perm));
+        gin[0] = mm_like(g, tf32, gy, dtl_g_transpose(g, b, perm));
     }
     if (want[1]) {   /* a^T @ gy */
         swap_last_two(g->nodes[a].rank, perm);
-        gin[1] = dtl_g_matmul(g, dtl_g_transpose(g, a, perm), gy);
+        gin[1] = mm_like(g, tf32, dtl_g_transpose(g, a, perm), gy);
     }
 }
 
@@ -615,7 +632,10 @@ bool dtl_ad_grad(dtl_graph *g, dtl_val loss, const dtl_val *params, uint32_t npa
             dtl_node un = node_copy(g, u);
             dtl_val c = dtl_ad_sum_to_shape(g, gin[i], un.rank, un.shape);
             const dtl_node *cn = dtl_g_node(g, c);
-            if (cn->dtype != un.dtype || !same_shape(cn, &un))
+            /* the gradient of a bf16 value is f32 (vjp_matmul) */
+            bool dt_ok = cn->dtype == un.dtype ||
+                         (un.dtype == DTL_DTYPE_BF16 && cn->dtype == DTL_DTYPE_F32);
+            if (!dt_ok || !same_shape(cn, &un))
                 AD_BUG("the %s rule gave input %u of %%%u a contribution %%%u of the wrong "
                        "type", dtl_op_name(nd.op), i, v, c);
             acc[u] = acc[u] == DTL_VAL_NONE ? c : dtl_g_binary(g, DTL_OP_ADD, acc[u], c);

@@ -64,7 +64,7 @@ typedef enum dtlc_opt_id {
     OPT_LOAD, OPT_CKPT_EVERY, OPT_STEPS, OPT_LIMIT_TRAIN, OPT_LIMIT_TEST, OPT_NO_SHUFFLE,
     OPT_PROGRESS, OPT_INFER, OPT_INPUT, OPT_OUTPUT_LONG, OPT_DEVICE, OPT_TIMINGS,
     OPT_RANKS,
-    OPT_SAMPLE, OPT_PROMPT, OPT_TEMPERATURE, OPT_TRAIN,
+    OPT_SAMPLE, OPT_PROMPT, OPT_TEMPERATURE, OPT_TRAIN, OPT_PRECISION,
     OPT_HELP, OPT_COUNT
 } dtlc_opt_id;
 _Static_assert(OPT_COUNT <= 64, "options are bits of a uint64_t");
@@ -126,6 +126,8 @@ static const dtlc_option options[] = {
     {OPT_TEMPERATURE, "--temperature", "T", "--sample: divide the logits by T (default 1; "
      "0: greedy)"},
     {OPT_TRAIN, "--train", "NAME", "the train block named NAME (default: the first)"},
+    {OPT_PRECISION, "--precision", "P", "matrix products in f32, tf32 or bf16 (default: the "
+     "train block's, else f32)"},
     {OPT_HELP, "--help", NULL, "show this help (also -h)"},
 };
 _Static_assert(sizeof options / sizeof options[0] == OPT_COUNT, "one row per option");
@@ -211,7 +213,8 @@ static const dtlc_command commands[] = {
      "dtlc compile model.dtl --emit=types -o model.types\n"
      "dtlc compile model.dtl --emit=graph --batch 2\n"
      "dtlc compile model.dtl -o model.so      # and model.h\n",
-     DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_OUTPUT), cmd_compile},
+     DIAG_OPTS | OPT_BIT(OPT_EMIT) | OPT_BIT(OPT_BATCH) | OPT_BIT(OPT_OUTPUT) |
+         OPT_BIT(OPT_PRECISION), cmd_compile},
     {"graph", "[options] FILE [-o OUT]", "write a train block's step graph as Graphviz DOT",
      "Compiles the first train block of FILE to its training step graph (forward pass,\n"
      "loss, gradients, optimizer update) and writes it as Graphviz DOT to standard output\n"
@@ -248,7 +251,8 @@ static const dtlc_command commands[] = {
          OPT_BIT(OPT_NO_SHUFFLE) | OPT_BIT(OPT_PROGRESS) | OPT_BIT(OPT_INFER) |
          OPT_BIT(OPT_INPUT) | OPT_BIT(OPT_OUTPUT_LONG) | OPT_BIT(OPT_DEVICE) |
          OPT_BIT(OPT_TIMINGS) | OPT_BIT(OPT_RANKS) | OPT_BIT(OPT_SAMPLE) |
-         OPT_BIT(OPT_PROMPT) | OPT_BIT(OPT_TEMPERATURE) | OPT_BIT(OPT_TRAIN),
+         OPT_BIT(OPT_PROMPT) | OPT_BIT(OPT_TEMPERATURE) | OPT_BIT(OPT_TRAIN) |
+         OPT_BIT(OPT_PRECISION),
      cmd_run},
     {"repl", "[options] [FILE...]", "interactive session: tensors, layers, training",
      "Loads each FILE (as :load does) and prompts for declarations (use, model, fn,\n"
@@ -522,6 +526,15 @@ static bool apply_option(dtlc_opts *o, dtlc_opt_id id, const char *val, dtlc_col
         if (!o->run.backend && strcmp(val, "cpu") != 0)
             o->run.backend = "cuda";
         return true;
+    case OPT_PRECISION: {
+        dtl_precision p = dtl_precision_parse(val);
+        if (p == DTL_PREC_COUNT) {
+            say(o->color, "error", "--precision expects f32, tf32 or bf16, found '%s'", val);
+            return false;
+        }
+        o->run.precision = p;
+        return true;
+    }
     case OPT_DTYPE:
         if (strcmp(val, "f32") != 0 && strcmp(val, "f64") != 0) {
             say(o->color, "error", "--dtype expects f32 or f64, found '%s'", val);
@@ -881,7 +894,8 @@ static bool lower_step(dtl_ctx *ctx, const dtlc_opts *o, const char *file, const
                        "emit", file);
         return false;
     }
-    dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32};
+    dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32,
+                         .precision = o->run.precision};
     return dtl_lower_graph(ctx, t, DTL_LOWER_STEP, &lo, g);
 }
 
@@ -1033,7 +1047,8 @@ static int compile_aot(const dtlc_opts *o, bool shared)
     const dtl_train *t;
     int status = load_train(&ctx, o, "compile", &t);
     dtl_lowered L;
-    dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32};
+    dtl_lower_opts lo = {.batch = o->batch, .compute = DTL_DTYPE_F32,
+                         .precision = o->run.precision};
     if (status == EXIT_CLEAN && t) {
         if (!dtl_lower_train(&ctx, t, &lo, &L))
             status = (report(&ctx, o), EXIT_DIAG);

@@ -472,7 +472,11 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
         if (!broadcast_shapes(x->rank - 2, x->shape, y->rank - 2, y->shape, &rb, t->shape))
             return BAD("matmul: batch dimensions do not broadcast: %s @ %s", NODE_TYPE(b1, x),
                        NODE_TYPE(b2, y));
-        t->dtype = x->dtype;
+        if (n->attr.tf32 && x->dtype != DTL_DTYPE_F32)
+            return BAD("matmul: tf32 needs f32 operands, found %s @ %s", NODE_TYPE(b1, x),
+                       NODE_TYPE(b2, y));
+        /* bf16 @ bf16 accumulates (and gives) f32: mixed precision */
+        t->dtype = x->dtype == DTL_DTYPE_BF16 ? DTL_DTYPE_F32 : x->dtype;
         t->rank = rb + 2;
         t->shape[rb] = x->shape[x->rank - 2];
         t->shape[rb + 1] = y->shape[y->rank - 1];
@@ -831,6 +835,13 @@ dtl_val dtl_g_argmax(dtl_graph *g, dtl_val x, uint32_t axis)
 dtl_val dtl_g_matmul(dtl_graph *g, dtl_val a, dtl_val b)
 {
     dtl_node n = node_make(g, __func__, DTL_OP_MATMUL, 2, (dtl_val[]){a, b});
+    return node_add(g, __func__, &n);
+}
+
+dtl_val dtl_g_matmul_tf32(dtl_graph *g, dtl_val a, dtl_val b)
+{
+    dtl_node n = node_make(g, __func__, DTL_OP_MATMUL, 2, (dtl_val[]){a, b});
+    n.attr.tf32 = true;
     return node_add(g, __func__, &n);
 }
 
@@ -1271,6 +1282,10 @@ static void print_node(const dtl_graph *g, uint32_t id, FILE *out)
         break;
     case DTL_OP_RNG_UNIFORM:
         fprintf(out, " stream=0x%016" PRIx64, n->attr.stream);
+        break;
+    case DTL_OP_MATMUL:
+        if (n->attr.tf32)
+            fputs(" tf32", out);
         break;
     case DTL_OP_SUM:
     case DTL_OP_REDUCE_MAX: {

@@ -58,7 +58,10 @@ typedef enum dtl_op {
     DTL_OP_SUM, DTL_OP_REDUCE_MAX,
     DTL_OP_ARGMAX,       /* over the single axis attr.axis; result i64, that axis removed */
     /* Batched matrix product: [..., m, k] @ [..., k, n] -> [..., m, n]; both ranks >= 2,
-     * batch dims broadcast. (1-D operands are reshaped by lowering.) */
+     * batch dims broadcast. (1-D operands are reshaped by lowering.) Operands of one float
+     * dtype; two bf16 operands give an f32 result (products exact, f32 accumulation: mixed
+     * precision). attr.tf32 (f32 operands only): each operand element is first rounded to
+     * TF32 (dtl_tf32_round), then the product is as in f32. */
     DTL_OP_MATMUL,
     /* Data movement. */
     DTL_OP_RESHAPE,      /* to the node's shape (same element count) */
@@ -146,6 +149,7 @@ typedef struct dtl_node {
         struct { int64_t start[DTL_MAX_RANK], step[DTL_MAX_RANK]; } slice;   /* SLICE */
         uint64_t stream;           /* RNG_UNIFORM */
         dtl_win_attr win;          /* CONV2D* MAXPOOL2D* AVGPOOL2D* */
+        bool tf32;                 /* MATMUL: operands rounded to TF32 first */
     } attr;
 } dtl_node;
 
@@ -209,6 +213,8 @@ dtl_val dtl_g_where(dtl_graph *g, dtl_val cond, dtl_val a, dtl_val b);
 dtl_val dtl_g_reduce(dtl_graph *g, dtl_op op, dtl_val x, uint32_t axes, bool keepdims);
 dtl_val dtl_g_argmax(dtl_graph *g, dtl_val x, uint32_t axis);
 dtl_val dtl_g_matmul(dtl_graph *g, dtl_val a, dtl_val b);
+/* A matmul of f32 operands with attr.tf32 set. */
+dtl_val dtl_g_matmul_tf32(dtl_graph *g, dtl_val a, dtl_val b);
 dtl_val dtl_g_reshape(dtl_graph *g, dtl_val x, uint32_t rank, const int64_t *shape);
 dtl_val dtl_g_transpose(dtl_graph *g, dtl_val x, const uint32_t *perm);
 dtl_val dtl_g_broadcast(dtl_graph *g, dtl_val x, uint32_t rank, const int64_t *shape);

@@ -139,6 +139,7 @@ typedef struct low {
     bool expr;                 /* dtl_lower_expr: a free-standing expression (t is NULL) */
     uint64_t nrandom;          /* rand/randn lowered so far: the next one's stream */
     int shard_rank, shard_world;   /* dtl_lower_opts: GRAD as rank r's share of the batch */
+    dtl_precision prec;        /* of the matrix products (f32 ones only) */
 } low;
 
 static bool eval(low *l, env *e, const dtl_expr *x, lv *out);
@@ -1186,7 +1187,7 @@ static bool matmul(low *l, dtl_span at, const lv *a, const lv *b, lv *out)
         shape[r++] = bn->shape[bn->rank - 1];
     if (!shape_ok(l, at, "the matrix product", an->dtype, r, shape))
         return false;
-    *out = lv_tensor(dtl_nn_matmul(l->g, a->u.t, b->u.t));
+    *out = lv_tensor(dtl_nn_matmul_prec(l->g, a->u.t, b->u.t, l->prec));
     return true;
 }
 
@@ -2914,6 +2915,15 @@ static bool verified(low *l, const char *what)
 #endif
 }
 
+dtl_precision dtl_lower_precision(const dtl_train *t, const dtl_lower_opts *opts)
+{
+    dtl_precision p = opts && opts->precision > DTL_PREC_DEFAULT &&
+                              opts->precision < DTL_PREC_COUNT
+                          ? opts->precision
+                          : t ? t->precision : DTL_PREC_DEFAULT;
+    return p > DTL_PREC_DEFAULT && p < DTL_PREC_COUNT ? p : DTL_PREC_F32;
+}
+
 /* The state of one lowering run, on the heap so that it survives a longjmp intact. */
 static low *low_new(dtl_ctx *ctx, const dtl_train *t, dtl_lower_kind kind,
                     const dtl_lower_opts *o, dtl_graph *g)
@@ -2935,6 +2945,7 @@ static low *low_new(dtl_ctx *ctx, const dtl_train *t, dtl_lower_kind kind,
     }
     l->t = t;
     l->mod = train_module(t);
+    l->prec = dtl_lower_precision(t, o);
     return l;
 }
 
@@ -3042,6 +3053,7 @@ bool dtl_lower_train(dtl_ctx *ctx, const dtl_train *t, const dtl_lower_opts *opt
         out->batch = l->batch;
         out->epochs = t->epochs;
         out->seed = t->seed;
+        out->precision = dtl_lower_precision(t, opts);
         ok = opt_config(l, &out->optim) && data_spec(l, t->data, &out->data);
         out->has_accuracy = t->evaluate && t->evaluate->u.cfg.builtin &&
                             t->evaluate->u.cfg.builtin->id == DTL_BI_ACCURACY;

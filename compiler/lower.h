@@ -98,6 +98,10 @@ typedef struct dtl_lower_opts {
      * global batch drops; a dropout on a tensor whose first axis is not the batch draws a
      * mask of this rank's own. */
     int shard_rank, shard_world;
+    /* The precision of the f32 matrix products (docs/training.md "Mixed precision"):
+     * DTL_PREC_DEFAULT (0) takes the train block's `precision` (f32 when it has none); else
+     * this one (dtlc run --precision). With compute = f64 it changes nothing. */
+    dtl_precision precision;
 } dtl_lower_opts;
 
 /* Where the examples come from: a dataset split, decoded from idx(…) / npy(…) / csv(…). */
@@ -143,10 +147,15 @@ typedef struct dtl_lowered {
     dtl_opt_cfg optim;       /* the optimizer, as applied in the step graph
                                 (sched.total_from_run: from the input "total_steps") */
     uint32_t nparams;        /* params, in the graphs' order */
+    dtl_precision precision; /* of the matrix products, as lowered: F32, TF32 or BF16 */
 } dtl_lowered;
 
 /* The train block named name in m (NULL: the first one), or NULL if there is none. */
 const dtl_train *dtl_lower_find_train(const dtl_module *m, const char *name);
+
+/* The precision train block t is lowered with under opts (which may be NULL): F32, TF32
+ * or BF16, never DEFAULT. */
+dtl_precision dtl_lower_precision(const dtl_train *t, const dtl_lower_opts *opts);
 
 /* Builds one graph of train block t into g (which this function initializes; on failure g
  * is left freed). The module of t must have been checked without errors. */

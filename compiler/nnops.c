@@ -272,6 +272,22 @@ dtl_val dtl_nn_dropout(dtl_graph *g, dtl_val x, double p, dtl_val step, uint64_t
 
 dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b)
 {
+    return dtl_nn_matmul_prec(g, a, b, DTL_PREC_F32);
+}
+
+/* The product's node under precision prec (f32 operands only; others as they are). */
+static dtl_val mm_prec(dtl_graph *g, dtl_val a, dtl_val b, dtl_precision prec)
+{
+    bool f32 = g->nodes[a].dtype == DTL_DTYPE_F32;
+    return f32 && prec == DTL_PREC_TF32 ? dtl_g_matmul_tf32(g, a, b) : dtl_g_matmul(g, a, b);
+}
+
+dtl_val dtl_nn_matmul_prec(dtl_graph *g, dtl_val a, dtl_val b, dtl_precision prec)
+{
+    if (prec == DTL_PREC_BF16 && g->nodes[a].dtype == DTL_DTYPE_F32) {
+        a = dtl_g_cast(g, a, DTL_DTYPE_BF16);   /* a first: a fixed node order */
+        b = dtl_g_cast(g, b, DTL_DTYPE_BF16);
+    }
     dtl_node an = node_copy(g, a), bn = node_copy(g, b);
     if (an.rank == 0 || bn.rank == 0)
         NN_BUG("matmul: operands must have rank >= 1");
@@ -293,12 +309,12 @@ dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b)
         for (uint32_t i = 0; i + 1 < an.rank; i++)
             rows *= an.shape[i];
         s[0] = rows, s[1] = an.shape[an.rank - 1];
-        dtl_val y2 = dtl_g_matmul(g, dtl_g_reshape(g, a, 2, s), b);
+        dtl_val y2 = mm_prec(g, dtl_g_reshape(g, a, 2, s), b, prec);
         memcpy(s, an.shape, (an.rank - 1) * sizeof *s);
         s[an.rank - 1] = bn.shape[1];
         return dtl_g_reshape(g, y2, an.rank, s);
     }
-    dtl_val y = dtl_g_matmul(g, a, b);
+    dtl_val y = mm_prec(g, a, b, prec);
     if (!va && !vb)
         return y;
     dtl_node yn = node_copy(g, y);   /* drop the added axes: -2 for a, -1 for b */

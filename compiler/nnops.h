@@ -70,6 +70,10 @@ dtl_val dtl_nn_gelu(dtl_graph *g, dtl_val x);
  * returns x; p == 1 returns zeros. */
 dtl_val dtl_nn_dropout(dtl_graph *g, dtl_val x, double p, dtl_val step, uint64_t stream);
 dtl_val dtl_nn_matmul(dtl_graph *g, dtl_val a, dtl_val b);
+/* The same under a train block's precision (docs/training.md), for f32 operands: BF16 casts
+ * both to bf16 (the product accumulates and gives f32), TF32 makes a tf32 product; F32 and
+ * DEFAULT are dtl_nn_matmul. */
+dtl_val dtl_nn_matmul_prec(dtl_graph *g, dtl_val a, dtl_val b, dtl_precision prec);
 /* The graph's INPUT named "step" (the number of the update being computed, 1 for the first;
  * the RNG and the optimizer read it): the existing one if any, else a new i64 scalar INPUT. */
 dtl_val dtl_nn_step(dtl_graph *g);

@@ -71,14 +71,14 @@ typedef struct runner {
     dtl_store *store;
     dtl_plan *step_plan, *eval_plan, *eval_tail, *infer_plan, *infer_tail;
     /* Data parallel (world > 1, compiler/run_dist.h): step_plan runs the GRAD graph and
-     * update_plan the UPDATE graph; r->batch is this rank's share of the global batch. */
+     * dist the update; r->batch is this rank's share of the global batch. */
     int world, rank;
+    bool dp;                   /* data parallel: world > 1, or cuda on one rank (NCCL) */
     dtl_comm_env env;
     dtl_dist *dist;
     bool dist_started;         /* a step ran: the world's timeout is DTL_TIMEOUT again */
     int64_t dist_steps;        /* --timings: steps, their wall time and the time their   */
     double dist_step_s, dist_wait_s;   /* finish waited for gradients after backward */
-    dtl_plan *update_plan;
     dtl_graph eval_tail_g, infer_tail_g;
     bool have_eval_tail_g, have_infer_tail_g;
     dtl_data train, test;
@@ -213,6 +213,9 @@ static void params_hash(const dtl_graph *g, char out[17])
 
 static bool save_checkpoint(runner *r, const char *path)
 {
+    /* data parallel with a sharded update: every rank brings its part of the moments */
+    if (r->dist && !dtl_dist_sync_state(r->dist, r->store, r->err))
+        return false;
     if (r->rank != 0) {   /* data parallel: rank 0 writes, the others hold the same values */
         r->saved_step = r->step;
         return true;
@@ -607,12 +610,12 @@ static bool train_batch(runner *r, const dtl_batch *b, double *loss)
     dtl_binding in[4];
     size_t n = batch_bindings(r, &r->L.grad, b->x, b->y, b->rows, &stepno, in);
     double t0 = dtl_progress_now();
-    if (!dtl_dist_step(r->dist, r->step_plan, r->update_plan, r->store, in, n, loss, r->err) ||
-        !read_scalar(r, r->update_plan, "lr", &r->last_lr))
+    if (!dtl_dist_step(r->dist, r->step_plan, r->store, in, n, loss, &r->last_lr, r->err))
         return false;
     if (!r->dist_started)   /* compiling and the first step are behind: the usual timeout */
         dtl_dist_started(r->dist);
     else {   /* (the first step, which waits for the slowest rank's start, is not counted) */
+        dtl_dist_step_done(r->dist);
         r->dist_steps++;
         r->dist_step_s += dtl_progress_now() - t0;
         r->dist_wait_s += dtl_dist_wait_seconds(r->dist);
@@ -776,9 +779,9 @@ static void print_timings(runner *r)
     dtl_plan_stats_get(r->eval_plan, &e);
     double now = dtl_progress_now(), total = r->o->start_time > 0 ? now - r->o->start_time : 0;
     double passes = s.passes_seconds + e.passes_seconds, llvm = s.llvm_seconds + e.llvm_seconds;
-    if (r->update_plan) {   /* data parallel: the step is two plans */
+    if (r->dist) {   /* data parallel: the step is two plans */
         dtl_plan_stats u;
-        dtl_plan_stats_get(r->update_plan, &u);
+        dtl_dist_update_stats(r->dist, &u);
         passes += u.passes_seconds;
         llvm += u.llvm_seconds;
     }
@@ -869,6 +872,10 @@ static dtl_run_status train(runner *r)
                 r->dist_step_s / (double)r->dist_steps * 1e3,
                 r->dist_wait_s / (double)r->dist_steps * 1e3,
                 r->dist_step_s > 0 ? 100 * r->dist_wait_s / r->dist_step_s : 0.0);
+    if (o->timings && r->dist && r->dist_steps > 0) {   /* every rank: where its time went */
+        char line[600];
+        fprintf(r->perr, "dtlc: timings: %s\n", dtl_dist_timings(r->dist, line, sizeof line));
+    }
     if (o->save && r->saved_step != r->step && !save_checkpoint(r, o->save))
         return DTL_RUN_FAILED;
     if (o->save && !o->ckpt_every && r->rank == 0)
@@ -1142,7 +1149,6 @@ static void cleanup(runner *r)
     dtl_loader_free(r->ltrain);
     dtl_loader_free(r->ltest);
     dtl_plan_free(r->step_plan);
-    dtl_plan_free(r->update_plan);
     dtl_plan_free(r->eval_plan);
     dtl_plan_free(r->eval_tail);
     dtl_plan_free(r->infer_plan);
@@ -1221,20 +1227,22 @@ static dtl_run_status setup_training(runner *r)
         if (!(r->ltest = dtl_loader_new(&r->test, &te, r->err)))
             return DTL_RUN_FAILED;
     }
-    if (r->world > 1) {   /* data parallel: join the world, then plan the two halves */
+    if (r->dp) {   /* data parallel: join the world, then plan the two halves */
         char what[600];
         snprintf(what, sizeof what, "batch %" PRId64 " seed %" PRIu64 " f64 %d shuffle %d "
                  "rows %" PRId64 " %" PRId64 " epochs %" PRId64 " steps %" PRId64 " backend %s "
-                 "resume %" PRId64 " %" PRId64 " %" PRId64 " params %s", r->batch * r->world, r->seed,
+                 "resume %" PRId64 " %" PRId64 " %" PRId64 " params %s precision %s",
+                 r->batch * r->world, r->seed,
                  o->f64, !o->no_shuffle, r->train.n, r->have_test ? r->test.n : -1, r->epochs,
-                 o->max_steps, r->be->name, r->step, r->epoch, r->epoch_step, r->hash);
-        if (!(r->dist = dtl_dist_join(r->ctx, r->t, &r->env, &r->L.grad, what, r->have_test,
-                                      r->err)))
+                 o->max_steps, r->be->name, r->step, r->epoch, r->epoch_step, r->hash,
+                 dtl_precision_name(r->L.precision));
+        if (!(r->dist = dtl_dist_join(r->ctx, r->t, &r->env, &r->L.grad, r->be, &r->L.optim,
+                                      what, r->have_test, r->err)))
             return DTL_RUN_FAILED;
         dtl_plan_opts po;
         dtl_dist_plan_opts(r->dist, &po);
         if (!(r->step_plan = dtl_plan_new(r->be, &r->L.grad, r->store, &po, r->err)) ||
-            !(r->update_plan = dtl_plan_new(r->be, &r->L.update, r->store, NULL, r->err)))
+            !dtl_dist_prepare(r->dist, &r->L.update, r->store, r->err))
             return DTL_RUN_FAILED;
     } else if (!(r->step_plan = dtl_plan_new(r->be, &r->L.step, r->store, NULL, r->err))) {
         return DTL_RUN_FAILED;
@@ -1287,7 +1295,12 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     r.world = 1;
     if (!dtl_comm_env_from_environ(&r.env, err))
         return DTL_RUN_USAGE;
-    if (r.env.size > 1) {
+    /* The cuda backend under a launcher (`dtlc run -n 1`) with `parallel = data` takes the
+     * data-parallel path at world size 1 too: NCCL, checkable on one GPU (docs/cuda.md). */
+    r.dp = r.env.size > 1 ||
+           (!o->infer && strcmp(r.be->name, "cuda") == 0 && strcmp(r.env.source, "none") != 0 &&
+            t->parallel && t->parallel->u.par.data != 0);
+    if (r.dp) {
         if (o->infer) {
             dtl_err_set(err, DTL_ERR_USAGE, "--infer runs in one process, but this run has %d "
                         "ranks: start it without a launcher", r.env.size);
@@ -1302,7 +1315,8 @@ dtl_run_status dtl_run(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opts *o, 
     if (o->infer && o->sample)
         r.lo.batch = 1;   /* one window at a time */
     r.lo.compute = o->f64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
-    r.lo.split_step = r.world > 1;
+    r.lo.precision = o->precision;
+    r.lo.split_step = r.dp;
     r.lo.shard_rank = r.rank;
     r.lo.shard_world = r.world;
     double t_lower = dtl_progress_now();
@@ -1440,6 +1454,7 @@ dtl_trainer *dtl_trainer_new(dtl_ctx *ctx, const dtl_train *t, const dtl_run_opt
     }
     r->lo.batch = o->batch;
     r->lo.compute = o->f64 ? DTL_DTYPE_F64 : DTL_DTYPE_F32;
+    r->lo.precision = o->precision;
     if (!dtl_lower_train(ctx, t, &r->lo, &r->L)) {
         *st = DTL_RUN_DIAG;
         free(tr);

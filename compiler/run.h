@@ -61,6 +61,7 @@ typedef struct dtl_run_opts {
     int64_t max_steps;         /* -1: no limit; else stop when the step counter reaches it */
     bool no_shuffle;           /* epochs in file order */
     bool f64;                  /* compute in f64 (lowering's dtype policy) */
+    dtl_precision precision;   /* --precision; DTL_PREC_DEFAULT: the train block's */
     dtl_run_progress progress;
     double progress_every;     /* seconds between plain progress lines; 0: 10 */
     bool timings;              /* --timings: where the time to the first step went (stderr) */

@@ -2942,7 +2942,7 @@ static_assert(DTL_SET_COUNT <= sizeof ((dtl_train *)0)->settings /
 
 static const char *const setting_names[DTL_SET_COUNT] = {
     "data", "batch", "loss", "optimizer", "epochs", "evaluate", "seed", "parallel", "device",
-    "schedule", "warmup", "clip", "checkpoint",
+    "schedule", "warmup", "clip", "checkpoint", "precision",
 };
 
 static bool int_setting(chk *c, dtl_decl *it, int64_t min, int64_t *out)
@@ -3067,6 +3067,23 @@ static void check_setting(chk *c, dtl_train *t, int k, dtl_decl *it)
         }
         t->checkpoint = dtl_arena_strndup(c->a, ty->u.s.bytes, ty->u.s.len);
         break;
+    case DTL_SET_PRECISION: {
+        /* read as written: f32 and bf16 are dtype keywords, tf32 a bare name */
+        dtl_precision p = DTL_PREC_COUNT;
+        if (v->kind == DTL_EXPR_DTYPE)
+            p = dtl_precision_parse(dtl_dtype_name(v->u.dtype));
+        else if (v->kind == DTL_EXPR_NAME)
+            p = dtl_precision_parse(v->u.name.text);
+        if (p == DTL_PREC_COUNT || p == DTL_PREC_DEFAULT) {
+            dtl_diag_error(c->d, v->span, "precision must be f32, tf32 or bf16, found %s",
+                           dtl_print_expr(c->a, v));
+            dtl_diag_note(c->d, v->span, "bf16: bf16 matrix products with f32 accumulation "
+                          "and f32 weights; tf32: TF32-rounded operands; f32: the default");
+            break;
+        }
+        t->precision = p;
+        break;
+    }
     }
     c->allow = 0;
 }

@@ -163,6 +163,7 @@ struct dtl_train {
     double clip;               /* clip gradients to this global norm; 0: not given */
     const char *checkpoint;    /* `checkpoint = "FILE"`: where training saves by default and
                                   --infer loads from (dtlc run's --save / --load); NULL */
+    dtl_precision precision;   /* `precision = f32 | tf32 | bf16`; DTL_PREC_DEFAULT: not given */
     dtl_decl *settings[16];    /* the setting declarations, by dtl_train_setting */
     dtl_shard *shards;   size_t nshards;
     dtl_stage *stages;   size_t nstages;
@@ -171,7 +172,7 @@ struct dtl_train {
 typedef enum dtl_train_setting {
     DTL_SET_DATA, DTL_SET_BATCH, DTL_SET_LOSS, DTL_SET_OPTIMIZER, DTL_SET_EPOCHS,
     DTL_SET_EVALUATE, DTL_SET_SEED, DTL_SET_PARALLEL, DTL_SET_DEVICE, DTL_SET_SCHEDULE,
-    DTL_SET_WARMUP, DTL_SET_CLIP, DTL_SET_CHECKPOINT,
+    DTL_SET_WARMUP, DTL_SET_CLIP, DTL_SET_CHECKPOINT, DTL_SET_PRECISION,
     DTL_SET_COUNT
 } dtl_train_setting;
 

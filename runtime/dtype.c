@@ -46,3 +46,18 @@ dtl_dtype dtl_dtype_parse(const char *s, size_t n)
             return (dtl_dtype)t;
     return DTL_DTYPE_COUNT;
 }
+
+static const char *const precision_names[DTL_PREC_COUNT] = {"default", "f32", "tf32", "bf16"};
+
+const char *dtl_precision_name(dtl_precision p)
+{
+    return (unsigned)p < DTL_PREC_COUNT ? precision_names[p] : "?";
+}
+
+dtl_precision dtl_precision_parse(const char *s)
+{
+    for (int p = DTL_PREC_F32; p < DTL_PREC_COUNT; p++)
+        if (strcmp(s, precision_names[p]) == 0)
+            return (dtl_precision)p;
+    return DTL_PREC_COUNT;
+}

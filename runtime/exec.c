@@ -399,7 +399,7 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
     if (!dtl_graph_check(g, "ref", err))
         return NULL;
     for (uint32_t id = 0; id < g->nnodes; id++)
-        if (!dtl_ref_supports(g->nodes[id].dtype)) {
+        if (!dtl_ref_supports_node(g, id)) {
             dtl_err_set(err, DTL_ERR_USAGE, "ref: %%%u (%s): dtype %s is not supported", id,
                         dtl_op_name(g->nodes[id].op), dtl_dtype_name(g->nodes[id].dtype));
             return NULL;

@@ -13,8 +13,14 @@
 #     /usr/share/datasets) for the training stage.
 #   - python3 with torch (CUDA) for PyTorch's side of the benchmark ($DTL_PYTHON to choose).
 #   - $OUT: a directory for the logs (default: gpu-check-out/); at most 8 files are written.
-# Every stage has a time limit (the whole script about 6 minutes); a failing stage is
-# reported and the next one runs. Without a GPU it stops after the build, saying so.
+# Stages: build; test_cuda; NCCL data parallel (tests/cuda_dp.sh); the example trains 10 epochs, then 3 with --precision bf16
+# (against the f32 run); benchmark (a) (the example's
+# steps/s vs PyTorch eager and compiled); (b) MLP 4096-4096-4096-10 at batch 4096 in f32,
+# tf32 and bf16 vs PyTorch (bench/gpu_train_dtl, bench/gpu_mlp_big.py); (c) one full epoch
+# with data loading, dtlc run vs PyTorch with a DataLoader (bench/gpu_epoch.py); LeNet
+# (examples/lenet.dtl, conv2d + pooling) one epoch; memcheck. Every stage has a time limit
+# (the whole script at most about 8 minutes, $DTL_GPU_BUDGET seconds: 480); a failing stage
+# is reported and the next one runs. Without a GPU it stops after the build, saying so.
 # Exit status: 0 all stages passed, 1 some failed, 77 no GPU (build only).
 set -u
 
@@ -27,7 +33,7 @@ PATH=$CUDA_HOME/bin:$PATH
 export PATH
 JOBS=$(nproc 2>/dev/null || echo 4)
 START=$(date +%s)
-BUDGET=${DTL_GPU_BUDGET:-370}
+BUDGET=${DTL_GPU_BUDGET:-480}
 SUMMARY=$OUT/summary.txt
 : > "$SUMMARY"
 failed=0
@@ -66,7 +72,7 @@ timeout "$(limit ${DTL_GPU_BUILD_LIMIT:-300})" sh -c '
     mkdir -p "$WORK/build" && cd "$WORK/build"
     "$SRC/configure" --with-cuda="$CUDA_HOME" --without-llvm
     make -j"$JOBS"
-    make -j"$JOBS" tests/unit/test_cuda bench/gpu_mlp_dtl
+    make -j"$JOBS" tests/unit/test_cuda bench/gpu_mlp_dtl bench/gpu_train_dtl
 ' > "$OUT/build.log" 2>&1
 brc=$?
 if [ -n "$tarball" ]; then SRC=$(ls -d "$WORK"/dtl-*/ 2>/dev/null | head -1); else SRC=$ROOT; fi
@@ -108,7 +114,8 @@ fi
 
 # ---- 2. the CUDA unit tests -------------------------------------------------------------------
 t0=$(date +%s)
-(cd "$BUILD" && timeout "$(limit 100)" ./tests/unit/test_cuda) > "$OUT/test_cuda.log" 2>&1
+# (160 s: each op case also prepares a generated-kernel plan, compiled with NVRTC)
+(cd "$BUILD" && timeout "$(limit 160)" ./tests/unit/test_cuda) > "$OUT/test_cuda.log" 2>&1
 rc=$?
 sumline=$(grep -E 'checks, [0-9]+ failed' "$OUT/test_cuda.log" | tail -1)
 case $rc in
@@ -117,6 +124,23 @@ case $rc in
 124) failed=1; row test_cuda FAIL "timed out";;
 *) failed=1; row test_cuda FAIL "exit $rc: $sumline; see test_cuda.log"
    grep -E 'FAIL|failed' "$OUT/test_cuda.log" | head -15 | tee -a "$SUMMARY";;
+esac
+
+# ---- 2b. NCCL data parallel (tests/cuda_dp.sh): -n 1 through the whole data-parallel path
+# equals the plain cuda run; the watchdog ends a step that never completes; -n 2 and a stalled
+# rank with two GPUs. Its output goes to test_cuda.log after a separator line.
+t0=$(date +%s)
+echo "--- NCCL data parallel: tests/cuda_dp.sh ---" >> "$OUT/test_cuda.log"
+(cd "$BUILD" && DTL_BUILDDIR=. timeout "$(limit 150)" sh "$SRC/tests/cuda_dp.sh") \
+    >> "$OUT/test_cuda.log" 2>&1
+rc=$?
+case $rc in
+0) n2=$(grep -q '^(-n 2' "$OUT/test_cuda.log" && echo "-n 2 not run: one GPU" || echo "-n 2 ok")
+   row "nccl data parallel" ok "-n 1 == plain cuda run, watchdog ok, $n2 ($(($(date +%s) - t0)) s)";;
+77) failed=1; row "nccl data parallel" SKIP "$(tail -1 "$OUT/test_cuda.log" | cut -c1-110)";;
+124) failed=1; row "nccl data parallel" FAIL "timed out; see test_cuda.log";;
+*) failed=1; row "nccl data parallel" FAIL "exit $rc; see test_cuda.log"
+   grep -E '^FAIL' "$OUT/test_cuda.log" | head -8 | tee -a "$SUMMARY";;
 esac
 
 # ---- 3. the example trains on the GPU -----------------------------------------------------------
@@ -135,7 +159,8 @@ rc=$?
 acc=$(sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' "$OUT/train.log" | tail -1)
 sps=$(sed -n 's/.*samples\/s \([0-9]*\).*/\1/p' "$OUT/train.log" | tail -1)
 if [ $rc -eq 0 ] && [ -n "$acc" ] && awk "BEGIN { exit !($acc >= 0.875) }"; then
-    row "train 10 epochs (cuda)" ok "test accuracy $acc (>= 0.875), $sps samples/s in the last epoch, $(($(date +%s) - t0)) s"
+    gen=$(grep -c 'fused kernel program, generated kernels' "$OUT/train.log")
+    row "train 10 epochs (cuda)" ok "test accuracy $acc (>= 0.875), $sps samples/s in the last epoch, $(($(date +%s) - t0)) s; $gen plans with NVRTC kernels"
 else
     failed=1
     row "train 10 epochs (cuda)" FAIL "exit $rc, accuracy '${acc:-none}'; see train.log"
@@ -150,15 +175,44 @@ else
     row "train (DTL_CUDA_FUSE=0)" "$([ $rc -eq 0 ] && echo ran || echo FAIL)" "exit $rc, accuracy '${acc:-none}', $(($(date +%s) - t0)) s"
 fi
 
+# ---- 3b. mixed precision: the example with --precision bf16 tracks the f32 run -----------------
+# 3 epochs with bf16 matrix products (cuBLAS bf16 operands, f32 accumulation, f32 weights):
+# epoch 3's test accuracy within 0.01 and train loss within 3% of the f32 run's epoch 3
+# (train_metrics.jsonl of stage 3).
+# (Its output goes to train.log after a separator line; its metrics to $WORK.)
+t0=$(date +%s)
+mkdir -p "$WORK"
+echo "--- mixed precision: dtlc run --precision bf16 --epochs 3 ---" >> "$OUT/train.log"
+timeout "$(limit 60)" "$BUILD/dtlc" run "$SRC/examples/mnist_mlp.dtl" --backend cuda \
+    --data "$DATA" --epochs 3 --precision bf16 --progress none \
+    --metrics "$WORK/train_bf16.jsonl" >> "$OUT/train.log" 2>&1
+rc=$?
+e3() {   # e3 KEY FILE: KEY of epoch 3
+    sed -n "s/.*\"epoch\": 3,.*\"$1\": \([-0-9.e+]*\).*/\1/p" "$2" | head -1
+}
+bacc=$(e3 test_accuracy "$WORK/train_bf16.jsonl"); facc=$(e3 test_accuracy "$OUT/train_metrics.jsonl")
+bl=$(e3 train_loss "$WORK/train_bf16.jsonl"); fl=$(e3 train_loss "$OUT/train_metrics.jsonl")
+if [ $rc -eq 0 ] && [ -n "$bacc" ] && [ -n "$facc" ] && [ -n "$bl" ] && [ -n "$fl" ] &&
+   awk "BEGIN { d = $bacc - $facc; l = ($bl - $fl) / $fl
+                exit !(d <= 0.01 && d >= -0.01 && l <= 0.03 && l >= -0.03) }"; then
+    row "train bf16 3 epochs" ok "test accuracy $bacc (f32: $facc), train loss $bl (f32: $fl), $(($(date +%s) - t0)) s"
+else
+    failed=1
+    row "train bf16 3 epochs" FAIL "exit $rc, accuracy '${bacc:-none}' (f32 '${facc:-none}'), loss '${bl:-none}' (f32 '${fl:-none}'); see train.log"
+    tail -3 "$OUT/train.log" | tee -a "$SUMMARY"
+fi
+
 # ---- 4. the benchmark: dtl cuda vs PyTorch eager vs torch.compile(reduce-overhead) --------------
 PY=${DTL_PYTHON:-python3}
 : > "$OUT/bench.jsonl"
 t0=$(date +%s)
-for fz in 1 0; do
-    DTL_CUDA_FUSE=$fz timeout "$(limit 40)" "$BUILD/bench/gpu_mlp_dtl" --batch 32 --steps 3000 \
+# fused with generated (NVRTC) kernels (the default), fused on the interpreter kernel, one
+# launch per node
+for cfg in "DTL_CUDA_FUSE=1" "DTL_CUDA_FUSE=1 DTL_CUDA_CODEGEN=0" "DTL_CUDA_FUSE=0"; do
+    env $cfg timeout "$(limit 40)" "$BUILD/bench/gpu_mlp_dtl" --batch 32 --steps 3000 \
         --warmup 300 >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"
     rc=$?
-    [ $rc -eq 0 ] || { failed=1; row "bench dtl (fuse=$fz)" FAIL "exit $rc; see bench.log"; }
+    [ $rc -eq 0 ] || { failed=1; row "bench dtl ($cfg)" FAIL "exit $rc; see bench.log"; }
 done
 for mode in eager compile; do
     cap=60; [ $mode = compile ] && cap=150
@@ -183,6 +237,97 @@ echo "$bench_rows" | while IFS='|' read -r name detail; do
     [ -n "$name" ] && row "$name" "-" "$detail"
 done
 echo "bench: $(($(date +%s) - t0)) s" >> "$SUMMARY"
+
+# ---- 4b. benchmark (b): MLP 4096-4096-4096-10, batch 4096, f32 / tf32 / bf16, vs PyTorch -------
+# dtl: bench/gpu_train_dtl on bench/mlp4096.dtl (exit 77: this build's backend lacks the
+# precision); PyTorch: bench/gpu_mlp_big.py, one process for the three. Results are appended
+# to bench.jsonl (label "mlp4096"), messages to bench.log.
+secs() { awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $1 }"; }
+t0=$(date +%s)
+for prec in f32 tf32 bf16; do
+    timeout "$(limit 45)" "$BUILD/bench/gpu_train_dtl" --file "$SRC/bench/mlp4096.dtl" \
+        --label mlp4096 --precision $prec --batch 4096 --steps 30 --warmup 5 \
+        >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"
+    rc=$?
+    case $rc in
+    0) ;;
+    77) row "bench (b) dtl $prec" SKIP "$(tail -1 "$OUT/bench.log" | cut -c1-110)";;
+    *) failed=1; row "bench (b) dtl $prec" FAIL "exit $rc; see bench.log";;
+    esac
+done
+timeout "$(limit 90)" "$PY" "$SRC/bench/gpu_mlp_big.py" --precision f32,tf32,bf16 \
+    --batch 4096 --steps 30 --warmup 5 >> "$OUT/bench.jsonl" 2>> "$OUT/bench.log"
+rc=$?
+[ $rc -eq 0 ] || { failed=1; row "bench (b) torch" FAIL "exit $rc; see bench.log"; }
+big_rows=$("$PY" - "$OUT/bench.jsonl" <<'EOF' 2>/dev/null
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+rows = [r for r in rows if r.get("label") == "mlp4096"]
+for prec in ("f32", "tf32", "bf16"):
+    d = [r for r in rows if r["precision"] == prec and r["impl"].startswith("dtl")]
+    t = [r for r in rows if r["precision"] == prec and r["impl"].startswith("torch")]
+    if not d and not t:
+        continue
+    ds = d[0]["samples_per_s"] if d else None
+    ts = t[0]["samples_per_s"] if t else None
+    txt = f"dtl {ds:.0f}" if ds else "dtl -"
+    txt += f", torch {ts:.0f} samples/s" if ts else ", torch -"
+    if ds and ts:
+        txt += f"; dtl/torch {ds / ts:.2f}x (target >= 0.95)"
+    print(f"bench (b) mlp4096 {prec}|{txt}")
+EOF
+)
+echo "$big_rows" | while IFS='|' read -r name detail; do
+    [ -n "$name" ] && row "$name" "-" "$detail"
+done
+echo "bench (b): $(($(date +%s) - t0)) s" >> "$SUMMARY"
+
+# ---- 4c. benchmark (c): one full Fashion-MNIST epoch, data loading included, vs PyTorch -------
+# Both timed by the shell from process start to exit (dtlc: reading the .gz files, one epoch
+# at batch 32, the test accuracy; PyTorch: bench/gpu_epoch.py with a DataLoader, the same).
+# dtlc's output goes to train.log after a separator line.
+t1=$(date +%s.%N)
+echo "--- benchmark (c): dtlc run --epochs 1 ---" >> "$OUT/train.log"
+timeout "$(limit 60)" "$BUILD/dtlc" run "$SRC/examples/mnist_mlp.dtl" --backend cuda \
+    --data "$DATA" --epochs 1 --progress none >> "$OUT/train.log" 2>&1
+rc=$?
+dsec=$(secs "$t1")
+dacc=$(sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' "$OUT/train.log" | tail -1)
+t1=$(date +%s.%N)
+ep=$(timeout "$(limit 90)" "$PY" "$SRC/bench/gpu_epoch.py" --data "$DATA" --epochs 1 \
+    2>> "$OUT/bench.log")
+trc=$?
+tsec=$(secs "$t1")
+[ -n "$ep" ] && echo "$ep" >> "$OUT/bench.jsonl"
+tin=$(echo "$ep" | sed -n 's/.*"total_seconds": \([0-9.]*\).*/\1/p')
+tacc=$(echo "$ep" | sed -n 's/.*"test_accuracy": \([0-9.]*\).*/\1/p')
+if [ $rc -eq 0 ]; then
+    row "bench (c) epoch dtl" "-" "${dsec} s wall (process), test accuracy ${dacc:-?}"
+else
+    failed=1; row "bench (c) epoch dtl" FAIL "exit $rc after ${dsec} s; see train.log"
+fi
+if [ $trc -eq 0 ]; then
+    row "bench (c) epoch torch" "-" "${tsec} s wall (process; ${tin:-?} s after import torch), test accuracy ${tacc:-?}; dtl/torch time $(awk "BEGIN { printf \"%.2f\", $dsec / $tsec }")x"
+else
+    failed=1; row "bench (c) epoch torch" FAIL "exit $trc after ${tsec} s; see bench.log"
+fi
+
+# ---- 4d. LeNet (conv2d + max pooling) trains one epoch on the GPU ----------------------------
+t1=$(date +%s.%N)
+echo "--- LeNet: dtlc run examples/lenet.dtl --epochs 1 ---" >> "$OUT/train.log"
+timeout "$(limit 90)" "$BUILD/dtlc" run "$SRC/examples/lenet.dtl" --backend cuda \
+    --data "$DATA" --epochs 1 --progress none >> "$OUT/train.log" 2>&1
+rc=$?
+lsec=$(secs "$t1")
+lacc=$(sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' "$OUT/train.log" | tail -1)
+lsps=$(sed -n 's/.*samples\/s \([0-9]*\).*/\1/p' "$OUT/train.log" | tail -1)
+if [ $rc -eq 0 ] && [ -n "$lacc" ] && awk "BEGIN { exit !($lacc >= 0.80) }"; then
+    row "lenet 1 epoch (cuda)" ok "test accuracy $lacc (>= 0.80), ${lsps:-?} samples/s, ${lsec} s"
+else
+    failed=1
+    row "lenet 1 epoch (cuda)" FAIL "exit $rc, accuracy '${lacc:-none}' after ${lsec} s; see train.log"
+    tail -3 "$OUT/train.log" | tee -a "$SUMMARY"
+fi
 
 # ---- 5. compute-sanitizer memcheck on the CUDA tests (bounded) ---------------------------------
 SAN=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")

@@ -2,17 +2,22 @@
 # tests/ddp_overlap.sh — runtime/comm/ddp.h over several ranks (tests/unit/ddp_worker):
 #   2 and 3 ranks on shm, 2 on tcp, small buckets (DTL_BUCKET_MB): each rank announces its
 #   gradients in its own order while "computing"; every averaged tensor equals the serial mean
-#   and is bitwise identical on every rank; one bucket for everything works too;
+#   and is bitwise identical on every rank; one bucket for everything works too, and so do
+#   buckets that wait for finish (DTL_DDP_OVERLAP=0); sharded (ZeRO-1): 2 and 3 ranks on shm
+#   and 2 on tcp, each rank's part of every gradient equals the serial mean and the parts,
+#   "updated" and all-gathered (dtl_ddp_gather), give every rank the whole, bitwise equal;
 #   a rank killed with SIGKILL mid-step: every survivor's dtl_ddp_finish fails within 10 s,
 #   naming the dead rank and the bucket's gradients and label; no process left behind.
 . "$(dirname "$0")/comm_lib.sh"
 W=${DTL_BUILDDIR:-.}/tests/unit/ddp_worker
 [ -x "$W" ] || { echo "$0: no ddp_worker at $W" >&2; exit 99; }
 
-avg() {
+avg() {   # avg LABEL N ENV... : ddp_worker avg (or shard, for labels shard-*) as N ranks
     label=$1 n=$2
     shift 2
-    run "$label" "$n" 60 "$@" -- avg 6
+    mode=avg
+    case $label in shard-*) mode=shard ;; esac
+    run "$label" "$n" 60 "$@" -- $mode 6
     ok=1
     [ "$hung" = 0 ] || { echo "FAIL: $label: hung (killed after $secs s)"; ok=0; }
     for i in $(seq 0 $((n - 1))); do
@@ -33,6 +38,10 @@ avg avg-shm-2 2 DTL_FABRIC_PROVIDER=shm DTL_BUCKET_MB=0.05
 avg avg-shm-3 3 DTL_FABRIC_PROVIDER=shm DTL_BUCKET_MB=0.3
 avg avg-tcp-2 2 "DTL_FABRIC_PROVIDER=tcp;ofi_rxm" DTL_BUCKET_MB=0.05
 avg avg-one-bucket-2 2 DTL_FABRIC_PROVIDER=shm DTL_BUCKET_MB=64
+avg avg-after-2 2 DTL_FABRIC_PROVIDER=shm DTL_BUCKET_MB=0.05 DTL_DDP_OVERLAP=0
+avg shard-shm-2 2 DTL_FABRIC_PROVIDER=shm DTL_BUCKET_MB=0.05
+avg shard-shm-3 3 DTL_FABRIC_PROVIDER=shm DTL_BUCKET_MB=0.3
+avg shard-tcp-2 2 "DTL_FABRIC_PROVIDER=tcp;ofi_rxm" DTL_BUCKET_MB=64 DTL_DDP_OVERLAP=0
 
 # kill: N ranks step in a loop; once all are in it, the victim gets SIGKILL.
 label=kill-shm-3 n=3 victim=1

@@ -10,6 +10,11 @@
 # Adam moment within 1e-5 relative, and the position):
 #  1. -n 2 and -n 4 == one process, on the llvm backend and on ref; the summary lines of
 #     rank 0 equal one process's (the global loss and accuracy), the other ranks print none;
+#     (the update is sharded, ZeRO-1: each rank updates its part of the params and keeps
+#     its part of the moments, gathered for the checkpoint); the same with
+#     DTL_SHARD_UPDATE=0 (every rank runs the whole update); and SGD with momentum, clipping
+#     by the global norm (a norm summed over the ranks' parts) and a cosine schedule with
+#     warmup, at -n 2 and at -n 3 with batch 30 (parts of uneven length);
 #  2. a checkpoint written at step 25 by 2 ranks, resumed by 1 and by 4 ranks, == 50 steps
 #     of one process;
 #  3. errors, every rank non-zero with the message: a batch that does not divide by the
@@ -56,6 +61,11 @@ train Net() {
 }
 EOF
 sed 's/^    parallel  = data$//' net.dtl > nopar.dtl
+sed 's/^    optimizer = adam(lr = 1e-2)$/    optimizer = sgd(lr = 0.05, momentum = 0.9)\
+    clip      = 0.5\
+    schedule  = cosine(floor = 0.001)\
+    warmup    = 5/' net.dtl > clip.dtl
+grep -q 'clip      = 0.5' clip.dtl || { echo "FAIL: could not make clip.dtl"; exit 1; }
 sed 's/^    parallel  = data$/    parallel  = data(4)/' net.dtl > data4.dtl
 
 # same LABEL A B: the checkpoints agree (params and moments within 1e-5, same position).
@@ -120,6 +130,27 @@ for be in llvm ref; do
     done
 done
 
+# The whole update on every rank (DTL_SHARD_UPDATE=0), and SGD + clipping + schedule sharded.
+if DTL_TIMEOUT=20 DTL_SHARD_UPDATE=0 "$DTLC" run -n 2 net.dtl --steps 50 --save n2whole.st \
+     > whole.out 2> whole.err; then
+    same "-n 2 DTL_SHARD_UPDATE=0 vs one process" one_llvm.st n2whole.st
+else
+    echo "FAIL: -n 2 DTL_SHARD_UPDATE=0: $(cat whole.err)"
+    fail=1
+fi
+for nb in "2 32" "3 30"; do
+    set -- $nb
+    if ! "$DTLC" run clip.dtl --batch "$2" --steps 40 --progress none --save clip1_$1.st \
+         > clip1.out 2> clip1.err ||
+       ! DTL_TIMEOUT=20 "$DTLC" run -n "$1" clip.dtl --batch "$2" --steps 40 \
+         --save clipn_$1.st > clipn.out 2> clipn.err; then
+        echo "FAIL: clip -n $1: $(cat clip1.err clipn.err)"
+        fail=1
+        continue
+    fi
+    same "SGD, clip, cosine: -n $1 vs one process (batch $2)" clip1_$1.st clipn_$1.st
+done
+
 # Resume at another world size.
 DTL_TIMEOUT=20 "$DTLC" run -n 2 net.dtl --steps 25 --save half.st > half.out 2> half.err ||
     { echo "FAIL: -n 2 --steps 25: $(cat half.err)"; fail=1; }
@@ -168,7 +199,7 @@ RANKS_OK=1
 for i in 0 2; do
     eval "rc=\$rc_$i"
     if [ "$rc" = 0 ] || ! grep -Eq "rank 1 \(host [^,]*, pid $victim\) died" kill.err$i ||
-       ! grep -Eq "allreduce (f32\[[0-9]+\] \(.*\) for gradients of .* @ net.dtl:22|f64\[3\] \(24 B\) for evaluation @ net.dtl:21)" kill.err$i; then
+       ! grep -Eq "(allreduce|reduce_scatter|allgather) (f32\[[0-9]+\] \(.*\) for (gradients|params) of .* @ net.dtl:22|f64\[3\] \(24 B\) for evaluation @ net.dtl:21)" kill.err$i; then
         echo "FAIL: kill: rank $i (exit $rc) does not name the dead rank and the collective"
         RANKS_OK=0
     fi

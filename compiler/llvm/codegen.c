@@ -52,6 +52,7 @@ enum {
     COL_CHUNK = 256,        /* column reductions: outputs accumulated side by side */
     VEC_ELEMS = 1024,       /* a kernel with fewer elements ... */
     VEC_INNER = 16,         /* ... or a shorter innermost loop is not vectorized */
+    SPILL_BYTES = 64 << 10, /* ROW kernels: row buffers on the stack, at most */
     ALIGN = 64,
 };
 
@@ -105,6 +106,11 @@ typedef struct cg {
     uint32_t kidx;
     bool novec;                 /* loops of the current kernel: not worth vectorizing */
     unsigned w;                 /* lanes of the element code being emitted (1: scalar) */
+    bool rowk;                  /* in a ROW kernel: a member of an earlier pass that is not
+                                   stored is computed again where it is read */
+    int32_t *iota_s;
+    LLVMValueRef *spill;        /* ROW: per node, a row buffer (alloca) holding its value */
+    LLVMValueRef row_j;         /* ROW: the index in the row of the current element */
     LLVMValueRef step, slots;   /* the step function and its argument */
     LLVMValueRef epi_ctx;       /* { i8**, i64 } in the step's entry block */
     LLVMTypeRef epi_ctx_ty;
@@ -135,7 +141,7 @@ static int64_t numel(uint32_t rank, const int64_t *shape)
 
 static bool is_float(dtl_dtype t)
 {
-    return t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64;
+    return t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64 || t == DTL_DTYPE_BF16;
 }
 
 static const dtl_node *node(const cg *c, dtl_val v)
@@ -148,6 +154,7 @@ static LLVMTypeRef reg_ty(cg *c, dtl_dtype t)
 {
     switch (t) {
     case DTL_DTYPE_F32: return c->tf32;
+    case DTL_DTYPE_BF16: return c->tf32;   /* bf16: an f32 with its low 16 bits zero */
     case DTL_DTYPE_F64: return c->tf64;
     case DTL_DTYPE_I32: return c->ti32;
     case DTL_DTYPE_I64: return c->ti64;
@@ -156,9 +163,11 @@ static LLVMTypeRef reg_ty(cg *c, dtl_dtype t)
     }
 }
 
-/* The memory type of a dtype (bool: a byte). */
+/* The memory type of a dtype (bool: a byte; bf16: its 16 bits). */
 static LLVMTypeRef mem_ty(cg *c, dtl_dtype t)
 {
+    if (t == DTL_DTYPE_BF16)
+        return LLVMInt16TypeInContext(c->C);
     return t == DTL_DTYPE_BOOL ? c->ti8 : reg_ty(c, t);
 }
 
@@ -206,6 +215,8 @@ static LLVMValueRef cst(cg *c, dtl_dtype t, double v)
 {
     switch (t) {
     case DTL_DTYPE_F32: return LLVMConstReal(c->tf32, (double)(float)v);
+    case DTL_DTYPE_BF16:
+        return LLVMConstReal(c->tf32, dtl_f32_from_bf16(dtl_bf16_from_f32((float)v)));
     case DTL_DTYPE_F64: return LLVMConstReal(c->tf64, v);
     case DTL_DTYPE_I32: {
         int32_t x = v != v ? 0 : v >= 2147483647.0 ? INT32_MAX
@@ -228,6 +239,7 @@ static LLVMValueRef cst_data0(cg *c, const dtl_node *n)
     const void *d = n->attr.cst.data;
     switch (n->dtype) {
     case DTL_DTYPE_F32: return LLVMConstReal(c->tf32, *(const float *)d);
+    case DTL_DTYPE_BF16: return LLVMConstReal(c->tf32, dtl_f32_from_bf16(*(const uint16_t *)d));
     case DTL_DTYPE_F64: return LLVMConstReal(c->tf64, *(const double *)d);
     case DTL_DTYPE_I32:
         return LLVMConstInt(c->ti32, (unsigned long long)(int64_t) * (const int32_t *)d, true);
@@ -715,6 +727,42 @@ static bool lane_wide(cg *c, const nest *n, uint32_t k)
     return c->w > 1 && n->s[k].st[n->rank - 1] == 1;
 }
 
+/* bf16 bits (i16, or a vector of them) to the f32 they stand for (exact). */
+static LLVMValueRef bf16_widen(cg *c, LLVMValueRef h)
+{
+    bool vec = LLVMGetTypeKind(LLVMTypeOf(h)) == LLVMVectorTypeKind;
+    unsigned w = vec ? LLVMGetVectorSize(LLVMTypeOf(h)) : 1;
+    LLVMTypeRef i32 = vec ? LLVMVectorType(c->ti32, w) : c->ti32;
+    LLVMTypeRef f32 = vec ? LLVMVectorType(c->tf32, w) : c->tf32;
+    LLVMValueRef sh = LLVMConstInt(c->ti32, 16, 0);
+    if (vec) {
+        LLVMValueRef e[64];
+        for (unsigned i = 0; i < w; i++)
+            e[i] = sh;
+        sh = LLVMConstVector(e, w);
+    }
+    return LLVMBuildBitCast(c->B, LLVMBuildShl(c->B, LLVMBuildZExt(c->B, h, i32, ""), sh, ""),
+                            f32, "");
+}
+
+/* An f32 (c->w lanes) rounded to its top 32 - drop bits, as dtl_f32_round_bits: to nearest,
+ * ties to even, NaN made quiet. drop 16: bf16; drop 13: tf32. */
+static LLVMValueRef f32_round(cg *c, LLVMValueRef x, unsigned drop)
+{
+    LLVMTypeRef it = vty(c, c->ti32);
+    LLVMValueRef u = LLVMBuildBitCast(c->B, x, it, "");
+    LLVMValueRef lsb = LLVMBuildAnd(c->B, LLVMBuildLShr(c->B, u, kint(c, c->ti32, drop), ""),
+                                    kint(c, c->ti32, 1), "");
+    LLVMValueRef r = LLVMBuildAdd(c->B, LLVMBuildAdd(c->B, u, kint(c, c->ti32, (1ll << (drop - 1)) - 1), ""),
+                                  lsb, "");
+    LLVMValueRef mask = kint(c, c->ti32, (long long)(int32_t)~((1u << drop) - 1u));
+    r = LLVMBuildAnd(c->B, r, mask, "");
+    LLVMValueRef q = LLVMBuildAnd(c->B, LLVMBuildOr(c->B, u, kint(c, c->ti32, 0x00400000), ""),
+                                  mask, "");
+    LLVMValueRef nan = LLVMBuildFCmp(c->B, LLVMRealUNO, x, x, "");
+    return LLVMBuildBitCast(c->B, LLVMBuildSelect(c->B, nan, q, r, ""), LLVMTypeOf(x), "");
+}
+
 static LLVMValueRef load_stream(cg *c, nest *n, uint32_t k)
 {
     stream *s = &n->s[k];
@@ -729,6 +777,8 @@ static LLVMValueRef load_stream(cg *c, nest *n, uint32_t k)
     LLVMSetAlignment(x, (unsigned)dtl_dtype_size(s->dt));
     if (s->dt == DTL_DTYPE_BOOL)
         x = LLVMBuildICmp(c->B, LLVMIntNE, x, LLVMConstNull(LLVMTypeOf(x)), "");
+    if (s->dt == DTL_DTYPE_BF16)
+        x = bf16_widen(c, x);
     return splat(c, x);
 }
 
@@ -738,13 +788,41 @@ static void store_stream(cg *c, nest *n, uint32_t k, LLVMValueRef x)
     LLVMValueRef p = elem_ptr(c, n, k);
     if (s->dt == DTL_DTYPE_BOOL)
         x = LLVMBuildZExt(c->B, x, vty(c, c->ti8), "");
+    if (s->dt == DTL_DTYPE_BF16)   /* rounded already (convert): keep the top half */
+        x = LLVMBuildTrunc(c->B, LLVMBuildLShr(c->B, LLVMBuildBitCast(c->B, x, vty(c, c->ti32), ""),
+                                               kint(c, c->ti32, 16), ""),
+                           vty(c, LLVMInt16TypeInContext(c->C)), "");
     if (lane_wide(c, n, k))
         p = LLVMBuildBitCast(c->B, p, LLVMPointerType(LLVMTypeOf(x), 0), "");
     LLVMValueRef st = LLVMBuildStore(c->B, x, p);
     LLVMSetAlignment(st, (unsigned)dtl_dtype_size(s->dt));
 }
 
-/* The value of u in the current element: computed, an immediate, or loaded. */
+static LLVMValueRef emit_op(cg *c, nest *n, dtl_val m, const int32_t *iota_stream);
+
+/* ROW kernels: element c->row_j (c->w lanes) of u's row buffer: stores x, or loads (x NULL). */
+static LLVMValueRef spill_access(cg *c, dtl_val u, LLVMValueRef x)
+{
+    dtl_dtype t = node(c, u)->dtype;
+    LLVMTypeRef mt = mem_ty(c, t);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(c->B, mt, c->spill[u], &c->row_j, 1, "");
+    LLVMTypeRef vt = c->w > 1 ? LLVMVectorType(mt, c->w) : mt;
+    p = LLVMBuildBitCast(c->B, p, LLVMPointerType(vt, 0), "");
+    if (x) {
+        if (t == DTL_DTYPE_BOOL)
+            x = LLVMBuildZExt(c->B, x, vt, "");
+        LLVMSetAlignment(LLVMBuildStore(c->B, x, p), (unsigned)dtl_dtype_size(t));
+        return x;
+    }
+    LLVMValueRef v = LLVMBuildLoad2(c->B, vt, p, "");
+    LLVMSetAlignment(v, (unsigned)dtl_dtype_size(t));
+    if (t == DTL_DTYPE_BOOL)
+        v = LLVMBuildICmp(c->B, LLVMIntNE, v, LLVMConstNull(vt), "");
+    return v;
+}
+
+/* The value of u in the current element: computed, an immediate, or loaded (in a ROW
+ * kernel also: computed again). */
 static LLVMValueRef operand(cg *c, nest *n, dtl_val u)
 {
     if (c->val[u])
@@ -754,6 +832,10 @@ static LLVMValueRef operand(cg *c, nest *n, dtl_val u)
         x = splat(c, x);
     else if (c->ld[u])
         x = load_stream(c, n, (uint32_t)c->ld[u] - 1);
+    else if (c->rowk && c->spill[u])
+        x = spill_access(c, u, NULL);
+    else if (c->rowk && c->kp->kernel_of[u] == c->kidx)
+        x = emit_op(c, n, u, c->iota_s);
     if (!x) {
         char what[32];
         snprintf(what, sizeof what, "%%%u", u);
@@ -833,6 +915,10 @@ static LLVMValueRef convert(cg *c, LLVMValueRef x, dtl_dtype from, dtl_dtype to)
 {
     if (from == to)
         return x;
+    if (to == DTL_DTYPE_BF16)   /* through f32 (ref.h), then rounded */
+        return f32_round(c, convert(c, x, from, DTL_DTYPE_F32), 16);
+    if (from == DTL_DTYPE_BF16)   /* its register is the exact f32 */
+        return convert(c, x, DTL_DTYPE_F32, to);
     LLVMTypeRef tt = vty(c, reg_ty(c, to));
     if (to == DTL_DTYPE_BOOL) {
         if (is_float(from))
@@ -1308,7 +1394,278 @@ static void gen_reduce(cg *c, const dtl_kernel *k, int32_t *iota_stream)
     nest_reset(c, &n, iota_stream);
 }
 
+/* ---- ROW ---------------------------------------------------------------------------------- */
+
+/* What gen_row knows of a ROW kernel's members (index i in k->members). */
+typedef struct rowk {
+    const dtl_kernel *k;
+    uint32_t *pass;             /* dtl_row_passes */
+    bool *row, *red;            /* a row value (not a reduction); a reduction */
+    LLVMValueRef *rowv;         /* a row value's scalar in the current row, once computed */
+    LLVMValueRef *acc, *accv;   /* a reduction's accumulators (allocas) */
+} rowk;
+
+/* The members of pass p at the current element (offsets in n->off, c->w lanes): full
+ * members computed (and stored when outs), reductions accumulated. */
+static void row_elem(cg *c, nest *n, const rowk *R, uint32_t p)
+{
+    const dtl_kernel *k = R->k;
+    for (uint32_t i = 0; i < k->nins; i++)
+        c->val[k->ins[i]] = NULL;
+    for (uint32_t i = 0; i < k->nmembers; i++)
+        c->val[k->members[i]] = R->rowv[i] ? splat(c, R->rowv[i]) : NULL;
+    for (uint32_t i = 0; i < k->nmembers; i++) {
+        dtl_val m = k->members[i];
+        if (R->row[i] || R->pass[i] != p)
+            continue;
+        if (R->red[i]) {
+            const dtl_node *root = node(c, m);
+            LLVMValueRef x = operand(c, n, root->in[0]);
+            LLVMValueRef a = c->w > 1 ? R->accv[i] : R->acc[i];
+            LLVMTypeRef at = vty(c, acc_ty(c, root));
+            LLVMBuildStore(c->B, acc_add(c, root, LLVMBuildLoad2(c->B, at, a, ""), x), a);
+            continue;
+        }
+        LLVMValueRef v = emit_op(c, n, m, c->iota_s);
+        c->val[m] = v;
+        if (c->stv[m])
+            store_stream(c, n, (uint32_t)c->stv[m] - 1, v);
+        if (c->spill[m])
+            spill_access(c, m, v);
+    }
+}
+
+/* The row values computed before pass p's loop (p = passes: after the last), one scalar
+ * each per row (offsets of the row's first element in n->off). */
+static void row_stage(cg *c, nest *n, const rowk *R, uint32_t p)
+{
+    const dtl_kernel *k = R->k;
+    for (uint32_t i = 0; i < k->nins; i++)
+        c->val[k->ins[i]] = NULL;
+    for (uint32_t i = 0; i < k->nmembers; i++)
+        c->val[k->members[i]] = R->rowv[i];
+    for (uint32_t i = 0; i < k->nmembers; i++) {
+        dtl_val m = k->members[i];
+        if (!R->row[i] || R->pass[i] != p)
+            continue;
+        LLVMValueRef v = emit_op(c, n, m, c->iota_s);
+        c->val[m] = R->rowv[i] = v;
+        if (c->stv[m])
+            store_stream(c, n, (uint32_t)c->stv[m] - 1, v);
+    }
+}
+
+/* A ROW kernel (fuse.h): parallel over rows; per row, its passes in order, each a loop over
+ * the row (W lanes at a time, then the remainder) while the row stays in L1 — memory sees
+ * the row read once and the outs written once. A reduction's scalar becomes a row value at
+ * the end of its pass; a full member of an earlier pass is reloaded from where it was
+ * stored, or computed again. */
+static void gen_row(cg *c, const dtl_kernel *k, int32_t *iota_stream)
+{
+    uint32_t nm = k->nmembers, rank = k->rank;
+    int64_t total = numel(rank, k->shape);
+    if (total == 0)
+        return;
+    rowk R = {k, dtl_arena_array(c->A, nm + 1, sizeof(uint32_t)),
+              dtl_arena_array(c->A, nm + 1, sizeof(bool)), dtl_arena_array(c->A, nm + 1, sizeof(bool)),
+              dtl_arena_array(c->A, nm + 1, sizeof(LLVMValueRef)),
+              dtl_arena_array(c->A, nm + 1, sizeof(LLVMValueRef)),
+              dtl_arena_array(c->A, nm + 1, sizeof(LLVMValueRef))};
+    uint32_t np = dtl_row_passes(c->kp, k, R.pass);
+    bool f64 = false, ints = false;
+    for (uint32_t i = 0; i < nm; i++) {
+        const dtl_node *nd = node(c, k->members[i]);
+        R.red[i] = nd->op == DTL_OP_SUM || nd->op == DTL_OP_REDUCE_MAX;
+        R.row[i] = !R.red[i] && nd->shape[nd->rank - 1] == 1;
+        f64 = f64 || (R.red[i] && nd->dtype == DTL_DTYPE_F64);
+        ints = ints || (R.red[i] && !is_float(nd->dtype));
+    }
+    /* Streams: externals broadcast to the loop, outs at their own shape's index (a row
+     * value: stride 0 along the row), and every full out also as a load, for later passes. */
+    nest n;
+    nest_init(&n, rank, k->shape, 1u << (rank - 1));
+    for (uint32_t i = 0; i < nm; i++) {
+        const dtl_node *nd = node(c, k->members[i]);
+        for (uint32_t j = 0; j < nd->nin; j++) {
+            dtl_val u = nd->in[j];
+            if (c->kp->kernel_of[u] == c->kidx || c->ld[u] || imm_of(c, u))
+                continue;
+            const dtl_node *un = node(c, u);
+            stream *s = nest_add(c, &n, ST_LOAD, u, NULL);
+            bcast_strides(un->rank, un->shape, rank, k->shape, s->st);
+            c->ld[u] = (int32_t)n.ns;
+        }
+    }
+    for (uint32_t o = 0; o < k->nouts; o++) {
+        dtl_val m = k->outs[o];
+        const dtl_node *on = node(c, m);
+        stream *s = nest_add(c, &n, ST_STORE, m, NULL);
+        bcast_strides(on->rank, on->shape, rank, k->shape, s->st);
+        c->stv[m] = (int32_t)n.ns;
+        if (on->shape[on->rank - 1] != 1) {
+            s = nest_add(c, &n, ST_LOAD, m, NULL);
+            bcast_strides(on->rank, on->shape, rank, k->shape, s->st);
+            c->ld[m] = (int32_t)n.ns;
+        }
+    }
+    nest_collapse(&n);
+    nest_params(c, &n);
+    uint32_t last = n.rank - 1;
+    int64_t L = n.size[last], rows = total / L;
+    unsigned W = ints ? 0 : f64 ? 4 : 8;
+    if (L < 2 * (int64_t)W)
+        W = 0;
+    for (uint32_t s = 0; s < n.ns && W; s++)
+        if (n.s[s].st[last] != 0 && n.s[s].st[last] != 1)
+            W = 0;
+    int64_t nv = W ? L / W : 0;
+    bool rowk_saved = c->rowk;
+    c->rowk = true;
+    c->iota_s = iota_stream;
+    c->novec = true;   /* explicit vector code, and short remainders */
+    kfn f;
+    LLVMValueRef begin, end;
+    kfn_open(c, &n, &f, total, rows, &begin, &end);
+    for (uint32_t i = 0; i < nm; i++)
+        if (R.red[i]) {
+            LLVMTypeRef at = acc_ty(c, node(c, k->members[i]));
+            R.acc[i] = entry_alloca(c, at, "acc");
+            if (W)
+                R.accv[i] = entry_alloca(c, LLVMVectorType(at, W), "accv");
+        }
+    /* Row buffers: a full member that is no out but is read in a later pass is kept in a
+     * buffer of one row on the stack (up to SPILL_BYTES in all; beyond, computed again). */
+    uint64_t spilled = 0;
+    for (uint32_t i = 0; i < nm; i++) {
+        dtl_val m = k->members[i];
+        if (R.row[i] || R.red[i] || c->stv[m])
+            continue;
+        bool later = false;
+        for (uint32_t j = i + 1; j < nm && !later; j++) {
+            const dtl_node *nd = node(c, k->members[j]);
+            for (uint32_t t = 0; t < nd->nin; t++)
+                later = later || (nd->in[t] == m && R.pass[j] > R.pass[i]);
+        }
+        uint64_t bytes = (uint64_t)L * dtl_dtype_size(node(c, m)->dtype);
+        if (!later || spilled + bytes > SPILL_BYTES)
+            continue;
+        spilled += bytes;
+        c->spill[m] = entry_alloca(c, LLVMArrayType(mem_ty(c, node(c, m)->dtype), (unsigned)L),
+                                   "row");
+        LLVMSetAlignment(c->spill[m], ALIGN);
+        c->spill[m] = LLVMBuildBitCast(c->B, c->spill[m],
+                                       LLVMPointerType(mem_ty(c, node(c, m)->dtype), 0), "");
+    }
+    LLVMValueRef *base = n.tmp1, idx[DTL_MAX_RANK];
+    uint32_t kept[DTL_MAX_RANK];
+    for (uint32_t d = 0; d < last; d++)
+        kept[d] = d;
+    lp lo;
+    LLVMValueRef o = loop_open(c, &lo, begin, end);
+    if (last > 0) {
+        decompose(c, &n, kept, last, o, idx);
+        offsets_add(c, &n, kept, last, idx, NULL, base);
+    } else {
+        for (uint32_t s = 0; s < n.ns; s++)
+            base[s] = ci64(c, 0);
+    }
+    for (uint32_t i = 0; i < nm; i++) {
+        R.rowv[i] = NULL;
+        if (!R.red[i])
+            continue;
+        const dtl_node *root = node(c, k->members[i]);
+        LLVMBuildStore(c->B, acc_init(c, root), R.acc[i]);
+        if (W) {
+            c->w = W;
+            LLVMBuildStore(c->B, acc_init(c, root), R.accv[i]);
+            c->w = 1;
+        }
+    }
+    for (uint32_t p = 0; p <= np; p++) {
+        for (uint32_t s = 0; s < n.ns; s++)
+            n.off[s] = base[s];
+        row_stage(c, &n, &R, p);
+        if (p == np)
+            break;
+        lp lq, lj;
+        if (nv > 0) {
+            LLVMValueRef q = loop_open(c, &lq, ci64(c, 0), ci64(c, nv));
+            LLVMValueRef qw = LLVMBuildMul(c->B, q, ci64(c, W), "");
+            offsets_add(c, &n, &last, 1, &qw, base, n.off);
+            c->row_j = qw;
+            c->w = W;
+            row_elem(c, &n, &R, p);
+            c->w = 1;
+            loop_close(c, &lq);
+        }
+        if (nv * (int64_t)W < L) {
+            LLVMValueRef j = loop_open(c, &lj, ci64(c, nv * (int64_t)W), ci64(c, L));
+            offsets_add(c, &n, &last, 1, &j, base, n.off);
+            c->row_j = j;
+            row_elem(c, &n, &R, p);
+            loop_close(c, &lj);
+        }
+        /* The reductions of this pass become row values. */
+        for (uint32_t s = 0; s < n.ns; s++)
+            n.off[s] = base[s];
+        for (uint32_t i = 0; i < nm; i++) {
+            if (!R.red[i] || R.pass[i] != p)
+                continue;
+            dtl_val m = k->members[i];
+            const dtl_node *root = node(c, m);
+            LLVMTypeRef at = acc_ty(c, root);
+            LLVMValueRef a = LLVMBuildLoad2(c->B, at, R.acc[i], "");
+            if (nv > 0) {
+                LLVMValueRef av = LLVMBuildLoad2(c->B, LLVMVectorType(at, W), R.accv[i], "");
+                for (unsigned l = 0; l < W; l++)
+                    a = acc_merge(c, root, a,
+                                  LLVMBuildExtractElement(c->B, av, LLVMConstInt(c->ti32, l, 0), ""));
+            }
+            R.rowv[i] = acc_result(c, root, a);
+            if (c->stv[m])
+                store_stream(c, &n, (uint32_t)c->stv[m] - 1, R.rowv[i]);
+        }
+    }
+    loop_close(c, &lo);
+    kfn_close(c, &n, &f, total, rows);
+    for (uint32_t i = 0; i < nm; i++)
+        c->val[k->members[i]] = c->spill[k->members[i]] = NULL;
+    for (uint32_t i = 0; i < k->nins; i++)
+        c->val[k->ins[i]] = NULL;
+    nest_reset(c, &n, iota_stream);
+    c->rowk = rowk_saved;
+}
+
 /* ---- MATMUL ------------------------------------------------------------------------------- */
+
+static LLVMValueRef slot_ptr(cg *c, dtl_llvm_place p);
+
+/* Mixed precision on the CPU is emulated (docs/training.md): a bf16 operand is widened to
+ * f32, an f32 operand of a tf32 product rounded to TF32, into scratch at the top of the
+ * arena, and the f32 gemm reads that. Returns the scratch's place. */
+static dtl_llvm_place mm_operand_f32(cg *c, dtl_val v, bool tf32)
+{
+    const dtl_node *x = node(c, v);
+    int64_t count = numel(x->rank, x->shape);
+    dtl_llvm_place dst = {DTL_LLVM_SLOT_ARENA, c->top};
+    c->top = round_up(c->top + (uint64_t)count * sizeof(float));
+    LLVMTypeRef st = mem_ty(c, x->dtype);
+    LLVMValueRef src = LLVMBuildBitCast(c->B, slot_ptr(c, where(c, v)), LLVMPointerType(st, 0), "");
+    LLVMValueRef dp = LLVMBuildBitCast(c->B, slot_ptr(c, dst), LLVMPointerType(c->tf32, 0), "");
+    unsigned w = c->w;
+    bool novec = c->novec;
+    c->w = 1;
+    c->novec = count < VEC_ELEMS;
+    lp l;
+    LLVMValueRef i = loop_open(c, &l, ci64(c, 0), ci64(c, count));
+    LLVMValueRef e = LLVMBuildLoad2(c->B, st, LLVMBuildInBoundsGEP2(c->B, st, src, &i, 1, ""), "");
+    e = tf32 ? f32_round(c, e, 13) : bf16_widen(c, e);
+    LLVMBuildStore(c->B, e, LLVMBuildInBoundsGEP2(c->B, c->tf32, dp, &i, 1, ""));
+    loop_close(c, &l);
+    c->w = w;
+    c->novec = novec;
+    return dst;
+}
 
 static void gen_matmul(cg *c, const dtl_kernel *k, int32_t *iota_stream)
 {
@@ -1408,6 +1765,10 @@ static void gen_matmul(cg *c, const dtl_kernel *k, int32_t *iota_stream)
     bcast_strides(an->rank - 2, an->shape, rb, root->shape, sa);
     bcast_strides(bn->rank - 2, bn->shape, rb, root->shape, sb);
     dtl_llvm_place pa = where(c, k->matmul_a), pb = where(c, k->matmul_b);
+    if (an->dtype == DTL_DTYPE_BF16 || root->attr.tf32) {
+        pa = mm_operand_f32(c, k->matmul_a, root->attr.tf32);
+        pb = mm_operand_f32(c, k->matmul_b, root->attr.tf32);
+    }
     LLVMValueRef sidx[4] = {ci64(c, pa.slot), ci64(c, pb.slot), ci64(c, cp.slot),
                             ci64(c, DTL_LLVM_SLOT_POOL)};
     LLVMValueRef ptr[4];
@@ -1595,7 +1956,7 @@ LLVMModuleRef dtl_llvm_build_module_hooks(LLVMContextRef ctx, LLVMTargetMachineR
     for (dtl_val v = 0; v < g->nnodes; v++) {
         const dtl_node *n = &g->nodes[v];
         if (n->dtype != DTL_DTYPE_F32 && n->dtype != DTL_DTYPE_F64 && n->dtype != DTL_DTYPE_I32 &&
-            n->dtype != DTL_DTYPE_I64 && n->dtype != DTL_DTYPE_BOOL) {
+            n->dtype != DTL_DTYPE_I64 && n->dtype != DTL_DTYPE_BOOL && n->dtype != DTL_DTYPE_BF16) {
             char what[64];
             snprintf(what, sizeof what, "%%%u (%s)", v, dtl_op_name(n->op));
             dtl_err_set(err, DTL_ERR_USAGE, "llvm: %s: dtype %s is not supported", what,
@@ -1625,6 +1986,7 @@ LLVMModuleRef dtl_llvm_build_module_hooks(LLVMContextRef ctx, LLVMTargetMachineR
     c->val = dtl_arena_array(c->A, g->nnodes + 1, sizeof *c->val);
     c->ld = dtl_arena_array(c->A, g->nnodes + 1, sizeof *c->ld);
     c->stv = dtl_arena_array(c->A, g->nnodes + 1, sizeof *c->stv);
+    c->spill = dtl_arena_array(c->A, g->nnodes + 1, sizeof *c->spill);
     int32_t *iota_stream = dtl_arena_array(c->A, g->nnodes + 1, sizeof *iota_stream);
     declare_runtime(c);
     plan_layout(c);
@@ -1680,6 +2042,7 @@ LLVMModuleRef dtl_llvm_build_module_hooks(LLVMContextRef ctx, LLVMTargetMachineR
         case DTL_K_REDUCE: gen_reduce(c, k, iota_stream); break;
         case DTL_K_MATMUL: gen_matmul(c, k, iota_stream); break;
         case DTL_K_SINGLE: gen_single(c, k); break;
+        case DTL_K_ROW: gen_row(c, k, iota_stream); break;
         }
         for (uint32_t o = 0; ready_k && o < g->nouts && !c->failed; o++)
             if (ready_k[o] == i)

@@ -135,7 +135,7 @@ static dtl_kprog *compile_graph(const dtl_graph *g, const dtl_plan_opts *opts, d
 {
     if (!dtl_passes_run(pg, g, NULL, err))
         return NULL;
-    dtl_fuse_opts fo = {false, opts && opts->no_reuse, false};
+    dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse};
     return dtl_fuse(pg, &fo);
 }
 
@@ -453,7 +453,7 @@ static void *llvm_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_o
     if (!dtl_graph_check(g, "llvm", err) || !llvm_ready(err))
         return NULL;
     for (uint32_t id = 0; id < g->nnodes; id++)
-        if (!dtl_ref_supports(g->nodes[id].dtype)) {
+        if (!dtl_ref_supports_node(g, id)) {
             dtl_err_set(err, DTL_ERR_USAGE, "llvm: %%%u (%s): dtype %s is not supported", id,
                         dtl_op_name(g->nodes[id].op), dtl_dtype_name(g->nodes[id].dtype));
             return NULL;

@@ -98,6 +98,7 @@ static uint64_t hash_attrs(uint64_t h, const dtl_node *n)
             h = mix(mix(h, (uint64_t)n->attr.slice.start[i]), (uint64_t)n->attr.slice.step[i]);
         return h;
     case DTL_OP_RNG_UNIFORM: return mix(h, n->attr.stream);
+    case DTL_OP_MATMUL: return mix(h, n->attr.tf32);
     case DTL_OP_CONV2D: case DTL_OP_CONV2D_BWD_X: case DTL_OP_CONV2D_BWD_W:
     case DTL_OP_MAXPOOL2D: case DTL_OP_MAXPOOL2D_BWD: case DTL_OP_AVGPOOL2D:
     case DTL_OP_AVGPOOL2D_BWD: {
@@ -141,6 +142,7 @@ static bool attrs_equal(const dtl_node *a, const dtl_node *b)
                memcmp(a->attr.slice.step, b->attr.slice.step,
                       a->rank * sizeof a->attr.slice.step[0]) == 0;
     case DTL_OP_RNG_UNIFORM: return a->attr.stream == b->attr.stream;
+    case DTL_OP_MATMUL: return a->attr.tf32 == b->attr.tf32;
     case DTL_OP_CONV2D: case DTL_OP_CONV2D_BWD_X: case DTL_OP_CONV2D_BWD_W:
     case DTL_OP_MAXPOOL2D: case DTL_OP_MAXPOOL2D_BWD: case DTL_OP_AVGPOOL2D:
     case DTL_OP_AVGPOOL2D_BWD: {

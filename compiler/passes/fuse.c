@@ -76,6 +76,29 @@ static bool reduce_op(dtl_op op)
     return op == DTL_OP_SUM || op == DTL_OP_REDUCE_MAX;
 }
 
+/* A SUM/REDUCE_MAX over the last axis alone, keepdims, of a row of at least two elements
+ * (of at least one row): what a ROW kernel reduces. */
+static bool row_reduce(const dtl_graph *g, const dtl_node *n)
+{
+    if (!reduce_op(n->op) || !n->attr.red.keepdims || n->rank < 1 ||
+        n->attr.red.axes != 1u << (n->rank - 1))
+        return false;
+    const dtl_node *x = &g->nodes[n->in[0]];
+    return x->rank == n->rank && x->shape[x->rank - 1] >= 2 && dtl_node_numel(x) > 0;
+}
+
+/* Whether (rank, shape) is the row shape of the full shape (frank, full): the same with the
+ * last dim 1. */
+static bool is_row_shape(uint32_t rank, const int64_t *shape, uint32_t frank, const int64_t *full)
+{
+    if (rank != frank || rank < 1 || shape[rank - 1] != 1)
+        return false;
+    for (uint32_t i = 0; i + 1 < rank; i++)
+        if (shape[i] != full[i])
+            return false;
+    return true;
+}
+
 static bool float_matmul(const dtl_node *n)
 {
     return n->op == DTL_OP_MATMUL && (n->dtype == DTL_DTYPE_F32 || n->dtype == DTL_DTYPE_F64);
@@ -143,6 +166,7 @@ typedef struct fgroup {
                                      this group are dropped lazily (ext_compact) */
     uint32_t next, ecap;
     bool dead;                    /* merged into another group */
+    bool iota;                    /* computes an iota (never in a ROW kernel) */
 } fgroup;
 
 typedef struct fuser {
@@ -158,6 +182,7 @@ typedef struct fuser {
     dtl_val **cons;               /* per node: computed nodes reading it (via views too) */
     uint32_t *ncons;
     bool *is_out;                 /* per node: the base of a graph output's value */
+    bool rows;                    /* ROW kernels allowed */
     fgroup *gr;
     uint32_t ngr;
     uint32_t *grp;                /* per computed node: its group */
@@ -172,6 +197,18 @@ static bool register_read_ok(const fuser *f, dtl_kkind kind, dtl_val root, dtl_v
 {
     if (r != p)                          /* a view of a member: it is in memory */
         return false;
+    if (kind == DTL_K_ROW) {
+        /* Full members (last dim L >= 2) read full members directly and row values (last
+         * dim 1) by broadcasting; a broadcast reads a row value; a reduction its full operand;
+         * a row value only row values. */
+        const dtl_node *nn = &f->g->nodes[n], *pn = &f->g->nodes[p];
+        bool n_row = nn->shape[nn->rank - 1] == 1, p_row = pn->shape[pn->rank - 1] == 1;
+        if (nn->op == DTL_OP_BROADCAST)
+            return p_row;
+        if (reduce_op(nn->op))
+            return !p_row;
+        return !n_row || p_row;
+    }
     if (n == root)                       /* a matmul reads its operands from memory */
         return kind == DTL_K_REDUCE;
     if (f->g->nodes[n].op == DTL_OP_BROADCAST)
@@ -273,6 +310,24 @@ static void list_append(dtl_arena *A, dtl_val **xs, uint32_t *len, uint32_t *cap
     *len += n;
 }
 
+/* A group that can be (or is) a ROW kernel over its shape: a ROW, or a REDUCE whose root
+ * reduces the last axis of rows of two or more (row_reduce). */
+static bool row_group(const fuser *f, const fgroup *G)
+{
+    return G->kind == DTL_K_ROW ||
+           (G->kind == DTL_K_REDUCE && row_reduce(f->g, &f->g->nodes[G->root]));
+}
+
+/* Whether group h reads the root of R (then R cannot take h as its prologue; with rows, h
+ * may still follow R in a ROW kernel). */
+static bool reads_root(const fuser *f, const fgroup *R, uint32_t h)
+{
+    for (uint32_t i = 0; i < f->ncons[R->root]; i++)
+        if (f->grp[f->cons[R->root][i]] == h)
+            return true;
+    return false;
+}
+
 /* Merges groups ga and gb when the result is a legal kernel; returns whether it did. The
  * larger group takes the smaller one's members. upto: the node being visited (the largest
  * member of either). */
@@ -292,14 +347,25 @@ static bool try_merge(fuser *f, uint32_t ga, uint32_t gb, dtl_val upto)
         kind = DTL_K_MATMUL;
         shape_of = A->kind == DTL_K_MATMUL ? A : B;
         root = shape_of->root;
-    } else if ((A->kind == DTL_K_REDUCE && A->nmem == 1 && B->kind == DTL_K_ELEMWISE) ||
-               (B->kind == DTL_K_REDUCE && B->nmem == 1 && A->kind == DTL_K_ELEMWISE)) {
+    } else if (((A->kind == DTL_K_REDUCE && A->nmem == 1 && B->kind == DTL_K_ELEMWISE) ||
+                (B->kind == DTL_K_REDUCE && B->nmem == 1 && A->kind == DTL_K_ELEMWISE)) &&
+               !reads_root(f, A->kind == DTL_K_REDUCE ? A : B, A->kind == DTL_K_REDUCE ? gb : ga)) {
         kind = DTL_K_REDUCE;
         shape_of = A->kind == DTL_K_REDUCE ? A : B;
         root = shape_of->root;
+    } else if (f->rows && (row_group(f, A) || row_group(f, B))) {
+        kind = DTL_K_ROW;
+        shape_of = row_group(f, A) ? A : B;
+        const fgroup *O = shape_of == A ? B : A;
+        bool fits = row_group(f, O) ? same_shape(O->rank, O->shape, shape_of->rank, shape_of->shape)
+                    : O->kind == DTL_K_ELEMWISE &&
+                          (same_shape(O->rank, O->shape, shape_of->rank, shape_of->shape) ||
+                           is_row_shape(O->rank, O->shape, shape_of->rank, shape_of->shape));
+        if (!fits || A->iota || B->iota)
+            return false;
     } else
         return false;
-    if (!same_shape(A->rank, A->shape, B->rank, B->shape))
+    if (kind != DTL_K_ROW && !same_shape(A->rank, A->shape, B->rank, B->shape))
         return false;
     if (!registers_ok(f, kind, root, ga, gb) || makes_cycle(f, ga, gb, upto))
         return false;
@@ -316,6 +382,7 @@ static bool try_merge(fuser *f, uint32_t ga, uint32_t gb, dtl_val upto)
     memcpy(shape, shape_of->shape, sizeof shape);
     A->kind = kind;
     A->root = root;
+    A->iota = A->iota || B->iota;
     A->rank = rank;
     memcpy(A->shape, shape, sizeof A->shape);
     list_append(f->A, &A->mem, &A->nmem, &A->cap, B->mem, B->nmem);
@@ -402,6 +469,7 @@ static void make_groups(fuser *f, bool fuse)
         memcpy(G->ext, f->cons[v], f->ncons[v] * sizeof *G->ext);
         G->next = G->ecap = f->ncons[v];
         G->root = v;
+        G->iota = n->op == DTL_OP_IOTA;
         G->rank = n->rank;
         memcpy(G->shape, n->shape, sizeof G->shape);
         if (elem_op(n->op)) {
@@ -423,15 +491,21 @@ static void make_groups(fuser *f, bool fuse)
         const dtl_node *n = &g->nodes[v];
         if (reduce_op(n->op)) {
             dtl_val x = n->in[0];
-            if (f->comp[x] && f->gr[f->grp[x]].kind == DTL_K_ELEMWISE)
+            if (f->comp[x] && (f->gr[f->grp[x]].kind == DTL_K_ELEMWISE ||
+                               (f->rows && row_reduce(g, n) && row_group(f, &f->gr[f->grp[x]]))))
                 try_merge(f, f->grp[v], f->grp[x], v);
-        } else if (elem_op(n->op) && n->op != DTL_OP_BROADCAST) {
+        } else if (elem_op(n->op)) {
+            /* Into an operand's elementwise loop or matmul epilogue; with rows, also into
+             * the row kernel of an operand (a broadcast only there: elsewhere it reads
+             * memory). */
             for (uint32_t i = 0; i < n->nin; i++) {
                 dtl_val x = n->in[i];
                 if (!f->comp[x])
                     continue;
-                dtl_kkind kx = f->gr[f->grp[x]].kind;
-                if (kx == DTL_K_MATMUL || kx == DTL_K_ELEMWISE)
+                const fgroup *X = &f->gr[f->grp[x]];
+                bool ok = n->op != DTL_OP_BROADCAST &&
+                          (X->kind == DTL_K_MATMUL || X->kind == DTL_K_ELEMWISE);
+                if (ok || (f->rows && row_group(f, X)))
                     try_merge(f, f->grp[v], f->grp[x], v);
             }
         }
@@ -590,7 +664,7 @@ dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts)
         fprintf(stderr, "%s:%d: dtl_fuse: the graph fails verification\n", __FILE__, __LINE__);
         abort();
     }
-    dtl_fuse_opts none = {false, false, false};
+    dtl_fuse_opts none = {false, false, false, false};
     const dtl_fuse_opts *o = opts ? opts : &none;
     dtl_kprog *p = calloc(1, sizeof *p);
     if (!p) {
@@ -603,7 +677,9 @@ dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts)
     dtl_arena_init(&scratch);
 
     uint32_t nn = g->nnodes;
-    fuser F = {.g = g, .A = &scratch, .nn = nn};
+    const char *rows_env = getenv("DTL_FUSE_ROWS");   /* "0": as no_rows (benchmarks) */
+    bool rows = !o->no_rows && !(rows_env && strcmp(rows_env, "0") == 0);
+    fuser F = {.g = g, .A = &scratch, .nn = nn, .rows = rows};
     fuser *f = &F;
     dtl_arena *S = &scratch;
     f->live = dtl_arena_array(S, nn + 1, sizeof *f->live);
@@ -809,6 +885,32 @@ dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts)
     p->arena_bytes = pl.top;
     dtl_arena_free(&scratch);
     return p;
+}
+
+uint32_t dtl_row_passes(const dtl_kprog *p, const dtl_kernel *k, uint32_t *pass)
+{
+    const dtl_graph *g = p->g;
+    uint32_t np = 1;
+    for (uint32_t i = 0; i < k->nmembers; i++) {
+        const dtl_node *n = &g->nodes[k->members[i]];
+        uint32_t at = 0;
+        for (uint32_t j = 0; j < n->nin; j++) {
+            dtl_val u = n->in[j];
+            if (p->kernel_of[u] != p->kernel_of[k->members[i]])
+                continue;
+            uint32_t ui = 0;
+            while (k->members[ui] != u)
+                ui++;
+            uint32_t avail = pass[ui] + (reduce_op(g->nodes[u].op) ? 1u : 0u);
+            if (avail > at)
+                at = avail;
+        }
+        pass[i] = at;
+        bool row = n->shape[n->rank - 1] == 1 && !reduce_op(n->op);
+        if (!row && at + 1 > np)
+            np = at + 1;
+    }
+    return np;
 }
 
 void dtl_kprog_free(dtl_kprog *p)

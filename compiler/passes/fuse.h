@@ -26,6 +26,21 @@
  *                Members after the root: an epilogue of ELEMWISE-style members of the root's
  *                shape applied to each element of C before it is stored (bias + relu).
  *                `shape` is the root's shape.
+ *      ROW       rows of a tensor, each taken whole: `shape` is the full shape [..., L]
+ *                (rank >= 1; rows = numel / L), `root` is DTL_VAL_NONE. Members are "full"
+ *                (of `shape`: ELEMWISE-style members, BROADCAST included) or "row values" (of
+ *                the row shape [..., 1]: SUM/REDUCE_MAX over the last axis alone, keepdims,
+ *                of a full value, and ELEMWISE-style members of that shape). A full member
+ *                reads a row value with numpy broadcasting (the row's one value); a row value
+ *                never reads a full member except as a reduction's operand. Per row, the
+ *                members run in passes over the row: a reduction accumulates in the pass of
+ *                its operand and its value is available from the next pass on; a member
+ *                runs in the pass of its latest operand (pass 0 when it reads none). A
+ *                backend may recompute a full member of an earlier pass in a later one, or
+ *                reload it when it is an out. No out of a ROW kernel takes an input's
+ *                memory (no in-place reuse), so its ins stay intact for every pass.
+ *                Softmax, log-softmax, layer norm, logsumexp and their backward graphs
+ *                become one ROW kernel each.
  *      SINGLE    one node of any other op (gather, scatter_add, concat, slice, transpose,
  *                argmax, rng_uniform, matmul of integers …), computed by itself with the
  *                semantics of kernels/ref/ref.h. `shape` is its shape.
@@ -39,7 +54,8 @@
  *    overlap in memory only if their lifetimes (first write .. last read, in kernel order) do
  *    not. "In place" reuse: an ELEMWISE/REDUCE kernel's output may take the memory of one of
  *    its inputs whose last reader is that kernel, when both have the same byte size and the
- *    input is read at the same index it is written (same shape, no broadcast).
+ *    input is read at the same index it is written (same shape, no broadcast); never in a
+ *    ROW kernel.
  *  - Parameter updates in place: a DTL_OUT_PARAM/DTL_OUT_STATE output whose value is computed
  *    by an ELEMWISE kernel or a MATMUL epilogue that runs after every other reader of the
  *    target leaf, and reads the target (if at all) at the index it writes, gets loc STORE
@@ -59,7 +75,7 @@
 #include "../graph.h"
 
 typedef enum dtl_kkind {
-    DTL_K_ELEMWISE, DTL_K_REDUCE, DTL_K_MATMUL, DTL_K_SINGLE
+    DTL_K_ELEMWISE, DTL_K_REDUCE, DTL_K_MATMUL, DTL_K_SINGLE, DTL_K_ROW
 } dtl_kkind;
 
 typedef enum dtl_loc_kind {
@@ -88,7 +104,8 @@ typedef struct dtl_kernel {
     const dtl_val *outs;
     uint32_t nins;
     const dtl_val *ins;
-    dtl_val root;                 /* REDUCE, MATMUL, SINGLE: the main node; else DTL_VAL_NONE */
+    dtl_val root;                 /* REDUCE, MATMUL, SINGLE: the main node; else DTL_VAL_NONE
+                                     (ELEMWISE, ROW) */
     dtl_val matmul_a, matmul_b;   /* MATMUL: the operands as stored */
     bool trans_a, trans_b;
 } dtl_kernel;
@@ -110,11 +127,20 @@ typedef struct dtl_fuse_opts {
     bool no_fusion;      /* every computed node its own kernel (a test of codegen) */
     bool no_reuse;       /* every stored intermediate its own memory (a test of the planner) */
     bool no_inplace;     /* no in-place reuse, no in-place parameter updates */
+    bool no_rows;        /* no ROW kernels (a backend without row code: cuda); also when
+                            the environment has DTL_FUSE_ROWS=0 (before/after comparisons) */
 } dtl_fuse_opts;
 
 /* Fuses and plans g (verified). opts may be NULL (everything on). */
 dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts);
 void dtl_kprog_free(dtl_kprog *p);   /* NULL is fine */
+
+/* The passes of ROW kernel k over each row (fuse.h's ROW rules): pass[i] for member i —
+ * for a reduction the pass in which it accumulates (its value is available from pass[i] + 1
+ * on), for a full member the pass that computes it, for a row value the pass before whose
+ * loop it is computed (the number of passes: after the last one). Returns the number of
+ * passes (>= 1). */
+uint32_t dtl_row_passes(const dtl_kprog *p, const dtl_kernel *k, uint32_t *pass);
 
 /* --emit=fused: one block per kernel (kind, shape, members with their ops, ins, outs with
  * their locations), then the plan's totals. Deterministic. */

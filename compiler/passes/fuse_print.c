@@ -56,6 +56,17 @@ static bool swaps_last_two(const dtl_node *t)
     return t->attr.perm[t->rank - 2] == t->rank - 1 && t->attr.perm[t->rank - 1] == t->rank - 2;
 }
 
+/* Whether n has the row shape of kernel k's loop: its shape with the last dim 1. */
+static bool is_row_of(const dtl_node *n, const dtl_kernel *k)
+{
+    if (n->rank != k->rank || k->rank < 1 || n->shape[n->rank - 1] != 1)
+        return false;
+    for (uint32_t i = 0; i + 1 < k->rank; i++)
+        if (n->shape[i] != k->shape[i])
+            return false;
+    return true;
+}
+
 /* What member v of kernel k reads from memory or registers (*nr values): a MATMUL root
  * reads its matmul_a and matmul_b (into buf), the others their operands. */
 static const dtl_val *reads_of(const dtl_kprog *p, const dtl_kernel *k, dtl_val v,
@@ -74,7 +85,7 @@ static const dtl_val *reads_of(const dtl_kprog *p, const dtl_kernel *k, dtl_val 
 
 /* ==== printing ============================================================================ */
 
-static const char *const kind_names[] = {"elemwise", "reduce", "matmul", "single"};
+static const char *const kind_names[] = {"elemwise", "reduce", "matmul", "single", "row"};
 
 static void print_shape(FILE *out, uint32_t rank, const int64_t *shape)
 {
@@ -174,6 +185,12 @@ void dtl_kprog_print(FILE *out, const dtl_kprog *p)
         if (k->kind == DTL_K_MATMUL)
             fprintf(out, " a=%%%u%s b=%%%u%s", k->matmul_a, k->trans_a ? "^T" : "",
                     k->matmul_b, k->trans_b ? "^T" : "");
+        uint32_t *pass = NULL;
+        if (k->kind == DTL_K_ROW) {
+            pass = calloc(k->nmembers + 1, sizeof *pass);
+            if (pass)
+                fprintf(out, " passes=%u", dtl_row_passes(p, k, pass));
+        }
         fputc('\n', out);
         for (uint32_t i = 0; i < k->nmembers; i++) {
             dtl_val v = k->members[i];
@@ -183,12 +200,15 @@ void dtl_kprog_print(FILE *out, const dtl_kprog *p)
                 fprintf(out, "%s%%%u", j ? ", " : "", n->in[j]);
             fprintf(out, ") : %s", dtl_tensor_str(buf, sizeof buf, n->dtype, n->rank, n->shape));
             print_attrs(out, n);
+            if (pass)
+                fprintf(out, " pass=%u", pass[i]);
             if (in_list(k->outs, k->nouts, v)) {
                 fprintf(out, " -> ");
                 print_loc(out, p, v);
             }
             fputc('\n', out);
         }
+        free(pass);
         fprintf(out, "    ins");
         for (uint32_t j = 0; j < k->nins; j++) {
             fprintf(out, " %%%u@", k->ins[j]);
@@ -357,6 +377,29 @@ bool dtl_kprog_verify(const dtl_kprog *p, char *buf, size_t len)
             }
             first_elem = 1;
             break;
+        case DTL_K_ROW: {
+            if (k->root != DTL_VAL_NONE || k->rank < 1 || k->shape[k->rank - 1] < 2) {
+                fail(c, "k%u: a row kernel has no root and rows of two or more", ki);
+                goto done;
+            }
+            for (uint32_t i = 0; i < k->nmembers; i++) {
+                const dtl_node *n = &g->nodes[k->members[i]];
+                bool full = same_shape(n->rank, n->shape, k->rank, k->shape);
+                bool row = is_row_of(n, k);
+                const dtl_node *x = n->nin ? &g->nodes[n->in[0]] : n;
+                bool good = (elem_op(n->op) && n->op != DTL_OP_IOTA && (full || row)) ||
+                            ((n->op == DTL_OP_SUM || n->op == DTL_OP_REDUCE_MAX) && row &&
+                             n->attr.red.keepdims && n->attr.red.axes == 1u << (n->rank - 1) &&
+                             same_shape(x->rank, x->shape, k->rank, k->shape));
+                if (!good) {
+                    fail(c, "k%u: %%%u (%s) cannot be a member of this row kernel", ki,
+                         k->members[i], dtl_op_name(n->op));
+                    goto done;
+                }
+            }
+            end_elem = 0;
+            break;
+        }
         case DTL_K_SINGLE:
             if (k->nmembers != 1 || k->members[0] != k->root || !r ||
                 !same_shape(k->rank, k->shape, r->rank, r->shape)) {
@@ -477,6 +520,13 @@ bool dtl_kprog_verify(const dtl_kprog *p, char *buf, size_t len)
                     bool reg_ok = at < i && (n == k->root ? k->kind == DTL_K_REDUCE
                                                           : nd->op != DTL_OP_BROADCAST) &&
                                   !(k->kind == DTL_K_REDUCE && r == k->root);
+                    if (k->kind == DTL_K_ROW) {   /* fuse.h: full and row values */
+                        bool nrow = is_row_of(nd, k), rrow = is_row_of(&g->nodes[r], k);
+                        bool red = nd->op == DTL_OP_SUM || nd->op == DTL_OP_REDUCE_MAX;
+                        reg_ok = at < i && (nd->op == DTL_OP_BROADCAST ? rrow
+                                            : red                      ? !rrow
+                                                                       : !nrow || rrow);
+                    }
                     if (!reg_ok) {
                         fail(c, "k%u: %%%u reads member %%%u in registers illegally", ki, n, r);
                         free(used);

@@ -28,20 +28,34 @@
  * copy of exec.c can never be called on a store by mistake). */
 #include "cuda_plugin.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <cublas_v2.h>
+#ifdef HAVE_CUBLASLT
+#include <cublasLt.h>
+#endif
 #include <cuda_runtime.h>
+#ifdef HAVE_NVRTC
+#include <nvrtc.h>
+#endif
 
 #include "../ref/ref.h"
 #include "../ref/ref_internal.h"
 #include "../../compiler/passes/fuse.h"
 #include "../../compiler/passes/passes.h"
+#include "../../runtime/fsutil.h"
+#include "cuda_dp_impl.h"
+#include "cuda_gen.h"
+#include "cuda_adam.h"
 #include "cuda_plan.h"
+#include "dnn.h"
 #include "ops.h"
 
 /* ---- the host (cuda_plugin.h) ---- */
@@ -116,6 +130,17 @@ static void ctx_init(void)
     }
     const char *env = getenv("DTL_CUDA_DEVICE");
     c->device = env && *env ? atoi(env) : 0;
+    /* One rank per GPU (cuda_dp.h): the launcher's local rank picks the device. */
+    static const char *const local[] = {"DTL_LOCAL_RANK", "LOCAL_RANK",
+                                        "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                        "SLURM_LOCALID"};
+    for (size_t i = 0; !(env && *env) && i < sizeof local / sizeof local[0]; i++) {
+        const char *lr = getenv(local[i]);
+        if (lr && *lr && atoi(lr) >= 0) {
+            c->device = atoi(lr) % n;
+            break;
+        }
+    }
     if (c->device < 0 || c->device >= n) {
         snprintf(c->why, sizeof c->why, "DTL_CUDA_DEVICE=%s: this machine has %d device(s)",
                  env, n);
@@ -318,7 +343,7 @@ static cu_mirror *mirror_for(dtl_store *s, const dtl_graph *g, dtl_err *err)
 
 typedef enum cu_stepk {
     CU_EW, CU_RED, CU_ARGMAX, CU_COPY, CU_MEMCPY, CU_MEMCPY2D, CU_MEMSET, CU_GATHER,
-    CU_SCATTER, CU_RNG, CU_GEMM, CU_FUSED
+    CU_SCATTER, CU_RNG, CU_GEMM, CU_FUSED, CU_WIN, CU_ADAM, CU_GEN, CU_LT
 } cu_stepk;
 
 typedef struct cu_step {
@@ -343,6 +368,7 @@ typedef struct cu_step {
         struct { dtl_cu_dt dt; uint64_t seed, sid; const int64_t *step; int64_t n; void *out; } rng;
         struct {
             bool f64;
+            uint8_t prec;   /* 0: as the dtype; 1: bf16 operands, f32 C; 2: tf32 */
             cublasOperation_t opa, opb;
             int m, n, k, batch, lda, ldb;
             const void *a, *b;
@@ -350,14 +376,52 @@ typedef struct cu_step {
             long long sa, sb, sc;   /* element strides between batch matrices */
         } gemm;
         dtl_cu_fprog fp;
+        struct { dtl_cu_wop op; dtl_cu_win g; const void *a, *b; void *out; } win;
+        struct { const dtl_cu_adam_t *table; int n; int64_t nblocks; dtl_cu_adam_s s; } adam;
+        struct {   /* a generated kernel (cuda_gen.h): args[0, nload) read, the rest written */
+            cudaKernel_t fn;
+            unsigned grid, block;
+            uint32_t nargs, nload;
+            void *args[DTL_CUGEN_MAX_ARGS];
+        } gen;
+        struct { uint32_t k; void *d; } lt;   /* a cuBLASLt matmul: p->ltk[k]; writes d */
     } u;
 } cu_step;
+
+/* A cuBLASLt matmul with its epilogue (see lt_plan). */
+typedef struct cu_ltk {
+    bool ok;
+#ifdef HAVE_CUBLASLT
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+    const void *a, *b;
+    void *d;
+#endif
+} cu_ltk;
+
+#ifdef HAVE_CUBLASLT
+/* The process's cuBLASLt handle (made once, like the_ctx). */
+static struct {
+    pthread_once_t once;
+    cublasLtHandle_t h;
+    cublasStatus_t st;
+} the_lt = {PTHREAD_ONCE_INIT, NULL, CUBLAS_STATUS_NOT_INITIALIZED};
+
+static void lt_init(void)
+{
+    the_lt.st = cublasLtCreate(&the_lt.h);
+}
+#endif
 
 typedef struct cu_plan {
     const dtl_graph *g;        /* the graph run: the caller's, or pg */
     dtl_graph pg;              /* fused path: the graph after the passes */
     bool have_pg;
     dtl_kprog *kp;             /* fused path: the kernel program (NULL: one launch a node) */
+    uint32_t ngen;             /* fused path: kernels running generated code (cuda_gen.h) */
+    uint32_t nlt;              /* fused path: matmuls with their epilogue in cuBLASLt */
+    struct cu_ltk *ltk;        /* fused path: per kernel, its cuBLASLt call (when ok) */
     dtl_store *store;
     cu_ctx *ctx;
     cu_mirror *mirror;
@@ -372,6 +436,13 @@ typedef struct cu_plan {
     cudaEvent_t consumed[2];
     bool have_event[2];
     int which;
+    /* The input copies' own stream (DTL_CUDA_COPY_STREAM=0: none, the compute stream copies):
+     * host to devstage[which] there, then device to device on the compute stream. */
+    cudaStream_t copy;
+    bool have_copy;
+    char *devstage;            /* 2 x the input region, on the device */
+    cudaEvent_t copied[2];
+    bool have_copied[2];
     void **outhost;            /* per output: pinned host copy (LOSS, VALUE) */
     const void **outsrc;       /* per output: device source */
     bool *outfresh;            /* per output: outhost holds this run's value */
@@ -381,6 +452,15 @@ typedef struct cu_plan {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     dtl_plan_stats stats;
+    dtl_cu_dp_plan *dpp;       /* NCCL data parallel (cuda_dp_impl.h), or NULL */
+    void (*ready)(void *ctx, uint32_t k, const dtl_tensor *value);   /* another hook */
+    void *ready_ctx;
+    const dtl_graph *og;       /* the caller's graph (its outputs are the plan's) */
+    /* The multi-tensor Adam update (cuda_adam.h): the matched params' names, m's and v's,
+     * its device table; their PARAM/STATE outputs are read from the mirror. */
+    uint32_t nadam;
+    const char **adam_names;   /* 3 per param: param, m, v */
+    dtl_cu_adam_t *adam_dev;
 } cu_plan;
 
 static dtl_cu_dt cu_dt_of(dtl_dtype t)
@@ -391,6 +471,7 @@ static dtl_cu_dt cu_dt_of(dtl_dtype t)
     case DTL_DTYPE_I32: return DTL_CU_I32;
     case DTL_DTYPE_I64: return DTL_CU_I64;
     case DTL_DTYPE_BOOL: return DTL_CU_BOOL;
+    case DTL_DTYPE_BF16: return DTL_CU_BF16;
     default: return DTL_CU_DT_COUNT;
     }
 }
@@ -567,6 +648,7 @@ static void build_gemm(cu_plan *p, uint32_t v, dtl_val av, bool ta, dtl_val bv, 
     int64_t m = n->shape[rb], nn = n->shape[rb + 1];
     int64_t k = ta ? a->shape[a->rank - 2] : a->shape[a->rank - 1];
     size_t esz = dtl_dtype_size(n->dtype);
+    size_t aesz = dtl_dtype_size(a->dtype), besz = dtl_dtype_size(b->dtype);   /* bf16: 2 */
     if (m == 0 || nn == 0)
         return;
     if (k == 0) {   /* an empty sum: zeros */
@@ -602,6 +684,7 @@ static void build_gemm(cu_plan *p, uint32_t v, dtl_val av, bool ta, dtl_val bv, 
         }
         cu_step *s = step_add(p, CU_GEMM, v, NULL);
         s->u.gemm.f64 = n->dtype == DTL_DTYPE_F64;
+        s->u.gemm.prec = a->dtype == DTL_DTYPE_BF16 ? 1 : n->attr.tf32 ? 2 : 0;
         s->u.gemm.m = (int)m;
         s->u.gemm.n = (int)nn;
         s->u.gemm.k = (int)k;
@@ -610,8 +693,8 @@ static void build_gemm(cu_plan *p, uint32_t v, dtl_val av, bool ta, dtl_val bv, 
         s->u.gemm.lda = (int)(ta ? m : k);
         s->u.gemm.ldb = (int)(tb ? k : nn);
         s->u.gemm.batch = (int)shape[r - 1];
-        s->u.gemm.a = (const char *)p->ptr[av] + (size_t)(oa * m * k) * esz;
-        s->u.gemm.b = (const char *)p->ptr[bv] + (size_t)(ob * k * nn) * esz;
+        s->u.gemm.a = (const char *)p->ptr[av] + (size_t)(oa * m * k) * aesz;
+        s->u.gemm.b = (const char *)p->ptr[bv] + (size_t)(ob * k * nn) * besz;
         s->u.gemm.c = (char *)c + (size_t)(oc * m * nn) * esz;
         s->u.gemm.sa = (long long)(st[0][r - 1] * m * k);
         s->u.gemm.sb = (long long)(st[1][r - 1] * k * nn);
@@ -632,6 +715,17 @@ static void around(const dtl_node *x, uint32_t axis, int64_t *outer, int64_t *di
     *outer = ref_numel(axis, x->shape);
     *dim = x->shape[axis];
     *inner = ref_numel(x->rank - axis - 1, x->shape + axis + 1);
+}
+
+/* A windowed op (kernels/cuda/dnn.h; its geometry: cuda_plan.h). */
+static void build_window(cu_plan *p, uint32_t v)
+{
+    const dtl_node *n = N(p, v);
+    cu_step *s = step_add(p, CU_WIN, v, NULL);
+    dtl_cu_win_of(p->g, v, &s->u.win.op, &s->u.win.g);
+    s->u.win.a = p->ptr[n->in[0]];
+    s->u.win.b = n->nin > 1 ? p->ptr[n->in[1]] : NULL;
+    s->u.win.out = p->ptr[v];
 }
 
 static void build_node(cu_plan *p, uint32_t v)
@@ -722,6 +816,13 @@ static void build_node(cu_plan *p, uint32_t v)
                          2 * p->L.status[v];
         return;
     }
+    case DTL_OP_CONV2D:
+    case DTL_OP_CONV2D_BWD_X:
+    case DTL_OP_CONV2D_BWD_W:
+    case DTL_OP_MAXPOOL2D:
+    case DTL_OP_MAXPOOL2D_BWD:
+    case DTL_OP_AVGPOOL2D:
+    case DTL_OP_AVGPOOL2D_BWD: build_window(p, v); return;
     case DTL_OP_RNG_UNIFORM: {
         cu_step *s = step_add(p, CU_RNG, v, NULL);
         s->u.rng.dt = cu_dt_of(n->dtype);
@@ -789,6 +890,36 @@ static bool enqueue_step(cu_plan *p, const cu_step *s, dtl_err *err)
         break;
     }
     case CU_FUSED: e = dtl_cu_fused(&s->u.fp, st); break;
+    case CU_LT: {
+#ifdef HAVE_CUBLASLT
+        const cu_ltk *l = &p->ltk[s->u.lt.k];
+        const float one = 1, zero = 0;
+        cublasStatus_t b = cublasLtMatmul(the_lt.h, l->op, &one, l->b, l->la, l->a, l->lb, &zero,
+                                          l->d, l->ld, l->d, l->ld, &l->algo,
+                                          p->ctx->workspace, CU_WORKSPACE, st);
+        if (b != CUBLAS_STATUS_SUCCESS)
+            return step_fail(p, s, "cublasLtMatmul", cublasGetStatusString(b), err);
+        e = cudaGetLastError();
+#else
+        e = cudaErrorNotSupported;
+#endif
+        break;
+    }
+    case CU_GEN: {
+        void *pa[DTL_CUGEN_MAX_ARGS];
+        for (uint32_t i = 0; i < s->u.gen.nargs; i++)
+            pa[i] = (void *)&s->u.gen.args[i];
+        dim3 grid = {s->u.gen.grid, 1, 1}, block = {s->u.gen.block, 1, 1};
+        call = "generated kernel launch";
+        e = cudaLaunchKernel((const void *)s->u.gen.fn, grid, block, pa, 0, st);
+        break;
+    }
+    case CU_WIN:
+        e = dtl_cu_window(s->u.win.op, &s->u.win.g, s->u.win.a, s->u.win.b, s->u.win.out, st);
+        break;
+    case CU_ADAM:
+        e = dtl_cu_adam(s->u.adam.table, s->u.adam.n, s->u.adam.nblocks, &s->u.adam.s, st);
+        break;
     case CU_RNG:
         e = dtl_cu_rng_uniform(s->u.rng.dt, s->u.rng.seed, s->u.rng.sid, s->u.rng.step,
                                s->u.rng.n, s->u.rng.out, st);
@@ -802,6 +933,17 @@ static bool enqueue_step(cu_plan *p, const cu_step *s, dtl_err *err)
             b = cublasDgemmStridedBatched(p->ctx->blas, g->opb, g->opa, g->n, g->m, g->k, &one,
                                           g->b, g->ldb, g->sb, g->a, g->lda, g->sa, &zero,
                                           g->c, g->n, g->sc, g->batch);
+        } else if (g->prec) {
+            /* mixed precision (docs/cuda.md): bf16 operands with f32 accumulation and an
+             * f32 C, or f32 operands on TF32 tensor cores; the math mode stays default */
+            const float one = 1, zero = 0;
+            cudaDataType_t ab = g->prec == 1 ? CUDA_R_16BF : CUDA_R_32F;
+            cublasComputeType_t ct = g->prec == 1 ? CUBLAS_COMPUTE_32F
+                                                  : CUBLAS_COMPUTE_32F_FAST_TF32;
+            b = cublasGemmStridedBatchedEx(p->ctx->blas, g->opb, g->opa, g->n, g->m, g->k,
+                                           &one, g->b, ab, g->ldb, g->sb, g->a, ab, g->lda,
+                                           g->sa, &zero, g->c, CUDA_R_32F, g->n, g->sc,
+                                           g->batch, ct, CUBLAS_GEMM_DEFAULT);
         } else {
             const float one = 1, zero = 0;
             b = cublasSgemmStridedBatched(p->ctx->blas, g->opb, g->opa, g->n, g->m, g->k, &one,
@@ -824,9 +966,77 @@ static bool enqueue_step(cu_plan *p, const cu_step *s, dtl_err *err)
 static bool enqueue_all(cu_plan *p, dtl_err *err)
 {
     for (uint32_t i = 0; i < p->nsteps; i++)
-        if (!enqueue_step(p, &p->steps[i], err))
+        if (!enqueue_step(p, &p->steps[i], err) || !dtl_cu_dp_after_step(p->dpp, i, err))
             return false;
     return true;
+}
+
+/* Whether step s writes into [lo, lo + bytes): the first byte each of its outputs is compared
+ * (a step writes whole values, or a part of one, as concat does, never across two). A new
+ * step kind must be added here (no default: -Wswitch says so): data parallel training starts
+ * a gradient's allreduce after the last step that writes it. */
+static bool step_writes(const cu_step *s, const char *lo, size_t bytes)
+{
+    const void *w[DTL_CU_FMAX_OUTS + 1];
+    int n = 0;
+    switch (s->kind) {
+    case CU_EW: w[n++] = s->u.ew.out; break;
+    case CU_RED: w[n++] = s->u.red.out; break;
+    case CU_ARGMAX: w[n++] = s->u.am.out; break;
+    case CU_COPY: w[n++] = s->u.copy.out; break;
+    case CU_MEMCPY: w[n++] = s->u.mc.dst; break;
+    case CU_MEMCPY2D: w[n++] = s->u.mc2.dst; break;
+    case CU_MEMSET: w[n++] = s->u.ms.dst; break;
+    case CU_GATHER:
+    case CU_SCATTER: w[n++] = s->u.gs.out; break;
+    case CU_RNG: w[n++] = s->u.rng.out; break;
+    case CU_GEMM: w[n++] = s->u.gemm.c; break;
+    case CU_FUSED:
+        for (int i = 0; i < s->u.fp.nouts && i < DTL_CU_FMAX_OUTS; i++)
+            w[n++] = s->u.fp.out[i];
+        w[n++] = s->u.fp.red_out;
+        break;
+    case CU_WIN: w[n++] = s->u.win.out; break;
+    case CU_ADAM: return true;   /* (params, m, v: never with data parallel; conservative) */
+    case CU_LT: w[n++] = s->u.lt.d; break;
+    case CU_GEN:
+        for (uint32_t i = s->u.gen.nload; i < s->u.gen.nargs; i++)
+            if ((const char *)s->u.gen.args[i] >= lo &&
+                (const char *)s->u.gen.args[i] < lo + bytes)
+                return true;
+        break;
+    }
+    for (int i = 0; i < n; i++)
+        if (w[i] && (const char *)w[i] >= lo && (const char *)w[i] < lo + bytes)
+            return true;
+    return false;
+}
+
+/* Attaches p to a data-parallel dp (cuda_dp_impl.h): per output, where its final value is,
+ * the mirror copy it commits to, and the last step that writes it. */
+static bool dp_attach(cu_plan *p, dtl_cuda_dp *dp, dtl_err *err)
+{
+    const dtl_graph *g = p->g;
+    uint32_t no = g->nouts;
+    void **src = dtl_arena_array(&p->arena, no + 1, sizeof *src);
+    void **commit = dtl_arena_array(&p->arena, no + 1, sizeof *commit);
+    uint32_t *ready = dtl_arena_array(&p->arena, no + 1, sizeof *ready);
+    for (uint32_t k = 0; k < no; k++) {
+        const dtl_output *o = &g->outs[k];
+        const dtl_node *v = N(p, o->val);
+        size_t bytes = (size_t)dtl_node_numel(v) * dtl_dtype_size(v->dtype);
+        src[k] = (void *)p->outsrc[k];
+        commit[k] = o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE ? p->ptr[o->target]
+                                                                         : NULL;
+        ready[k] = p->nsteps ? p->nsteps - 1 : 0;
+        for (uint32_t i = p->nsteps; bytes && i-- > 0;)
+            if (step_writes(&p->steps[i], (const char *)p->outsrc[k], bytes)) {
+                ready[k] = i;
+                break;
+            }
+    }
+    return dtl_cu_dp_attach(dp, g, src, commit, ready, p->nsteps, p->ptr, p->ctx->stream,
+                            &p->dpp, err);
 }
 
 static bool env_off(const char *name)
@@ -934,12 +1144,13 @@ static bool cu_fusable(const dtl_graph *g, char *why, size_t len)
         dtl_graph_free(&pg);
         return false;
     }
-    dtl_kprog *kp = dtl_fuse(&pg, NULL);
+    dtl_fuse_opts fo = {.no_rows = true};   /* as cu_prepare */
+    dtl_kprog *kp = dtl_fuse(&pg, &fo);
     dtl_arena A;
     dtl_arena_init(&A);
     ok = kp && fused_ok(kp, &A);
     if (kp) {
-        uint32_t k[4] = {0};
+        uint32_t k[8] = {0};
         for (uint32_t i = 0; i < kp->nk; i++)
             k[kp->k[i].kind]++;
         snprintf(why, len, "%u kernels (%u elementwise, %u reduce, %u matmul, %u single)%s",
@@ -1039,6 +1250,500 @@ static void build_fused(cu_plan *p, const dtl_kernel *K, int16_t *reg)
     /* nothing to do: a MATMUL without an epilogue */
     if (K->kind == DTL_K_MATMUL && f->nouts == 0)
         p->nsteps--;
+}
+
+/* ---- the fused path's generated kernels (cuda_gen.h, compiled with NVRTC) ----
+ *
+ * prepare writes one module per plan: every ELEMWISE / REDUCE kernel and MATMUL epilogue the
+ * generator handles, compiled with NVRTC to a cubin for the device's sm_XY and loaded with
+ * cudaLibraryLoadData; each kernel is then one cudaLaunchKernel step. Modules are cached by
+ * their source text (with the arch and NVRTC's version): in the process, and on disk under
+ * $XDG_CACHE_HOME/dtl (else ~/.cache/dtl; DTL_CUDA_CACHE=0: not on disk). A kernel the
+ * generator refuses, or a module NVRTC or the driver rejects, keeps the interpreter
+ * (DTL_CUDA_VERBOSE says why; DTL_CUDA_CODEGEN=strict makes it an error, =0 turns
+ * generation off). */
+
+typedef struct cu_genmod {
+    uint64_t hash;
+    char *src;
+    cudaLibrary_t lib;
+    struct cu_genmod *next;
+} cu_genmod;
+
+/* The process's loaded modules (never unloaded: nor is the plugin). Like the_ctx, the one
+ * other piece of process state; guarded by its mutex. */
+static struct {
+    pthread_mutex_t lock;
+    cu_genmod *head;
+} the_gen_cache = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
+typedef enum cu_genmode { CU_GEN_OFF, CU_GEN_ON, CU_GEN_STRICT } cu_genmode;
+
+static cu_genmode codegen_mode(void)
+{
+    const char *s = getenv("DTL_CUDA_CODEGEN");
+    if (s && strcmp(s, "0") == 0)
+        return CU_GEN_OFF;
+    if (s && strcmp(s, "strict") == 0)
+        return CU_GEN_STRICT;
+    return CU_GEN_ON;
+}
+
+typedef struct cu_genk {
+    cudaKernel_t fn;          /* NULL: the interpreter */
+    dtl_cugen_info info;
+} cu_genk;
+
+#ifdef HAVE_NVRTC
+/* The disk cache's file for hash h, its directory made; false: no disk cache. */
+static bool gen_cache_path(char *buf, size_t len, const char *arch, uint64_t h)
+{
+    const char *off = getenv("DTL_CUDA_CACHE"), *x = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    if (off && strcmp(off, "0") == 0)
+        return false;
+    int n;
+    if (x && *x)
+        n = snprintf(buf, len, "%s/dtl", x);
+    else if (home && *home)
+        n = snprintf(buf, len, "%s/.cache/dtl", home);
+    else
+        return false;
+    if (n < 0 || (size_t)n + 64 > len)
+        return false;
+    for (char *c = buf + 1; *c; c++) {   /* mkdir -p */
+        if (*c != '/')
+            continue;
+        *c = '\0';
+        mkdir(buf, 0777);
+        *c = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return false;
+    snprintf(buf + n, len - (size_t)n, "/cuda-%s-%016" PRIx64 ".cubin", arch, h);
+    return true;
+}
+
+static const char gen_magic[] = "dtl cubin 1\n";
+
+/* The cubin cached for src at path (malloc'd), or NULL. File: magic, the source's length
+ * (8 bytes), the source, the cubin. */
+static void *gen_cache_read(const char *path, const char *src, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t sl = strlen(src), ml = sizeof gen_magic - 1;
+    char *all = NULL;
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (size > (long)(ml + 8 + sl) && fseek(f, 0, SEEK_SET) == 0 &&
+        (all = malloc((size_t)size)) && fread(all, 1, (size_t)size, f) == (size_t)size) {
+        uint64_t got;
+        memcpy(&got, all + ml, 8);
+        if (memcmp(all, gen_magic, ml) == 0 && got == sl && memcmp(all + ml + 8, src, sl) == 0) {
+            *n = (size_t)size - ml - 8 - sl;
+            memmove(all, all + ml + 8 + sl, *n);
+            fclose(f);
+            return all;
+        }
+    }
+    free(all);
+    fclose(f);
+    return NULL;
+}
+
+static void gen_cache_write(const char *path, const char *src, const void *bin, size_t n)
+{
+    uint64_t sl = strlen(src);
+    dtl_fs_piece pc[] = {{gen_magic, sizeof gen_magic - 1}, {&sl, 8}, {src, sl}, {bin, n}};
+    dtl_err e;
+    dtl_fs_write_atomic(path, pc, 4, &e);   /* a cache: a failed write is no error */
+}
+
+/* NVRTC: src to a cubin for arch (malloc'd), or NULL with the reason (the log's start). */
+static void *gen_nvrtc(const char *src, const char *arch, size_t *n, char *why, size_t len)
+{
+    nvrtcProgram prog;
+    nvrtcResult r = nvrtcCreateProgram(&prog, src, "dtl_gen.cu", 0, NULL, NULL);
+    if (r != NVRTC_SUCCESS) {
+        snprintf(why, len, "nvrtcCreateProgram: %s", nvrtcGetErrorString(r));
+        return NULL;
+    }
+    char opt[64];
+    snprintf(opt, sizeof opt, "--gpu-architecture=%s", arch);
+    const char *opts[] = {opt, "--std=c++17"};
+    void *bin = NULL;
+    r = nvrtcCompileProgram(prog, 2, opts);
+    if (r != NVRTC_SUCCESS) {
+        size_t ln = 0;
+        char *log = nvrtcGetProgramLogSize(prog, &ln) == NVRTC_SUCCESS ? malloc(ln + 1) : NULL;
+        if (log && nvrtcGetProgramLog(prog, log) == NVRTC_SUCCESS)
+            log[ln] = '\0';
+        snprintf(why, len, "NVRTC (%s): %s: %.300s", arch, nvrtcGetErrorString(r),
+                 log ? log : "");
+        free(log);
+    } else if ((r = nvrtcGetCUBINSize(prog, n)) != NVRTC_SUCCESS || *n == 0 ||
+               !(bin = malloc(*n)) || (r = nvrtcGetCUBIN(prog, bin)) != NVRTC_SUCCESS) {
+        snprintf(why, len, "nvrtcGetCUBIN (%s): %s", arch, nvrtcGetErrorString(r));
+        free(bin);
+        bin = NULL;
+    }
+    nvrtcDestroyProgram(&prog);
+    return bin;
+}
+
+/* The loaded module of src: from the process's cache, the disk cache, or NVRTC. */
+static bool gen_library(const char *src, cudaLibrary_t *lib, const char **how, char *why,
+                        size_t len)
+{
+    int dev = 0, maj = 0, min = 0, vmaj = 0, vmin = 0;
+    cudaGetDevice(&dev);
+    if (cudaDeviceGetAttribute(&maj, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&min, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+        snprintf(why, len, "the device's compute capability is unknown");
+        return false;
+    }
+    nvrtcVersion(&vmaj, &vmin);
+    char arch[32], ver[32];
+    snprintf(arch, sizeof arch, "sm_%d%d", maj, min);
+    snprintf(ver, sizeof ver, "nvrtc %d.%d", vmaj, vmin);
+    uint64_t h = dtl_cugen_hash(DTL_CUGEN_FNV_INIT, src, strlen(src));
+    h = dtl_cugen_hash(h, arch, strlen(arch));
+    h = dtl_cugen_hash(h, ver, strlen(ver));
+    pthread_mutex_lock(&the_gen_cache.lock);
+    for (cu_genmod *m = the_gen_cache.head; m; m = m->next)
+        if (m->hash == h && strcmp(m->src, src) == 0) {
+            *lib = m->lib;
+            pthread_mutex_unlock(&the_gen_cache.lock);
+            *how = "loaded before";
+            return true;
+        }
+    pthread_mutex_unlock(&the_gen_cache.lock);
+    char path[700];
+    bool disk = gen_cache_path(path, sizeof path, arch, h);
+    size_t n = 0;
+    void *bin = disk ? gen_cache_read(path, src, &n) : NULL;
+    *how = "from the disk cache";
+    if (!bin) {
+        *how = "compiled with NVRTC";
+        if (!(bin = gen_nvrtc(src, arch, &n, why, len)))
+            return false;
+        if (disk)
+            gen_cache_write(path, src, bin, n);
+    }
+    cudaError_t e = cudaLibraryLoadData(lib, bin, NULL, NULL, 0, NULL, NULL, 0);
+    free(bin);
+    if (e != cudaSuccess) {
+        snprintf(why, len, "cudaLibraryLoadData (%s): %s", arch, cudaGetErrorString(e));
+        return false;
+    }
+    cu_genmod *m = malloc(sizeof *m);
+    char *copy = strdup(src);
+    if (m && copy) {
+        m->hash = h;
+        m->src = copy;
+        m->lib = *lib;
+        pthread_mutex_lock(&the_gen_cache.lock);
+        m->next = the_gen_cache.head;
+        the_gen_cache.head = m;
+        pthread_mutex_unlock(&the_gen_cache.lock);
+    } else {
+        free(m);
+        free(copy);
+    }
+    return true;
+}
+#endif
+
+/* Whether every pointer kernel K touches is 16-byte aligned (vector loads). */
+static bool kernel_aligned(const cu_plan *p, const dtl_kernel *K)
+{
+    uintptr_t bits = 0;
+    for (uint32_t j = 0; j < K->nins; j++)
+        bits |= (uintptr_t)p->ptr[K->ins[j]];
+    for (uint32_t j = 0; j < K->nouts; j++)
+        bits |= (uintptr_t)p->ptr[K->outs[j]];
+    if (K->root != DTL_VAL_NONE)
+        bits |= (uintptr_t)p->ptr[K->root];
+    return (bits & 15) == 0;
+}
+
+/* Fills gk[i] for every kernel of the program that runs generated code; false only for
+ * DTL_CUDA_CODEGEN=strict when something could not be generated or loaded. */
+static bool codegen_plan(cu_plan *p, cu_genk *gk, dtl_err *err)
+{
+    cu_genmode mode = codegen_mode();
+    bool verbose = env_on("DTL_CUDA_VERBOSE");
+    const dtl_kprog *kp = p->kp;
+    if (mode == CU_GEN_OFF)
+        return true;
+#ifndef HAVE_NVRTC
+    (void)kp, (void)gk;
+    if (verbose)
+        fprintf(stderr, "dtl cuda: no generated kernels: this build has no NVRTC\n");
+    if (mode == CU_GEN_STRICT)
+        return dtl_err_set(err, DTL_ERR_USAGE, "cuda: DTL_CUDA_CODEGEN=strict: this build "
+                           "has no NVRTC");
+    return true;
+#else
+    char why[512];
+    dtl_cugen_buf b;
+    dtl_cugen_buf_init(&b);
+    dtl_cugen_printf(&b, "%s", dtl_cugen_preamble());
+    uint32_t ngen = 0, nref = 0;
+    bool ok = true;
+    for (uint32_t i = 0; i < kp->nk && ok; i++) {
+        const dtl_kernel *K = &kp->k[i];
+        if (K->kind == DTL_K_SINGLE || (p->ltk && p->ltk[i].ok))
+            continue;
+        char name[32];
+        snprintf(name, sizeof name, "dtl_k%u", i);
+        dtl_cugen_opts o = {name, kernel_aligned(p, K)};
+        switch (dtl_cugen_kernel(&b, kp, i, &o, &gk[i].info, why, sizeof why)) {
+        case DTL_CUGEN_OK: gk[i].fn = (cudaKernel_t)1; ngen++; break;   /* (set below) */
+        case DTL_CUGEN_EMPTY: break;
+        case DTL_CUGEN_UNSUPPORTED:
+            nref++;
+            if (verbose)
+                fprintf(stderr, "dtl cuda: kernel %u keeps the interpreter: %s\n", i, why);
+            if (mode == CU_GEN_STRICT)
+                ok = dtl_err_set(err, DTL_ERR_USAGE, "cuda: DTL_CUDA_CODEGEN=strict: kernel "
+                                 "%u: %s", i, why);
+            break;
+        }
+    }
+    cudaLibrary_t lib = NULL;
+    const char *how = "";
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (ok && ngen && !gen_library(b.s, &lib, &how, why, sizeof why)) {
+        if (verbose)
+            fprintf(stderr, "dtl cuda: generated kernels fall back to the interpreter: %s\n",
+                    why);
+        if (mode == CU_GEN_STRICT)
+            ok = dtl_err_set(err, DTL_ERR_USAGE, "cuda: DTL_CUDA_CODEGEN=strict: %s", why);
+        lib = NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    for (uint32_t i = 0; i < kp->nk; i++) {
+        if (!gk[i].fn)
+            continue;
+        char name[32];
+        snprintf(name, sizeof name, "dtl_k%u", i);
+        cudaError_t e = lib ? cudaLibraryGetKernel(&gk[i].fn, lib, name) : cudaErrorInvalidValue;
+        if (!lib || e != cudaSuccess) {
+            gk[i].fn = NULL;
+            ngen--;
+            if (lib && ok && mode == CU_GEN_STRICT)
+                ok = dtl_err_set(err, DTL_ERR_USAGE, "cuda: cudaLibraryGetKernel %s: %s",
+                                 name, cudaGetErrorString(e));
+        }
+    }
+    p->ngen = ngen;
+    if (verbose && ngen)
+        fprintf(stderr, "dtl cuda: %u generated kernels (%u on the interpreter), %zu bytes of "
+                "CUDA C, %s in %.0f ms\n", ngen, nref, b.len, how,
+                1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec));
+    dtl_cugen_buf_free(&b);
+    return ok;
+#endif
+}
+
+/* A generated kernel's launch: its pointers fixed. */
+static void build_gen(cu_plan *p, const dtl_kernel *K, const cu_genk *gk)
+{
+    const dtl_cugen_info *I = &gk->info;
+    cu_step *s = step_add(p, CU_GEN, K->root != DTL_VAL_NONE ? K->root : K->members[0], NULL);
+    s->u.gen.fn = gk->fn;
+    s->u.gen.grid = I->grid;
+    s->u.gen.block = I->block;
+    s->u.gen.nargs = I->nargs;
+    s->u.gen.nload = I->nargs;
+    for (uint32_t i = 0; i < I->nargs; i++) {
+        s->u.gen.args[i] = p->ptr[I->args[i]];
+        bool stored = K->kind == DTL_K_REDUCE && I->args[i] == K->root;
+        for (uint32_t j = 0; j < K->nouts && !stored; j++)
+            stored = K->outs[j] == I->args[i] && K->outs[j] != K->root;
+        if (stored && s->u.gen.nload == I->nargs)
+            s->u.gen.nload = i;
+    }
+}
+
+/* ---- matrix products with their bias (+ ReLU) epilogue in one cublasLtMatmul ----
+ *
+ * A MATMUL kernel of f32 (no TF32 rounding, no batch dims) whose epilogue is exactly
+ * `product + bias` or `relu(product + bias)` — bias an [n] or [1, n] f32 value, only the
+ * last member stored — is one cublasLtMatmul with the BIAS or RELU_BIAS epilogue
+ * (CUBLAS_COMPUTE_32F: plain FP32, as the cuBLAS path). Any other kernel, or any Lt call
+ * failing at prepare, keeps cuBLAS + the epilogue kernel (DTL_CUDA_LT=0: always). */
+
+#ifdef HAVE_CUBLASLT
+static void lt_free(cu_ltk *l)
+{
+    if (l->op)
+        cublasLtMatmulDescDestroy(l->op);
+    if (l->la)
+        cublasLtMatrixLayoutDestroy(l->la);
+    if (l->lb)
+        cublasLtMatrixLayoutDestroy(l->lb);
+    if (l->ld)
+        cublasLtMatrixLayoutDestroy(l->ld);
+    memset(l, 0, sizeof *l);
+}
+
+/* Whether K is product + bias (+ relu), only the last stored: its bias, relu, last. */
+static bool lt_pattern(const cu_plan *p, const dtl_kernel *K, dtl_val *bias, bool *relu,
+                       dtl_val *last)
+{
+    const dtl_graph *g = p->g;
+    const dtl_node *r = &g->nodes[K->root];
+    if (K->rank != 2 || r->dtype != DTL_DTYPE_F32 || r->attr.tf32 ||
+        g->nodes[K->matmul_a].dtype != DTL_DTYPE_F32 ||
+        g->nodes[K->matmul_b].dtype != DTL_DTYPE_F32)
+        return false;
+    dtl_val add = DTL_VAL_NONE, bc = DTL_VAL_NONE, rl = DTL_VAL_NONE;
+    for (uint32_t j = 0; j < K->nmembers; j++) {
+        dtl_val m = K->members[j];
+        const dtl_node *n = &g->nodes[m];
+        if (m == K->root)
+            continue;
+        if (n->op == DTL_OP_BROADCAST && bc == DTL_VAL_NONE && add == DTL_VAL_NONE)
+            bc = m;
+        else if (n->op == DTL_OP_ADD && add == DTL_VAL_NONE)
+            add = m;
+        else if (n->op == DTL_OP_RELU && add != DTL_VAL_NONE && rl == DTL_VAL_NONE &&
+                 n->in[0] == add)
+            rl = m;
+        else
+            return false;
+    }
+    if (add == DTL_VAL_NONE)
+        return false;
+    const dtl_node *an = &g->nodes[add];
+    dtl_val other = an->in[0] == K->root ? an->in[1] : an->in[1] == K->root ? an->in[0]
+                                                                              : DTL_VAL_NONE;
+    if (other == DTL_VAL_NONE || other == K->root)
+        return false;
+    if (bc != DTL_VAL_NONE && other != bc)
+        return false;
+    dtl_val b = bc != DTL_VAL_NONE ? g->nodes[bc].in[0] : other;
+    const dtl_node *bn = &g->nodes[b];
+    if (p->kp->kernel_of[b] == (uint32_t)(K - p->kp->k) || bn->dtype != DTL_DTYPE_F32 ||
+        !(bn->rank == 1 || (bn->rank == 2 && bn->shape[0] == 1)) ||
+        bn->shape[bn->rank - 1] != K->shape[1])
+        return false;
+    *last = rl != DTL_VAL_NONE ? rl : add;
+    uint32_t nout = 0;
+    for (uint32_t j = 0; j < K->nouts; j++) {
+        if (K->outs[j] != *last)
+            return false;
+        nout++;
+    }
+    *bias = b;
+    *relu = rl != DTL_VAL_NONE;
+    return nout == 1;
+}
+
+/* Prepares l for kernel K when it fits; false (why set, or empty: not the pattern). */
+static bool lt_prepare(cu_plan *p, const dtl_kernel *K, cu_ltk *l, char *why, size_t len)
+{
+    dtl_val bias, last;
+    bool relu;
+    why[0] = '\0';
+    if (!lt_pattern(p, K, &bias, &relu, &last))
+        return false;
+    const dtl_graph *g = p->g;
+    const dtl_node *a = &g->nodes[K->matmul_a];
+    int64_t m = K->shape[0], n = K->shape[1];
+    int64_t k = K->trans_a ? a->shape[a->rank - 2] : a->shape[a->rank - 1];
+    if (m == 0 || n == 0 || k == 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+        return false;
+    pthread_once(&the_lt.once, lt_init);
+    if (the_lt.st != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why, len, "cublasLtCreate: %s", cublasGetStatusString(the_lt.st));
+        return false;
+    }
+    const void *bp = p->ptr[bias];
+    l->a = p->ptr[K->matmul_a];
+    l->b = p->ptr[K->matmul_b];
+    l->d = p->ptr[last];
+    if (((uintptr_t)bp | (uintptr_t)l->a | (uintptr_t)l->b | (uintptr_t)l->d) & 15) {
+        snprintf(why, len, "an operand is not 16-byte aligned");
+        return false;
+    }
+    /* row-major D[m, n] = A B as column-major D^T = B^T A^T (as build_gemm) */
+    cublasOperation_t opa = K->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opb = K->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+    uint64_t lda = (uint64_t)(K->trans_a ? m : k), ldb = (uint64_t)(K->trans_b ? k : n);
+    size_t ws = CU_WORKSPACE;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int nres = 0;
+    const char *call = "cublasLtMatmulDescCreate";
+    cublasStatus_t st = cublasLtMatmulDescCreate(&l->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_TRANSA, &opb,
+                                            sizeof opb);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_TRANSB, &opa,
+                                            sizeof opa);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                            sizeof epi);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
+                                            sizeof bp);
+    if (st == CUBLAS_STATUS_SUCCESS && (call = "cublasLtMatrixLayoutCreate"))
+        st = cublasLtMatrixLayoutCreate(&l->la, CUDA_R_32F, (uint64_t)(K->trans_b ? k : n),
+                                        (uint64_t)(K->trans_b ? n : k), (int64_t)ldb);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&l->lb, CUDA_R_32F, (uint64_t)(K->trans_a ? m : k),
+                                        (uint64_t)(K->trans_a ? k : m), (int64_t)lda);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&l->ld, CUDA_R_32F, (uint64_t)n, (uint64_t)m,
+                                        (int64_t)n);
+    if (st == CUBLAS_STATUS_SUCCESS && (call = "cublasLtMatmulPreferenceCreate"))
+        st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof ws);
+    if (st == CUBLAS_STATUS_SUCCESS && (call = "cublasLtMatmulAlgoGetHeuristic"))
+        st = cublasLtMatmulAlgoGetHeuristic(the_lt.h, l->op, l->la, l->lb, l->ld, l->ld, pref,
+                                            1, &res, &nres);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || nres < 1) {
+        snprintf(why, len, "%s: %s", call,
+                 st != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(st) : "no algorithm");
+        lt_free(l);
+        return false;
+    }
+    l->algo = res.algo;
+    l->ok = true;
+    return true;
+}
+#endif
+
+/* Lt steps for every kernel that fits (ltk[i].ok); a failure keeps cuBLAS, never an error. */
+static void lt_plan(cu_plan *p, cu_ltk *ltk)
+{
+#ifdef HAVE_CUBLASLT
+    if (env_off("DTL_CUDA_LT"))
+        return;
+    char why[300];
+    for (uint32_t i = 0; i < p->kp->nk; i++) {
+        if (p->kp->k[i].kind != DTL_K_MATMUL)
+            continue;
+        if (lt_prepare(p, &p->kp->k[i], &ltk[i], why, sizeof why))
+            p->nlt++;
+        else if (why[0] && env_on("DTL_CUDA_VERBOSE"))
+            fprintf(stderr, "dtl cuda: kernel %u: cuBLAS + epilogue (not cuBLASLt): %s\n", i,
+                    why);
+    }
+#else
+    (void)p, (void)ltk;
+#endif
 }
 
 /* Memory and steps from the kernel program: [inputs | constants | arena | matmul scratch |
@@ -1184,16 +1889,37 @@ static bool prepare_fused(cu_plan *p, dtl_err *err)
     }
     /* the status words' pointers of build_node: p->L.status_base and status[] */
     int16_t *reg = dtl_arena_array(A, nn + 1, sizeof *reg);
+    cu_genk *gk = dtl_arena_array(A, kp->nk + 1, sizeof *gk);   /* zeroed: no generated code */
+    p->ltk = dtl_arena_array(A, kp->nk + 1, sizeof *p->ltk);
+    lt_plan(p, p->ltk);
+    if (!codegen_plan(p, gk, err))
+        return false;
     for (uint32_t i = 0; i < kp->nk; i++) {
         const dtl_kernel *K = &kp->k[i];
         switch (K->kind) {
         case DTL_K_SINGLE: build_node(p, K->root); break;
         case DTL_K_MATMUL:
+            if (p->ltk[i].ok) {
+                cu_step *s = step_add(p, CU_LT, K->root, NULL);
+                s->u.lt.k = i;
+#ifdef HAVE_CUBLASLT
+                s->u.lt.d = p->ltk[i].d;
+#endif
+                break;
+            }
             build_gemm(p, K->root, K->matmul_a, K->trans_a, K->matmul_b, K->trans_b,
                        p->ptr[K->root]);
-            build_fused(p, K, reg);
+            if (gk[i].fn)
+                build_gen(p, K, &gk[i]);
+            else
+                build_fused(p, K, reg);
             break;
-        default: build_fused(p, K, reg); break;
+        default:
+            if (gk[i].fn)
+                build_gen(p, K, &gk[i]);
+            else
+                build_fused(p, K, reg);
+            break;
         }
     }
     for (uint32_t k = 0; k < no; k++) {
@@ -1204,11 +1930,142 @@ static bool prepare_fused(cu_plan *p, dtl_err *err)
             build_memcpy(p, UINT32_MAX, "committing an update", p->ptr[o->target],
                          p->outsrc[k], bytes);   /* nothing when updated in place */
             p->commits = true;
-        } else {
+        } else if (!dtl_cu_adam_internal(o->name)) {   /* (those are never read back) */
             CU_TRY(cudaHostAlloc(&p->outhost[k], bytes ? bytes : 1, cudaHostAllocDefault),
                    "pinned memory for an output");
         }
     }
+    return true;
+}
+
+/* ---- the multi-tensor Adam update (cuda_adam.h, adam_at.h) ---- */
+
+/* When p->pg's outputs hold Adam/AdamW updates of f32 params, replaces p->pg by the graph
+ * without them (its outputs keep the gradients and scalars alive instead): prepare_adam
+ * then adds the one launch that updates them all. Nothing changes when none is found. */
+static void adam_rewrite(cu_plan *p)
+{
+    dtl_arena A;
+    dtl_arena_init(&A);
+    dtl_cu_adam_match *mt;
+    uint32_t n = dtl_cu_adam_find(&p->pg, &mt, &A);
+    if (n) {
+        dtl_graph tmp = p->pg;   /* the same nodes, other outputs; only read */
+        tmp.outs = dtl_cu_adam_outputs(&p->pg, mt, n, &tmp.nouts, &p->arena);
+        tmp.capouts = tmp.nouts;
+        dtl_graph ng;
+        dtl_err e;
+        if (dtl_passes_run(&ng, &tmp, NULL, &e)) {
+            p->adam_names = dtl_arena_array(&p->arena, 3 * n, sizeof *p->adam_names);
+            for (uint32_t i = 0; i < n; i++) {
+                p->adam_names[3 * i] = dtl_arena_strdup(&p->arena, p->pg.nodes[mt[i].param].name);
+                p->adam_names[3 * i + 1] = dtl_arena_strdup(&p->arena, p->pg.nodes[mt[i].m].name);
+                p->adam_names[3 * i + 2] = dtl_arena_strdup(&p->arena, p->pg.nodes[mt[i].v].name);
+            }
+            p->nadam = n;
+            dtl_graph_free(&p->pg);
+            p->pg = ng;
+        } else {
+            dtl_graph_free(&ng);
+        }
+    }
+    dtl_arena_free(&A);
+}
+
+static void *adam_ptr(cu_plan *p, const char *name)
+{
+    int64_t k = -1;
+    for (uint32_t j = 0; j < p->g->nouts && k < 0; j++)
+        if (strcmp(p->g->outs[j].name, name) == 0)
+            k = j;
+    return k < 0 ? NULL : p->ptr[p->g->outs[k].val];
+}
+
+/* The launch after the last kernel: the table on the device, the scalars' pointers. */
+static bool prepare_adam(cu_plan *p, dtl_err *err)
+{
+    if (!p->nadam)
+        return true;
+    dtl_cu_adam_t *t = dtl_arena_array(&p->arena, p->nadam, sizeof *t);
+    for (uint32_t i = 0; i < p->nadam; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "__adam.g.%u", i);
+        cu_ment *me[3];
+        for (int j = 0; j < 3; j++) {
+            dtl_store_entry *e = st_find(p->store, p->adam_names[3 * i + j]);
+            me[j] = e ? mirror_find(p->mirror, e) : NULL;
+            if (!me[j])
+                return dtl_err_set(err, DTL_ERR_INTERNAL, "cuda: the Adam update of %s: no "
+                                   "device copy of %s", p->adam_names[3 * i],
+                                   p->adam_names[3 * i + j]);
+        }
+        t[i].p = me[0]->dev;
+        t[i].m = me[1]->dev;
+        t[i].v = me[2]->dev;
+        t[i].g = adam_ptr(p, name);
+        t[i].n = (int64_t)(me[0]->bytes / sizeof(float));
+        if (!t[i].g)
+            return dtl_err_set(err, DTL_ERR_INTERNAL, "cuda: the Adam update of %s: no "
+                               "gradient", p->adam_names[3 * i]);
+    }
+    const float **sp[DTL_CU_ADAM_NSCALARS];
+    cu_step *s = step_add(p, CU_ADAM, UINT32_MAX, "the multi-tensor Adam update");
+    dtl_cu_adam_s *sc = &s->u.adam.s;
+    sp[0] = &sc->b1, sp[1] = &sc->c1, sp[2] = &sc->b2, sp[3] = &sc->c2, sp[4] = &sc->bc2s;
+    sp[5] = &sc->eps, sp[6] = &sc->ss, sp[7] = &sc->decay;
+    for (int j = 0; j < DTL_CU_ADAM_NSCALARS; j++) {
+        char name[32];
+        snprintf(name, sizeof name, "__adam.s.%s", dtl_cu_adam_scalar_names[j]);
+        *sp[j] = adam_ptr(p, name);
+        if (!*sp[j] && j != 7)
+            return dtl_err_set(err, DTL_ERR_INTERNAL, "cuda: the Adam update: no %s", name);
+    }
+    s->u.adam.n = (int)p->nadam;
+    s->u.adam.nblocks = dtl_cu_adam_blocks(t, (int)p->nadam);
+    CU_TRY(cudaMalloc((void **)&p->adam_dev, p->nadam * sizeof *t), "the Adam table");
+    CU_TRY(cudaMemcpy(p->adam_dev, t, p->nadam * sizeof *t, cudaMemcpyHostToDevice),
+           "the Adam table");
+    s->u.adam.table = p->adam_dev;
+    p->commits = true;
+    return true;
+}
+
+/* An output the Adam update replaced (a PARAM or STATE output of the caller's graph that
+ * the run graph lacks): read from the mirror. Returns false when name is not one. */
+static bool adam_output(cu_plan *p, const char *name, dtl_tensor *out, bool *ok, dtl_err *err)
+{
+    if (!p->nadam || p->og == p->g)
+        return false;
+    for (uint32_t j = 0; j < p->g->nouts; j++)
+        if (strcmp(p->g->outs[j].name, name) == 0)
+            return false;
+    int64_t k = -1;
+    for (uint32_t j = 0; j < p->og->nouts && k < 0; j++)
+        if (strcmp(p->og->outs[j].name, name) == 0)
+            k = j;
+    if (k < 0)
+        return false;
+    const dtl_output *o = &p->og->outs[k];
+    dtl_store_entry *e = st_find(p->store, p->og->nodes[o->target].name);
+    cu_ment *me = e ? mirror_find(p->mirror, e) : NULL;
+    *ok = false;
+    if (!me) {
+        dtl_err_set(err, DTL_ERR_INTERNAL, "cuda: output %s: no device copy", name);
+        return true;
+    }
+    if (me->bytes) {
+        cudaError_t ce = cudaMemcpyAsync(e->t.data, me->dev, me->bytes, cudaMemcpyDeviceToHost,
+                                         p->ctx->stream);
+        if (ce == cudaSuccess)
+            ce = cudaStreamSynchronize(p->ctx->stream);
+        if (ce != cudaSuccess) {
+            dtl_err_set(err, DTL_ERR_INTERNAL, "cuda: reading an update: %s",
+                        cudaGetErrorString(ce));
+            return true;
+        }
+    }
+    dtl_output_view(p->og, (uint32_t)k, e->t.data, out);
+    *ok = true;
     return true;
 }
 
@@ -1221,16 +2078,32 @@ static void cu_free(void *vp)
         return;
     if (p->ctx)
         cudaStreamSynchronize(p->ctx->stream);
+    if (p->adam_dev)
+        cudaFree(p->adam_dev);
+#ifdef HAVE_CUBLASLT
+    for (uint32_t i = 0; p->ltk && i < p->kp->nk; i++)
+        if (p->ltk[i].ok)
+            lt_free(&p->ltk[i]);
+#endif
     if (p->exec)
         cudaGraphExecDestroy(p->exec);
     if (p->graph)
         cudaGraphDestroy(p->graph);
+    dtl_cu_dp_plan_free(p->dpp);   /* (after the graphs: ncclCommDestroy waits for them) */
     for (int i = 0; i < 2; i++) {
         if (p->pinned[i])
             cudaFreeHost(p->pinned[i]);
         if (p->have_event[i])
             cudaEventDestroy(p->consumed[i]);
+        if (p->have_copied[i])
+            cudaEventDestroy(p->copied[i]);
     }
+    if (p->have_copy) {
+        cudaStreamSynchronize(p->copy);
+        cudaStreamDestroy(p->copy);
+    }
+    if (p->devstage)
+        cudaFree(p->devstage);
     if (p->outhost)
         for (uint32_t k = 0; k < p->g->nouts; k++)
             if (p->outhost[k])
@@ -1353,6 +2226,18 @@ static bool prepare_io(cu_plan *p, dtl_err *err)
     }
     p->use_graph = !env_off("DTL_CUDA_GRAPH");
     p->sync_each = env_on("DTL_CUDA_SYNC");
+    if (p->L.input_bytes && !env_off("DTL_CUDA_COPY_STREAM")) {   /* the second stream */
+        CU_TRY(cudaStreamCreateWithFlags(&p->copy, cudaStreamNonBlocking),
+               "the input copies' stream");
+        p->have_copy = true;
+        CU_TRY(cudaMalloc((void **)&p->devstage, 2 * p->L.input_bytes),
+               "device memory for the input copies");
+        for (int i = 0; i < 2; i++) {
+            CU_TRY(cudaEventCreateWithFlags(&p->copied[i], cudaEventDisableTiming),
+                   "cudaEventCreate");
+            p->have_copied[i] = true;
+        }
+    }
     return true;
 }
 
@@ -1369,12 +2254,15 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
         dtl_err_set(err, DTL_ERR_USAGE, "cuda: the graph fails verification: %s", why);
         return NULL;
     }
-    for (dtl_val v = 0; v < g->nnodes; v++)   /* ops without CUDA kernels yet */
-        if (dtl_op_kind_of(g->nodes[v].op) == DTL_OPK_WINDOW) {
-            dtl_err_set(err, DTL_ERR_USAGE, "cuda: %%%u (%s): convolution and pooling have no "
-                        "CUDA kernels yet; use --backend llvm", v, dtl_op_name(g->nodes[v].op));
+    for (dtl_val v = 0; v < g->nnodes; v++) {   /* windowed ops: f32 and f64 kernels */
+        dtl_cu_wop wop;
+        dtl_cu_win win;
+        if (dtl_op_kind_of(g->nodes[v].op) == DTL_OPK_WINDOW && !dtl_cu_win_of(g, v, &wop, &win)) {
+            dtl_err_set(err, DTL_ERR_USAGE, "cuda: %%%u (%s): no CUDA kernel for dtype %s", v,
+                        dtl_op_name(g->nodes[v].op), dtl_dtype_name(g->nodes[v].dtype));
             return NULL;
         }
+    }
     cu_ctx *c = ctx_get(err);
     if (!c || !st_bind(store, g, err))
         return NULL;
@@ -1384,6 +2272,7 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
         return NULL;
     }
     p->g = g;
+    p->og = g;
     p->store = store;
     p->ctx = c;
     dtl_arena_init(&p->arena);
@@ -1393,7 +2282,9 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
         dtl_err perr;
         p->have_pg = true;
         if (dtl_passes_run(&p->pg, g, NULL, &perr)) {
-            dtl_fuse_opts fo = {false, opts && opts->no_reuse, false};
+            if (!dtl_cu_dp_of(opts) && !env_off("DTL_CUDA_ADAM"))
+                adam_rewrite(p);   /* (one launch for every Adam update it finds) */
+            dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = true};
             p->kp = dtl_fuse(&p->pg, &fo);
             if (p->kp && fused_ok(p->kp, &p->arena)) {
                 p->g = &p->pg;
@@ -1402,10 +2293,33 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
                 p->kp = NULL;
             }
         }
+        if (!p->kp && p->nadam) {   /* (more stored values, say): without the Adam launch */
+            p->nadam = 0;
+            dtl_graph_free(&p->pg);
+            if (dtl_passes_run(&p->pg, g, NULL, &perr)) {
+                dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = true};
+                p->kp = dtl_fuse(&p->pg, &fo);
+                if (p->kp && fused_ok(p->kp, &p->arena)) {
+                    p->g = &p->pg;
+                } else {
+                    dtl_kprog_free(p->kp);
+                    p->kp = NULL;
+                }
+            }
+        }
     }
-    ok = (p->mirror = mirror_for(p->store, p->g, err)) != NULL &&
-              (p->kp ? prepare_fused(p, err) : prepare_device(p, opts, err)) &&
+    /* (the caller's graph has every PARAM and STATE, the run graph maybe not m and v) */
+    ok = (p->mirror = mirror_for(p->store, p->og, err)) != NULL &&
+              (p->kp ? prepare_fused(p, err) && prepare_adam(p, err)
+                     : prepare_device(p, opts, err)) &&
               prepare_io(p, err);
+    dtl_cuda_dp *dp = dtl_cu_dp_of(opts);
+    if (ok && dp) {
+        ok = dp_attach(p, dp, err);
+    } else if (opts && opts->output_ready) {   /* calls_ready: run reports the outputs */
+        p->ready = opts->output_ready;
+        p->ready_ctx = opts->ready_ctx;
+    }
     if (!ok) {
         cu_free(p);
         return NULL;
@@ -1413,7 +2327,15 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
     if (env_on("DTL_CUDA_VERBOSE"))
         fprintf(stderr, "dtl cuda: plan of %u nodes: %s, %u launches a step, %" PRIu64
                 " bytes of device memory\n", g->nnodes,
-                p->kp ? "fused kernel program" : "one launch a node", p->nsteps, p->L.total);
+                !p->kp      ? "one launch a node"
+                : p->ngen   ? "fused kernel program, generated kernels"
+                            : "fused kernel program, interpreter kernels",
+                p->nsteps, p->L.total);
+    if (env_on("DTL_CUDA_VERBOSE") && p->nlt)
+        fprintf(stderr, "dtl cuda: %u matrix products with their bias (+ ReLU) epilogue in "
+                "cuBLASLt\n", p->nlt);
+    if (env_on("DTL_CUDA_VERBOSE") && p->nadam)
+        fprintf(stderr, "dtl cuda: one multi-tensor Adam launch updates %u params\n", p->nadam);
     return p;
 }
 
@@ -1442,6 +2364,8 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
         uint32_t v = p->inputs[k];
         const dtl_node *n = N(p, v);
         const dtl_binding *b = NULL;
+        if (dtl_cu_dp_fed(p->dpp, n->name))   /* an averaged gradient: copied on the device */
+            continue;
         for (size_t j = 0; j < nin; j++)
             if (strcmp(in[j].name, n->name) == 0) {
                 if (b)
@@ -1464,7 +2388,22 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
         if (bytes)
             memcpy(pin + (p->L.off[v] - p->L.input_base), b->data, bytes);
     }
-    if (p->L.input_bytes) {
+    if (p->L.input_bytes && p->have_copy) {
+        /* Host to device on the copy stream, into this buffer's device stage: it overlaps
+         * whatever the compute stream still runs (the previous step); then the compute
+         * stream waits for it and moves the stage into the input region (device bandwidth).
+         * consumed[which] (after that move) frees both the pinned buffer and the stage. */
+        char *stage = p->devstage + (size_t)p->which * p->L.input_bytes;
+        CU_TRY(cudaMemcpyAsync(stage, pin, p->L.input_bytes, cudaMemcpyHostToDevice, p->copy),
+               "copying the inputs");
+        CU_TRY(cudaEventRecord(p->copied[p->which], p->copy), "cudaEventRecord");
+        CU_TRY(cudaStreamWaitEvent(p->ctx->stream, p->copied[p->which], 0),
+               "cudaStreamWaitEvent");
+        CU_TRY(cudaMemcpyAsync(p->dev + p->L.input_base, stage, p->L.input_bytes,
+                               cudaMemcpyDeviceToDevice, p->ctx->stream),
+               "moving the inputs into place");
+        CU_TRY(cudaEventRecord(p->consumed[p->which], p->ctx->stream), "cudaEventRecord");
+    } else if (p->L.input_bytes) {
         CU_TRY(cudaMemcpyAsync(p->dev + p->L.input_base, pin, p->L.input_bytes,
                                cudaMemcpyHostToDevice, p->ctx->stream), "copying the inputs");
         CU_TRY(cudaEventRecord(p->consumed[p->which], p->ctx->stream), "cudaEventRecord");
@@ -1515,36 +2454,58 @@ static bool check_status(cu_plan *p, dtl_err *err)
     return true;
 }
 
+static bool cu_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err);
+
 static bool cu_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
 {
     cu_plan *p = vp;
-    if (!bind_inputs(p, in, nin, err))
+    if (!bind_inputs(p, in, nin, err) || !dtl_cu_dp_feed(p->dpp, err) ||
+        !dtl_cu_dp_before_launch(p->dpp, err))
         return false;
     if (p->nsteps == 0) {
         /* nothing to compute: the outputs are inputs, params or constants */
     } else if (p->exec) {
         CU_TRY(cudaGraphLaunch(p->exec, p->ctx->stream), "cudaGraphLaunch");
+        if (!dtl_cu_dp_launched(p->dpp, err))
+            return false;
     } else if (p->use_graph && p->stats.runs >= 1) {
         if (!capture(p, err))
             return false;
         CU_TRY(cudaGraphLaunch(p->exec, p->ctx->stream), "cudaGraphLaunch");
+        if (!dtl_cu_dp_launched(p->dpp, err))
+            return false;
     } else {
         if (!enqueue_all(p, err))
             return false;
-        if (p->stats.runs == 0)   /* the warm-up: report a fault here, not steps later */
+        if (!dtl_cu_dp_launched(p->dpp, err))
+            return false;
+        /* The warm-up: report a fault here, not steps later (a data-parallel step is waited
+         * for by its dp's finish, under the watchdog: its collectives may wait for peers). */
+        if (p->stats.runs == 0 && !p->dpp)
             CU_TRY(cudaStreamSynchronize(p->ctx->stream), "the first run of the step");
     }
-    if (p->commits)
+    if (p->commits || dtl_cu_dp_is_producer(p->dpp))
         p->mirror->dev_newer = true;
     memset(p->outfresh, 0, p->g->nouts * sizeof *p->outfresh);
     p->stats.runs++;
-    return !p->L.nstatus || check_status(p, err);
+    if (p->L.nstatus && !check_status(p, err))
+        return false;
+    for (uint32_t k = 0; p->ready && k < p->og->nouts; k++) {   /* (calls_ready) */
+        dtl_tensor t;
+        if (!cu_output(p, p->og->outs[k].name, &t, err))
+            return false;
+        p->ready(p->ready_ctx, k, &t);
+    }
+    return true;
 }
 
 static bool cu_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err)
 {
     cu_plan *p = vp;
     const dtl_graph *g = p->g;
+    bool aok;
+    if (adam_output(p, name, out, &aok, err))
+        return aok;
     int64_t k = dtl_output_find(g, name, err);
     if (k < 0)
         return false;
@@ -1578,6 +2539,18 @@ static void cu_stats(const void *vp, dtl_plan_stats *st)
     *st = ((const cu_plan *)vp)->stats;
 }
 
+/* NCCL data parallel (cuda_dp.h): cuda_dp.c's functions, create on this context's device. */
+static dtl_cuda_dp *dp_create(const dtl_cuda_dp_spec *s, dtl_err *err)
+{
+    cu_ctx *c = ctx_get(err);
+    return c ? dtl_cu_dp_create(s, c->device, err) : NULL;
+}
+
+static const dtl_cuda_dp_api cuda_dp_api = {
+    dtl_cu_dp_available, dtl_cu_dp_unique_id, dp_create, dtl_cu_dp_plan_opts,
+    dtl_cu_dp_finish, dtl_cu_dp_wait_seconds, dtl_cu_dp_set_timeout, dtl_cu_dp_destroy,
+};
+
 static const dtl_backend cuda_backend = {
     .name = "cuda",
     .prepare = cu_prepare,
@@ -1585,7 +2558,7 @@ static const dtl_backend cuda_backend = {
     .output = cu_output,
     .stats = cu_stats,
     .free = cu_free,
-    .calls_ready = false,   /* dtl_plan_run reports the outputs after the run (exec.h) */
+    .calls_ready = true,   /* run reports the outputs after the run, or marks a dp plan */
 };
 
 /* ---- the plugin's entry: its one exported symbol (cuda_plugin.h, plugin.map) ---- */
@@ -1604,6 +2577,6 @@ const dtl_cuda_plugin *dtl_cuda_plugin_v1(const char *host_abi, const dtl_cuda_h
     }
     the_plugin.host = host;
     the_plugin.table = (dtl_cuda_plugin){the_plugin.abi, &cuda_backend, cu_available,
-                                         cu_fusable};
+                                         cu_fusable, &cuda_dp_api};
     return &the_plugin.table;
 }

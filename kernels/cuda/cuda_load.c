@@ -14,6 +14,7 @@
  * DTL_CUDA_PLUGIN_INSTALLED come from Makefile.am. */
 #define _XOPEN_SOURCE 700 /* realpath */
 #include "cuda.h"
+#include "cuda_dp.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -188,6 +189,15 @@ const char *dtl_cuda_plugin_path(void)
     return plugin(&why) ? the_loader.path : NULL;
 }
 
+const dtl_cuda_dp_api *dtl_cuda_dp_get(char *why, size_t len)
+{
+    const char *lwhy;
+    const dtl_cuda_plugin *pl = plugin(&lwhy);
+    if (!pl && why && len)
+        snprintf(why, len, "%s", lwhy);
+    return pl ? pl->dp : NULL;
+}
+
 #else /* no CUDA in this build */
 
 #define NO_CUDA "this build has no CUDA (./configure --with-cuda on a machine with the CUDA toolkit)"
@@ -215,6 +225,13 @@ bool dtl_cuda_fusable(const dtl_graph *g, char *why, size_t len)
 
 const char *dtl_cuda_plugin_path(void)
 {
+    return NULL;
+}
+
+const dtl_cuda_dp_api *dtl_cuda_dp_get(char *why, size_t len)
+{
+    if (why && len)
+        snprintf(why, len, "%s", NO_CUDA);
     return NULL;
 }
 

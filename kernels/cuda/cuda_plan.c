@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../ref/ref.h"
+
 static uint64_t align_up(uint64_t n)
 {
     return (n + DTL_CU_ALIGN - 1) / DTL_CU_ALIGN * DTL_CU_ALIGN;
@@ -69,7 +71,7 @@ static void live_release(live_set *s, uint64_t off, uint64_t size)
 static bool supported(dtl_dtype t)
 {
     return t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64 || t == DTL_DTYPE_I32 ||
-           t == DTL_DTYPE_I64 || t == DTL_DTYPE_BOOL;
+           t == DTL_DTYPE_I64 || t == DTL_DTYPE_BOOL || t == DTL_DTYPE_BF16;
 }
 
 bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_arena *A,
@@ -88,7 +90,7 @@ bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_ar
     L->status = dtl_arena_array(A, nn + 1, sizeof *L->status);
     for (uint32_t v = 0; v < nn; v++) {
         const dtl_node *n = &g->nodes[v];
-        if (!supported(n->dtype))
+        if (!supported(n->dtype) || !dtl_ref_supports_node(g, v))   /* bf16: storage only */
             return dtl_err_set(err, DTL_ERR_USAGE, "cuda: %%%u (%s): dtype %s is not "
                                "supported", v, dtl_op_name(n->op), dtl_dtype_name(n->dtype));
         L->root[v] = n->op == DTL_OP_RESHAPE ? L->root[n->in[0]] : v;
@@ -269,5 +271,35 @@ bool dtl_cu_layout_check(const dtl_cu_layout *L, const dtl_graph *g, char *why, 
                 return fail(why, len, "outputs %u and %u share a staging block", j, k);
         }
     }
+    return true;
+}
+
+bool dtl_cu_win_of(const dtl_graph *g, dtl_val v, dtl_cu_wop *op, dtl_cu_win *win)
+{
+    const dtl_node *n = &g->nodes[v];
+    if (dtl_op_kind_of(n->op) != DTL_OPK_WINDOW ||
+        (n->dtype != DTL_DTYPE_F32 && n->dtype != DTL_DTYPE_F64))
+        return false;
+    const dtl_node *a = &g->nodes[n->in[0]], *b = n->nin > 1 ? &g->nodes[n->in[1]] : NULL;
+    const int64_t *xs = a->shape, *ws = NULL, *ys = n->shape;
+    switch (n->op) {
+    case DTL_OP_CONV2D: *op = DTL_CU_W_CONV; ws = b->shape; break;
+    case DTL_OP_CONV2D_BWD_X:   /* dy, w -> dx */
+        *op = DTL_CU_W_CONV_BWD_X;
+        xs = n->shape, ws = b->shape, ys = a->shape;
+        break;
+    case DTL_OP_CONV2D_BWD_W:   /* x, dy -> dw */
+        *op = DTL_CU_W_CONV_BWD_W;
+        ws = n->shape, ys = b->shape;
+        break;
+    case DTL_OP_MAXPOOL2D: *op = DTL_CU_W_MAXPOOL; break;
+    case DTL_OP_MAXPOOL2D_BWD: *op = DTL_CU_W_MAXPOOL_BWD; ys = b->shape; break;   /* x, dy */
+    case DTL_OP_AVGPOOL2D: *op = DTL_CU_W_AVGPOOL; break;
+    case DTL_OP_AVGPOOL2D_BWD: *op = DTL_CU_W_AVGPOOL_BWD; xs = n->shape, ys = a->shape; break;
+    default: return false;
+    }
+    const dtl_win_attr *w = &n->attr.win;
+    *win = dtl_cu_win_make(w->kernel, w->stride, w->pad, w->dil, w->groups, w->count_pad, xs,
+                           ws, ys, n->dtype == DTL_DTYPE_F64);
     return true;
 }

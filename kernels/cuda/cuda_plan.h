@@ -19,7 +19,7 @@
  * reads the pre-commit value). gather and scatter_add nodes get two status words each
  * (64-bit: the first bad index position, its value). Offsets are 256-byte aligned.
  * Everything lives in the caller's arena A. Returns false (with err) only on an unsupported
- * dtype (f16, bf16).
+ * dtype (f16; bf16 is planned: 2 bytes an element, mixed precision).
  */
 #ifndef DTL_CUDA_PLAN_H
 #define DTL_CUDA_PLAN_H
@@ -29,6 +29,7 @@
 
 #include "../../compiler/graph.h"
 #include "../../runtime/err.h"
+#include "window_at.h"
 
 typedef enum dtl_cu_loc {
     DTL_CU_LOC_NONE,     /* not stored (a value nothing reads is still computed: arena) */
@@ -60,6 +61,12 @@ enum { DTL_CU_ALIGN = 256 };
 
 bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_arena *A,
                         dtl_err *err);
+
+/* The geometry of windowed node v of g (conv2d, pooling and their backward ops) for the
+ * kernels of kernels/cuda/dnn.cu: the op, and x, filter/window and y seen from the forward
+ * op whatever v's own role (conv2d_bwd_x's result is x, its operands dy and w; …). Returns
+ * false when v is not a windowed op of a float dtype (f32, f64). Host-only. */
+bool dtl_cu_win_of(const dtl_graph *g, dtl_val v, dtl_cu_wop *op, dtl_cu_win *win);
 
 /* Checks the plan against the contract: every stored value inside its region and aligned,
  * no two ARENA values whose lifetimes intersect share a byte, no output overlaps an operand

@@ -33,8 +33,10 @@
 #include "../../compiler/graph.h"
 #include "../../runtime/err.h"
 #include "../../runtime/exec.h"
+#include "cuda_dp.h"
 
-#define DTL_CUDA_ABI_VERSION 2   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready */
+#define DTL_CUDA_ABI_VERSION 3   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready;
+                                    3: dtl_cuda_plugin.dp (cuda_dp.h) */
 #define DTL_CUDA_PLUGIN_ENTRY "dtl_cuda_plugin_v1"
 #define DTL_CUDA_PLUGIN_FILE "libdtlcuda.so"
 
@@ -53,6 +55,7 @@ typedef struct dtl_cuda_plugin {
     const dtl_backend *backend;
     bool (*available)(char *why, size_t len);
     bool (*fusable)(const dtl_graph *g, char *why, size_t len);
+    const dtl_cuda_dp_api *dp;   /* NCCL data parallel (kernels/cuda/cuda_dp.h) */
 } dtl_cuda_plugin;
 
 typedef const dtl_cuda_plugin *dtl_cuda_plugin_entry_fn(const char *host_abi,
@@ -64,11 +67,11 @@ static inline void dtl_cuda_abi(char *buf, size_t len)
 {
     snprintf(buf, len, "dtl %s, cuda abi %d, sizes: backend %zu graph %zu node %zu err %zu "
              "tensor %zu store_entry %zu mirror %zu binding %zu plan_opts %zu plan_stats %zu "
-             "host %zu plugin %zu", DTL_VERSION, DTL_CUDA_ABI_VERSION, sizeof(dtl_backend),
+             "host %zu plugin %zu dp_api %zu dp_spec %zu", DTL_VERSION, DTL_CUDA_ABI_VERSION, sizeof(dtl_backend),
              sizeof(dtl_graph), sizeof(dtl_node), sizeof(dtl_err), sizeof(dtl_tensor),
              sizeof(dtl_store_entry), sizeof(dtl_store_mirror), sizeof(dtl_binding),
              sizeof(dtl_plan_opts), sizeof(dtl_plan_stats), sizeof(dtl_cuda_host),
-             sizeof(dtl_cuda_plugin));
+             sizeof(dtl_cuda_plugin), sizeof(dtl_cuda_dp_api), sizeof(dtl_cuda_dp_spec));
 }
 
 #endif

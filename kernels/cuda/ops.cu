@@ -301,6 +301,8 @@ cudaError_t launch_cast_to(const dtl_cu_ew *a, unsigned nb, cudaStream_t s)
     return cudaGetLastError();
 }
 
+cudaError_t launch_cast_bf16(const dtl_cu_ew *a, unsigned nb, cudaStream_t s);
+
 } // namespace
 
 extern "C" cudaError_t dtl_cu_elementwise(const dtl_cu_ew *a, cudaStream_t s)
@@ -308,6 +310,8 @@ extern "C" cudaError_t dtl_cu_elementwise(const dtl_cu_ew *a, cudaStream_t s)
     if (a->n == 0)
         return cudaSuccess;
     unsigned nb = blocks_for(a->n);
+    if (a->op == DTL_CU_CAST && (a->dt == DTL_CU_BF16 || a->odt == DTL_CU_BF16))
+        return launch_cast_bf16(a, nb, s);
     if (a->op == DTL_CU_CAST) {
         switch (a->dt) {
         case DTL_CU_F32: return launch_cast_to<float>(a, nb, s);
@@ -713,6 +717,7 @@ __device__ inline Reg load_reg(const void *p, int dt, int64_t off)
     case DTL_CU_F64: r.d = ((const double *)p)[off]; break;
     case DTL_CU_I32: r.i = ((const int32_t *)p)[off]; break;
     case DTL_CU_I64: r.l = ((const int64_t *)p)[off]; break;
+    case DTL_CU_BF16: r.f = __uint_as_float((uint32_t)((const uint16_t *)p)[off] << 16); break;
     default: r.b = ((const uint8_t *)p)[off]; break;
     }
     return r;
@@ -725,8 +730,19 @@ __device__ inline void store_reg(void *p, int dt, int64_t off, Reg r)
     case DTL_CU_F64: ((double *)p)[off] = r.d; break;
     case DTL_CU_I32: ((int32_t *)p)[off] = r.i; break;
     case DTL_CU_I64: ((int64_t *)p)[off] = r.l; break;
+    case DTL_CU_BF16: ((uint16_t *)p)[off] = (uint16_t)(__float_as_uint(r.f) >> 16); break;
     default: ((uint8_t *)p)[off] = r.b; break;
     }
+}
+
+/* f rounded to bf16 (runtime/dtype.h dtl_f32_round_bits: to nearest, ties to even, NaN made
+ * quiet, overflow to inf), kept as the f32 it stands for: a bf16 register. */
+__device__ inline float bf16_round(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return __uint_as_float((u | 0x00400000u) & 0xffff0000u);
+    return __uint_as_float((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
 }
 
 /* cast with kernels/ref/ref.h's rules (as k_cast) */
@@ -738,6 +754,7 @@ __device__ inline Reg cast_reg(Reg x, int from, int to)
     switch (from) {
     case DTL_CU_F32: fv = x.f; is_int = false; break;
     case DTL_CU_F64: fv = x.d; is_int = false; break;
+    case DTL_CU_BF16: fv = x.f; is_int = false; break;
     case DTL_CU_I32: iv = x.i; break;
     case DTL_CU_I64: iv = x.l; break;
     default: iv = x.b != 0; break;
@@ -746,6 +763,7 @@ __device__ inline Reg cast_reg(Reg x, int from, int to)
     y.l = 0;
     switch (to) {
     case DTL_CU_F32: y.f = is_int ? (float)iv : (float)fv; break;
+    case DTL_CU_BF16: y.f = bf16_round(is_int ? (float)iv : (float)fv); break;   /* via f32 */
     case DTL_CU_F64: y.d = is_int ? (double)iv : fv; break;
     case DTL_CU_I32: y.i = is_int ? (int32_t)(uint32_t)(uint64_t)iv : f2i32(fv); break;
     case DTL_CU_I64: y.l = is_int ? iv : f2i64(fv); break;
@@ -839,6 +857,24 @@ __device__ inline void fp_store(const dtl_cu_fprog &p, int64_t e, const Reg *R)
 {
     for (int o = 0; o < p.nouts; o++)
         store_reg(p.out[o], p.out_dt[o], e, R[p.out_reg[o]]);
+}
+
+/* A cast to or from bf16 (kernels/ref/ref.h: through f32, rounded to nearest even), with
+ * the fused interpreter's conversions. */
+__global__ void k_cast_bf16(dtl_cu_ew a)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < a.n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t off[1];
+        ew_offsets<1>(a, i, off);
+        store_reg(a.out, a.odt, i, cast_reg(load_reg(a.in[0], a.dt, off[0]), a.dt, a.odt));
+    }
+}
+
+cudaError_t launch_cast_bf16(const dtl_cu_ew *a, unsigned nb, cudaStream_t s)
+{
+    k_cast_bf16<<<nb, kThreads, 0, s>>>(*a);
+    return cudaGetLastError();
 }
 
 __global__ void k_fused_ew(dtl_cu_fprog p)

@@ -29,7 +29,9 @@ extern "C" {
 enum { DTL_CU_MAX_RANK = 8 };
 
 typedef enum dtl_cu_dt {
-    DTL_CU_F32, DTL_CU_F64, DTL_CU_I32, DTL_CU_I64, DTL_CU_BOOL, DTL_CU_DT_COUNT
+    DTL_CU_F32, DTL_CU_F64, DTL_CU_I32, DTL_CU_I64, DTL_CU_BOOL,
+    DTL_CU_BF16,   /* storage only (mixed precision): cast, copies, fused loads and stores */
+    DTL_CU_DT_COUNT
 } dtl_cu_dt;
 
 typedef enum dtl_cu_op {

@@ -105,6 +105,7 @@ void ref_store(dtl_dtype dt, void *p, int64_t i, double v)
     switch (dt) {
     case DTL_DTYPE_F32: ((float *)p)[i] = (float)v; break;
     case DTL_DTYPE_F64: ((double *)p)[i] = v; break;
+    case DTL_DTYPE_BF16: ((uint16_t *)p)[i] = dtl_bf16_from_f32((float)v); break;
     case DTL_DTYPE_I32: ((int32_t *)p)[i] = ref_f2i32(v); break;
     case DTL_DTYPE_I64: ((int64_t *)p)[i] = ref_f2i64(v); break;
     case DTL_DTYPE_BOOL: ((uint8_t *)p)[i] = v != 0; break;
@@ -116,6 +117,57 @@ bool dtl_ref_supports(dtl_dtype t)
 {
     return t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64 || t == DTL_DTYPE_I32 ||
            t == DTL_DTYPE_I64 || t == DTL_DTYPE_BOOL;
+}
+
+/* bf16 is a storage type (mixed precision, docs/training.md): made and read by casts, read
+ * by matmul, moved by the data movement ops that only copy bytes. */
+static bool bf16_op(dtl_op op)
+{
+    switch (op) {
+    case DTL_OP_CONST:
+    case DTL_OP_CAST:
+    case DTL_OP_MATMUL:
+    case DTL_OP_RESHAPE:
+    case DTL_OP_TRANSPOSE:
+    case DTL_OP_BROADCAST:
+    case DTL_OP_SLICE:
+    case DTL_OP_CONCAT:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool dtl_ref_supports_op(dtl_op op, dtl_dtype out, uint32_t nin, const dtl_dtype *in)
+{
+    bool bf16 = out == DTL_DTYPE_BF16;
+    if (!dtl_ref_supports(out) && !bf16)
+        return false;
+    for (uint32_t i = 0; i < nin; i++) {
+        if (in[i] == DTL_DTYPE_BF16)
+            bf16 = true;
+        else if (!dtl_ref_supports(in[i]))
+            return false;
+    }
+    return !bf16 || bf16_op(op);
+}
+
+bool dtl_ref_supports_node(const dtl_graph *g, dtl_val v)
+{
+    const dtl_node *n = &g->nodes[v];
+    dtl_dtype in[8];
+    uint32_t k = 0;
+    bool bf16_in = false;
+    for (uint32_t i = 0; i < n->nin; i++) {
+        dtl_dtype t = g->nodes[n->in[i]].dtype;
+        if (t == DTL_DTYPE_BF16)
+            bf16_in = true;
+        else if (k < 8)
+            in[k++] = t;
+    }
+    if (bf16_in && k < 8)
+        in[k++] = DTL_DTYPE_BF16;
+    return dtl_ref_supports_op(n->op, n->dtype, k, in);
 }
 
 /* ---- leaves ------------------------------------------------------------------------------ */
@@ -239,12 +291,19 @@ bool dtl_ref_kernel(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_
 {
     if ((unsigned)n->op >= DTL_OP_COUNT || !kernels[n->op])
         return dtl_err_set(err, DTL_ERR_USAGE, "ref: no kernel for %s", dtl_op_name(n->op));
-    if (!dtl_ref_supports(n->dtype))
+    if (!dtl_ref_supports(n->dtype) && n->dtype != DTL_DTYPE_BF16)
         return dtl_err_set(err, DTL_ERR_USAGE, "ref: %s of %s is not supported",
                            dtl_op_name(n->op), dtl_dtype_name(n->dtype));
-    for (uint32_t i = 0; i < n->nin; i++)
-        if (!dtl_ref_supports(in[i].dtype))
+    bool bf16 = n->dtype == DTL_DTYPE_BF16;
+    for (uint32_t i = 0; i < n->nin; i++) {
+        if (!dtl_ref_supports(in[i].dtype) && in[i].dtype != DTL_DTYPE_BF16)
             return dtl_err_set(err, DTL_ERR_USAGE, "ref: %s of %s is not supported",
                                dtl_op_name(n->op), dtl_dtype_name(in[i].dtype));
+        bf16 = bf16 || in[i].dtype == DTL_DTYPE_BF16;
+    }
+    if (bf16 && !bf16_op(n->op))
+        return dtl_err_set(err, DTL_ERR_USAGE, "ref: %s of bf16 is not supported (bf16 is "
+                           "a storage type: cast, matmul and data movement only)",
+                           dtl_op_name(n->op));
     return kernels[n->op](n, in, out, seed, err);
 }

@@ -6,11 +6,18 @@
  * graph (ggml's habit) — and writes the whole result, row-major and contiguous, into out
  * (dtl_node_numel(n) elements of n->dtype). Operands are row-major and contiguous; out never
  * overlaps them. Dtypes: f32, f64, i32, i64 and bool (one byte, 0 or 1; any non-zero byte
- * reads as true); f16 and bf16 are not supported (dtl_ref_supports).
+ * reads as true); f16 is not supported (dtl_ref_supports). bf16 is a storage type for mixed
+ * precision (dtl_ref_supports_op): cast to and from it, matmul of two bf16 operands, const,
+ * and the data movement ops that copy bytes (reshape, transpose, broadcast, slice, concat).
  *
  * Numerics (any backend must agree within float tolerance, or bit for bit where said):
  *  - f32 elementwise math is done in float (expf, logf, …); sum accumulates f32 in double
  *    and rounds once; matmul accumulates f32 in float (i-k-j order).
+ *  - Mixed precision (runtime/dtype.h): cast to bf16 rounds to nearest even (from f64 and
+ *    integers through f32), keeps NaN a quiet NaN and overflows to inf; bf16 to f32 is exact.
+ *    matmul of bf16 operands is the f32 matmul of their exact f32 values (products exact,
+ *    f32 accumulation, f32 result); a tf32 matmul is the f32 matmul of dtl_tf32_round of
+ *    each operand element. Backends may accumulate in another order (tolerance).
  *  - max, min, reduce_max, relu propagate NaN; argmax picks the first maximum (the first
  *    NaN if any).
  *  - Integers wrap on overflow (two's complement); integer division truncates, x / 0 is 0.
@@ -43,8 +50,13 @@ typedef struct dtl_ref_arg {
     const int64_t *shape;
 } dtl_ref_arg;
 
-/* Whether the reference kernels handle dtype t. */
+/* Whether the reference kernels handle dtype t in every op. */
 bool dtl_ref_supports(dtl_dtype t);
+/* Whether they compute op with result dtype out from operands of dtypes in[0..nin): the
+ * dtypes of dtl_ref_supports everywhere, bf16 only in the ops listed above. */
+bool dtl_ref_supports_op(dtl_op op, dtl_dtype out, uint32_t nin, const dtl_dtype *in);
+/* The same for node v of g. */
+bool dtl_ref_supports_node(const dtl_graph *g, dtl_val v);
 
 /* Computes node n into out from its n->nin operands in[]; seed is the run's seed (for
  * rng_uniform). INPUT, PARAM and STATE have no kernel (the executor binds them). Returns

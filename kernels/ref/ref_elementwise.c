@@ -102,6 +102,10 @@ bool ref_cast(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed
         switch (from) {
         case DTL_DTYPE_F32: fv = ((const float *)x)[i]; is_int = false; break;
         case DTL_DTYPE_F64: fv = ((const double *)x)[i]; is_int = false; break;
+        case DTL_DTYPE_BF16:
+            fv = dtl_f32_from_bf16(((const uint16_t *)x)[i]);
+            is_int = false;
+            break;
         case DTL_DTYPE_I32: iv = ((const int32_t *)x)[i]; break;
         case DTL_DTYPE_I64: iv = ((const int64_t *)x)[i]; break;
         case DTL_DTYPE_BOOL: iv = ((const uint8_t *)x)[i] != 0; break;
@@ -110,6 +114,9 @@ bool ref_cast(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed
         switch (to) {
         case DTL_DTYPE_F32: ((float *)out)[i] = is_int ? (float)iv : (float)fv; break;
         case DTL_DTYPE_F64: ((double *)out)[i] = is_int ? (double)iv : fv; break;
+        case DTL_DTYPE_BF16:   /* through f32, as PyTorch does */
+            ((uint16_t *)out)[i] = dtl_bf16_from_f32(is_int ? (float)iv : (float)fv);
+            break;
         case DTL_DTYPE_I32:
             ((int32_t *)out)[i] = is_int ? (int32_t)(uint32_t)(uint64_t)iv : ref_f2i32(fv);
             break;

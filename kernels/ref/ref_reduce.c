@@ -11,6 +11,7 @@
  * dims broadcast like elementwise operands, by strides counted in whole matrices. */
 #include "ref_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* The axes of x split into kept ones (in order: they index the output) and reduced ones. */
@@ -193,10 +194,40 @@ bool ref_argmax(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t se
 MATMUL_OF(float)
 MATMUL_OF(double)
 
+/* A mixed-precision operand as the f32 values the product reads (ref.h): bf16 widened
+ * exactly, or f32 rounded to TF32. NULL when out of memory. */
+static float *mm_operand(const dtl_ref_arg *x, bool tf32)
+{
+    int64_t count = ref_numel(x->rank, x->shape);
+    float *f = malloc(count ? (size_t)count * sizeof *f : 1);
+    if (!f)
+        return NULL;
+    for (int64_t i = 0; i < count; i++)
+        f[i] = tf32 ? dtl_tf32_round(((const float *)x->data)[i])
+                    : dtl_f32_from_bf16(((const uint16_t *)x->data)[i]);
+    return f;
+}
+
 bool ref_matmul(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t seed,
                 dtl_err *err)
 {
-    (void)seed, (void)err;
+    (void)seed;
+    if (in[0].dtype == DTL_DTYPE_BF16 || n->attr.tf32) {
+        float *fa = mm_operand(&in[0], n->attr.tf32), *fb = mm_operand(&in[1], n->attr.tf32);
+        bool ok = fa && fb;
+        if (ok) {
+            dtl_ref_arg f[2] = {in[0], in[1]};
+            f[0].data = fa, f[0].dtype = DTL_DTYPE_F32;
+            f[1].data = fb, f[1].dtype = DTL_DTYPE_F32;
+            dtl_node plain = *n;
+            plain.attr.tf32 = false;
+            ok = ref_matmul(&plain, f, out, seed, err);
+        } else {
+            dtl_err_set(err, DTL_ERR_NOMEM, "ref: matmul: out of memory");
+        }
+        free(fa), free(fb);
+        return ok;
+    }
     const dtl_ref_arg *a = &in[0], *b = &in[1];
     uint32_t rb = n->rank - 2;
     int64_t m = n->shape[rb], nn = n->shape[rb + 1], k = a->shape[a->rank - 1];

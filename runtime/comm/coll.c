@@ -483,15 +483,19 @@ static size_t ring_piece(const coll *o, size_t bytes)
  * pieces ahead of the one awaited and sends as far: posted before waiting, so a provider that
  * holds back sends no receive matches yet (shm without cross-memory attach copies through
  * bounded buffers) always has somewhere to deliver, and no send waits on a receive that its
- * peer would post only after its own sends. */
+ * peer would post only after its own sends. own NULL: dst holds this rank's share already and
+ * the pieces are reduced into it; else dst = own + the received, piece by piece (dst must
+ * not overlap sbuf). */
 static bool ring_rs_step(coll *o, int step, int next, const char *sbuf, size_t sbytes,
                          void *sdesc, int prev, char *tmp, void *tdesc, char *dst, size_t rbytes,
-                         dtl_comm_op op)
+                         dtl_comm_op op, const char *own)
 {
     size_t es = dtl_dtype_size(o->t), ps = ring_piece(o, sbytes), pr = ring_piece(o, rbytes);
     if (ps == 0 || pr == 0) {
         if (!coll_xchg(o, step, next, sbuf, sbytes, sdesc, prev, tmp, rbytes, tdesc))
             return false;
+        if (own && rbytes)
+            memcpy(dst, own, rbytes);
         reduce_into(dst, tmp, rbytes / es, o->t, op);
         return true;
     }
@@ -515,6 +519,8 @@ static bool ring_rs_step(coll *o, int step, int next, const char *sbuf, size_t s
         if (!comm_fab_waitall(f, &rq[k % 3], 1, o->err))
             return coll_fail(o);
         size_t off = k * pr, len = rbytes - off < pr ? rbytes - off : pr;
+        if (own && len)
+            memcpy(dst + off, own + off, len);
         reduce_into(dst + off, tmp + off, len / es, o->t, op);
     }
     for (; posted_s < ns; posted_s++) {
@@ -539,7 +545,7 @@ static bool allreduce_ring(coll *o, char *buf, void *desc, dtl_comm_op op)
         chunk(o->count, n, ((r - s) % n + n) % n, &off, &len);
         chunk(o->count, n, ((r - s - 1) % n + n) % n, &roff, &rlen);
         if (!ring_rs_step(o, s, next, buf + off * es, len * es, desc, prev, tmp, sdesc,
-                          buf + roff * es, rlen * es, op))
+                          buf + roff * es, rlen * es, op, NULL))
             return false;
     }
     /* Rank r now holds chunk r+1 reduced over all ranks. */
@@ -717,22 +723,24 @@ bool dtl_comm_reduce_scatter(dtl_comm *c, const void *send, void *recv, size_t c
         memmove(recv, sb + (size_t)r * blk, blk);
         return true;
     }
-    void *sdesc, *rdesc, *tdesc;
-    if (!coll_reg(&o, send, (size_t)n * blk, &sdesc) || !coll_reg(&o, recv, blk, &rdesc))
+    void *sdesc, *tdesc;
+    if (!coll_reg(&o, send, (size_t)n * blk, &sdesc))
         return false;
-    char *tmp = scratch(c->w, blk, &tdesc, err);
+    /* tmp, then (n > 2) two partial sums, alternately received into and sent from */
+    char *tmp = scratch(c->w, (n > 2 ? 3 : 1) * blk, &tdesc, err);
     if (!tmp)
         return coll_fail(&o);
-    /* Step s sends the partial sum of block r-s-1 (at s = 0: this rank's own block) and
-     * receives that of block r-s-2, adding this rank's; after n-1 steps it holds block r. */
+    /* Step s sends the partial sum of block r-s-1 (at s = 0: this rank's own share of it) and
+     * receives that of block r-s-2, adding this rank's share (pipelined: ring_rs_step); after
+     * n-1 steps it holds block r, in recv. */
     for (int s = 0; s < n - 1; s++) {
         int b_send = ((r - s - 1) % n + 2 * n) % n, b_recv = ((r - s - 2) % n + 2 * n) % n;
-        const void *out = s == 0 ? sb + (size_t)b_send * blk : recv;
-        if (!coll_xchg(&o, s, (r + 1) % n, out, blk, s == 0 ? sdesc : rdesc, (r + n - 1) % n,
-                       tmp, blk, tdesc))
+        const char *out = s == 0 ? sb + (size_t)b_send * blk
+                                 : tmp + (size_t)(1 + (s - 1) % 2) * blk;
+        char *dst = s == n - 2 ? (char *)recv : tmp + (size_t)(1 + s % 2) * blk;
+        if (!ring_rs_step(&o, s, (r + 1) % n, out, blk, s == 0 ? sdesc : tdesc, (r + n - 1) % n,
+                          tmp, tdesc, dst, blk, op, sb + (size_t)b_recv * blk))
             return false;
-        memcpy(recv, sb + (size_t)b_recv * blk, blk);
-        reduce_into(recv, tmp, count, t, op);
     }
     if (op == DTL_COMM_MEAN)
         scale_mean(recv, count, t, n);

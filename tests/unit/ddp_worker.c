@@ -10,8 +10,15 @@
  *                            within 1e-6 for values in [-1, 1) on the others) and be bitwise identical on every rank (checked with
  *                            an all-gather of hashes: the caller's use of the communicator
  *                            between steps); the world is then finalized
+ *   ddp_worker shard STEPS   the same with the f32 tensors sharded (ZeRO-1): each rank's part
+ *                            (dtl_ddp_part, dtl_ddp_grad) must equal the serial mean of those
+ *                            elements; then each rank "updates" its part (2 × mean + 1) and
+ *                            dtl_ddp_gather gives every rank all of every tensor, which must
+ *                            equal 2 × the serial mean + 1 everywhere (so the parts cover each
+ *                            tensor exactly once), bitwise equal on every rank
  *   ddp_worker loop          steps forever; prints "ready" after the first; for the kill test
- * DTL_BUCKET_MB sets the bucket size (dtl_ddp_bucket_bytes). Collective signatures of one step
+ * DTL_BUCKET_MB sets the bucket size (dtl_ddp_bucket_bytes); DTL_DDP_OVERLAP=0 makes the
+ * buckets wait for finish (dtl_ddp_set_overlap). Collective signatures of one step
  * (dtl_ddp_sig, plus the hash all-gather) are checked at init.
  * Exit: 0 all good; 1 a check failed or an error (printed as "rank R: error: …").
  */
@@ -42,11 +49,11 @@ static int me;
     } while (0)
 
 /* The gradients, in the order "backward" produces them (the reverse of fc1, fc2, fc3). */
-static const dtl_ddp_tensor grads[] = {
-    {"fc3.b", DTL_DTYPE_F32, 10},      {"fc3.w", DTL_DTYPE_F32, 2560},
-    {"fc2.b", DTL_DTYPE_F32, 256},     {"fc2.w", DTL_DTYPE_F32, 65536},
-    {"scale", DTL_DTYPE_F64, 17},      {"none", DTL_DTYPE_F32, 0},
-    {"fc1.b", DTL_DTYPE_F32, 256},     {"fc1.w", DTL_DTYPE_F32, 200704},
+static dtl_ddp_tensor grads[] = {
+    {"fc3.b", DTL_DTYPE_F32, 10, false},      {"fc3.w", DTL_DTYPE_F32, 2561, false},
+    {"fc2.b", DTL_DTYPE_F32, 256, false},     {"fc2.w", DTL_DTYPE_F32, 65536, false},
+    {"scale", DTL_DTYPE_F64, 17, false},      {"none", DTL_DTYPE_F32, 0, false},
+    {"fc1.b", DTL_DTYPE_F32, 256, false},     {"fc1.w", DTL_DTYPE_F32, 200704, false},
 };
 enum { NG = sizeof grads / sizeof grads[0] };
 
@@ -104,12 +111,14 @@ static void work(int usec)
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
-    bool loop = strcmp(mode, "loop") == 0;
+    bool loop = strcmp(mode, "loop") == 0, shard = strcmp(mode, "shard") == 0;
     int steps = loop ? -1 : argc > 2 ? atoi(argv[2]) : 6;
-    if (!loop && strcmp(mode, "avg") != 0) {
-        fprintf(stderr, "usage: ddp_worker avg STEPS | loop\n");
+    if (!loop && !shard && strcmp(mode, "avg") != 0) {
+        fprintf(stderr, "usage: ddp_worker avg STEPS | shard STEPS | loop\n");
         return 2;
     }
+    for (size_t k = 0; k < NG; k++)
+        grads[k].shard = shard && grads[k].dtype == DTL_DTYPE_F32;
     dtl_err err = {DTL_ERR_NONE, ""};
     dtl_comm_env env;
     if (!dtl_comm_env_from_environ(&env, &err)) {
@@ -126,17 +135,24 @@ int main(int argc, char **argv)
     /* The signatures of one step: the buckets, then the hash all-gather. */
     dtl_ddp_bucket b[NG];
     size_t nb;
-    if (!dtl_ddp_plan(grads, NG, bucket, b, &nb, &err)) {
+    if (!dtl_ddp_plan(grads, NG, bucket, n, b, &nb, &err)) {
         fprintf(stderr, "rank %d: error: %s\n", me, err.msg);
         return 1;
     }
-    char sigbuf[NG + 1][160];
-    const char *sigs[NG + 1];
+    char sigbuf[2 * NG + 1][160];
+    const char *sigs[2 * NG + 1];
+    size_t ns = 0;
+    for (size_t k = 0; k < nb; k++, ns++)
+        sigs[ns] = dtl_ddp_sig(sigbuf[ns], sizeof sigbuf[ns], &b[k], LABEL);
     for (size_t k = 0; k < nb; k++)
-        sigs[k] = dtl_ddp_sig(sigbuf[k], sizeof sigbuf[k], &b[k], LABEL);
-    sigs[nb] = dtl_comm_sig(sigbuf[nb], sizeof sigbuf[nb], "allgather", 1, DTL_DTYPE_F64,
+        if (b[k].shard) {
+            sigs[ns] = dtl_ddp_gather_sig(sigbuf[ns], sizeof sigbuf[ns], &b[k], "params");
+            ns++;
+        }
+    sigs[ns] = dtl_comm_sig(sigbuf[ns], sizeof sigbuf[ns], "allgather", 1, DTL_DTYPE_F64,
                             DTL_COMM_SUM, "hashes");
-    dtl_comm_opts opts = {0x5eed, sigs, nb + 1};
+    ns++;
+    dtl_comm_opts opts = {0x5eed, sigs, ns};
     dtl_comm *c = dtl_comm_init(&env, &opts, &err);
     if (!c) {
         fprintf(stderr, "rank %d: error: %s\n", me, err.msg);
@@ -148,9 +164,15 @@ int main(int argc, char **argv)
         dtl_comm_abort(c, err.msg);
         return 1;
     }
+    const char *ov = getenv("DTL_DDP_OVERLAP");
+    dtl_ddp_set_overlap(d, !(ov && strcmp(ov, "0") == 0));
     /* The caller's buffer, reused for every tensor (ready copies). */
     double *src = malloc(200704 * sizeof(double));
     double *hashes = calloc((size_t)n, sizeof *hashes);
+    void *full[NG];
+    const void *part[NG];
+    for (size_t k = 0; k < NG; k++)
+        full[k] = malloc(grads[k].count * sizeof(double) + 1);
     if (!src || !hashes)
         return 1;
     double waited = 0;
@@ -195,15 +217,21 @@ int main(int argc, char **argv)
         uint64_t h = 0xcbf29ce484222325ull;
         for (size_t k = 0; k < NG; k++) {
             const void *g = dtl_ddp_grad(d, k);
+            size_t lo, cnt;
+            dtl_ddp_part(d, k, &lo, &cnt);
+            EXPECT(grads[k].shard || (lo == 0 && cnt == grads[k].count),
+                   "%s is not sharded, but its part is [%zu, +%zu)", grads[k].name, lo, cnt);
+            EXPECT(lo + cnt <= grads[k].count, "%s: part [%zu, +%zu) out of range",
+                   grads[k].name, lo, cnt);
             int bad = 0;
-            for (size_t i = 0; i < grads[k].count; i++) {
+            for (size_t i = lo; i < lo + cnt; i++) {
                 double sum = 0;
                 for (int r = 0; r < n; r++)
                     sum += grads[k].dtype == DTL_DTYPE_F32 ? (double)(float)value(r, s, k, i)
                                                            : value(r, s, k, i);
                 double want = sum / n;
-                double got = grads[k].dtype == DTL_DTYPE_F32 ? ((const float *)g)[i]
-                                                             : ((const double *)g)[i];
+                double got = grads[k].dtype == DTL_DTYPE_F32 ? ((const float *)g)[i - lo]
+                                                             : ((const double *)g)[i - lo];
                 /* Integer data: the sum is exact, the mean one rounding of it. Values in
                  * [-1, 1): the rounding of a few additions, absolute (they may cancel). */
                 double tol = s % 2 == 0 ? (grads[k].dtype == DTL_DTYPE_F32 ? 0x1p-24 : 0)
@@ -213,7 +241,38 @@ int main(int argc, char **argv)
                     EXPECT(false, "step %d, %s[%zu]: %.9g, the serial mean is %.9g", s,
                            grads[k].name, i, got, want);
             }
-            h = fnv(g, grads[k].count * dtl_dtype_size(grads[k].dtype), h);
+            if (!grads[k].shard)
+                h = fnv(g, grads[k].count * dtl_dtype_size(grads[k].dtype), h);
+        }
+        if (shard) {   /* "update" the parts, in place, and gather them */
+            for (size_t k = 0; k < NG; k++) {
+                size_t lo, cnt;
+                dtl_ddp_part(d, k, &lo, &cnt);
+                float *g = dtl_ddp_grad(d, k);
+                for (size_t i = 0; grads[k].shard && i < cnt; i++)
+                    g[i] = 2 * g[i] + 1;
+                part[k] = g;
+                memset(full[k], 0xff, grads[k].count * dtl_dtype_size(grads[k].dtype));
+            }
+            where = "dtl_ddp_gather";
+            if (!dtl_ddp_gather(d, full, part, "params @ ddp.dtl:9", &err))
+                break;
+            for (size_t k = 0; k < NG; k++) {
+                if (!grads[k].shard)
+                    continue;
+                int bad = 0;
+                for (size_t i = 0; i < grads[k].count; i++) {
+                    double sum = 0;
+                    for (int r = 0; r < n; r++)
+                        sum += (double)(float)value(r, s, k, i);
+                    double want = 2 * (sum / n) + 1, got = ((const float *)full[k])[i];
+                    double tol = s % 2 == 0 ? 0x1p-22 * fabs(want) : 1e-5;
+                    if (!(fabs(got - want) <= tol) && bad++ < 3)
+                        EXPECT(false, "step %d, gathered %s[%zu]: %.9g, want %.9g", s,
+                               grads[k].name, i, got, want);
+                }
+                h = fnv(full[k], grads[k].count * sizeof(float), h);
+            }
         }
         /* The caller may use c between finish and the next begin. */
         double mine;
@@ -227,6 +286,8 @@ int main(int argc, char **argv)
     }
     free(src);
     free(hashes);
+    for (size_t k = 0; k < NG; k++)
+        free(full[k]);
     bool ok = failures == 0 && err.kind == DTL_ERR_NONE;
     if (ok) {
         printf("rank %d: %d steps, %zu buckets, finish waited %.3f s in all\n", me, steps, nb,

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "../../compiler/graph.h"
+#include "../../compiler/nnops.h"
 #include "backend_testlib.h"
 #include "unit.h"
 
@@ -876,6 +877,73 @@ static void test_scatter_add(dtl_op op)
 
 /* ---- the table ----------------------------------------------------------------------------- */
 
+/* ---- composites over rows (ROW kernels of compiler/passes/fuse.h) ---------------------------- */
+
+static const shp row_shapes[] = {SH(3, 17), SH(7), SH(4, 33), SH(5, 1), SH(2, 3, 64), SH(300, 257),
+                                 SH(2, 2), SH(3, 9000)};
+
+/* softmax, log_softmax, logsumexp and layer_norm over the last axis — each one ROW kernel on
+ * llvm, forward and backward — on rows of length 1, 2, odd and vector-sized, a large threaded
+ * one, rows of 9000 (more row buffers than llvm keeps on the stack: values computed again);
+ * large values (softmax overflow without the max shift), -inf masks (causal_mask then where,
+ * as attention does), special values forward, and integer rows (scalar row code). */
+static void test_rows(void)
+{
+    for (size_t t = 0; t < NELEM(FLOATS); t++) {
+        dtl_dtype dt = FLOATS[t];
+        char label[64];
+        snprintf(label, sizeof label, "rows %s", dtl_dtype_name(dt));
+        bt_case *c = bt_case_new(label, 900 + t);
+        dtl_graph *g = bt_graph(c);
+        for (size_t i = 0; i < NELEM(row_shapes); i++) {
+            shp s = row_shapes[i];
+            uint32_t ax = s.r - 1;
+            if (dt == F64 && s.d[ax] > 1000)   /* an f64 sum of 9000 in another order is */
+                continue;                      /* off by more than 1e-12 (any kernel kind) */
+            bt_sub(c, true, "softmax %s", ty(dt, s));
+            bt_out(c, dtl_nn_softmax(g, bt_in(c, dt, s.r, s.d, BT_U(-3, 3)), ax));
+            bt_sub(c, true, "log_softmax %s", ty(dt, s));
+            bt_out(c, dtl_nn_log_softmax(g, bt_in(c, dt, s.r, s.d, BT_U(-3, 3)), ax));
+            bt_sub(c, true, "logsumexp %s", ty(dt, s));
+            bt_out(c, dtl_nn_logsumexp(g, bt_in(c, dt, s.r, s.d, BT_U(-3, 3)), ax, false));
+            bt_sub(c, true, "layer_norm %s", ty(dt, s));
+            bt_out(c, dtl_nn_layer_norm(g, bt_in(c, dt, s.r, s.d, BT_U(-3, 3)),
+                                        bt_in(c, dt, 1, &s.d[ax], BT_U(0.5, 1.5)),
+                                        bt_in(c, dt, 1, &s.d[ax], BT_U(-1, 1)), 1e-5));
+        }
+        shp s = SH(4, 33);
+        bt_sub(c, true, "softmax of large values %s", ty(dt, s));
+        bt_out(c, dtl_nn_softmax(g, bt_in(c, dt, s.r, s.d, BT_U(-3e3, 3e3)), 1));
+        bt_sub(c, true, "layer_norm of offset values %s", ty(dt, s));
+        dtl_val off = dtl_g_binary(g, DTL_OP_ADD, bt_in(c, dt, s.r, s.d, BT_U(-1, 1)),
+                                   dtl_g_scalar(g, dt, 100.0));
+        bt_out(c, dtl_nn_layer_norm(g, off, bt_in(c, dt, 1, &s.d[1], BT_U(0.5, 1.5)),
+                                    bt_in(c, dt, 1, &s.d[1], BT_U(-1, 1)), 1e-5));
+        for (int64_t T = 5; T <= 19; T += 14) {   /* causal masks: -inf above the diagonal */
+            shp a = SH(2, T, T);
+            bt_sub(c, true, "softmax of a causal -inf mask %s", ty(dt, a));
+            dtl_val x = bt_in(c, dt, a.r, a.d, BT_U(-3, 3));
+            dtl_val y = dtl_g_where(g, dtl_nn_causal_mask(g, T), x,
+                                    dtl_g_scalar(g, dt, -INFINITY));
+            bt_out(c, dtl_nn_softmax(g, y, 2));
+        }
+        bt_sub(c, false, "softmax and layer_norm of special values %s", ty(dt, s));
+        dtl_val sp = bt_in_plain(c, dt, s.r, s.d, BT_SPECIAL(-3, 3));
+        bt_out(c, dtl_nn_softmax(g, sp, 1));
+        bt_out(c, dtl_nn_layer_norm(g, sp, bt_in_plain(c, dt, 1, &s.d[1], BT_U(0.5, 1.5)),
+                                    bt_in_plain(c, dt, 1, &s.d[1], BT_U(-1, 1)), 1e-5));
+        run_case(c);
+    }
+    bt_case *c = bt_case_new("rows i32", 910);
+    dtl_graph *g = bt_graph(c);
+    shp s = SH(5, 33);
+    bt_sub(c, false, "x * sum(x) - max(x), rows of %s", ty(I32, s));
+    dtl_val x = bt_in(c, I32, s.r, s.d, BT_I(-50, 50));
+    dtl_val y = dtl_g_binary(g, DTL_OP_MUL, x, dtl_g_reduce(g, DTL_OP_SUM, x, 2, true));
+    bt_out(c, dtl_g_binary(g, DTL_OP_SUB, y, dtl_g_reduce(g, DTL_OP_REDUCE_MAX, y, 2, true)));
+    run_case(c);
+}
+
 typedef void (*op_test_fn)(dtl_op op);
 
 /* ---- windowed ops: conv2d, pooling and their backward ops ---------------------------------- */
@@ -1222,6 +1290,15 @@ int main(int argc, char **argv)
         if (wanted)
             op_tests[op]((dtl_op)op);
     }
+    bool rows = true, named = false;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--full") != 0) {
+            rows = named ? rows : false;
+            named = true;
+            rows |= strcmp(argv[i], "rows") == 0;
+        }
+    if (rows)
+        test_rows();
     bt_counts n = bt_counts_get();
     printf("%u cases, %u subcases, %u outputs compared, %u failures, %u known failures\n",
            n.cases - (after.cases - before.cases), n.subcases - (after.subcases - before.subcases),

@@ -1,8 +1,10 @@
 /* tests/unit/test_cuda.c — the CUDA backend against the reference backend.
  *
- * Without a GPU (or in a build without CUDA) only the host-side memory plan is checked
- * (kernels/cuda/cuda_plan.h: regions, alignment, no two live values sharing bytes), then the
- * test exits 77 (skip) saying why. With a GPU: every primitive op, forward and (for the
+ * Without a GPU (or in a build without CUDA) only the host side is checked: the memory plan
+ * (kernels/cuda/cuda_plan.h: regions, alignment, no two live values sharing bytes), the
+ * windowed ops' element functions (kernels/cuda/window_at.h, the kernels' bodies) against
+ * the reference kernels, and the multi-tensor Adam matcher (cuda_adam.h) and element update
+ * (adam_at.h) against the reference update; then the test exits 77 (skip) saying why. With a GPU: every primitive op, forward and (for the
  * differentiable ones) gradient through autodiff, on fresh random inputs (the seed is printed;
  * DTL_TEST_SEED=N repeats a run), for every dtype the reference backend supports, CUDA vs ref:
  * floats within 1e-5 relative (plus 1e-5 of the tensor's largest magnitude, for sums whose
@@ -18,6 +20,8 @@
 #include "../../compiler/autodiff.h"
 #include "../../compiler/graph.h"
 #include "../../compiler/lower.h"
+#include "../../compiler/optim.h"
+#include "../../compiler/passes/passes.h"
 #include "../../lang/check.h"
 #include "../../lang/ctx.h"
 #include "../../runtime/exec.h"
@@ -36,6 +40,10 @@
 #include "../../kernels/cuda/cuda.h"
 #include "../../kernels/cuda/cuda_plan.h"
 #include "../../kernels/cuda/cuda_plugin.h"
+#include "../../kernels/cuda/adam_at.h"
+#include "../../kernels/cuda/cuda_adam.h"
+#include "../../kernels/cuda/window_at.h"
+#include "../../kernels/ref/ref.h"
 #endif
 
 #define F32 DTL_DTYPE_F32
@@ -65,12 +73,36 @@ typedef struct mlp {
     bool ok;
 } mlp;
 
+static bool mlp_load_prec(mlp *m, int64_t batch, dtl_precision prec);
+
 static bool mlp_load(mlp *m, int64_t batch)
+{
+    return mlp_load_prec(m, batch, DTL_PREC_DEFAULT);
+}
+
+static bool mlp_load_prec(mlp *m, int64_t batch, dtl_precision prec)
 {
     memset(m, 0, sizeof *m);
     dtl_ctx_init(&m->ctx);
     dtl_ctx_add_default_paths(&m->ctx);
     dtl_module *mod = dtl_check_path(&m->ctx, DTL_SRC_STDLIB_DIR "/../examples/mnist_mlp.dtl");
+    if (!mod || dtl_diag_failed(&m->ctx.diags))
+        return false;
+    const dtl_train *t = dtl_lower_find_train(mod, NULL);
+    dtl_lower_opts o = {.batch = batch, .precision = prec};
+    m->ok = t && dtl_lower_train(&m->ctx, t, &o, &m->low);
+    return m->ok;
+}
+
+/* examples/FILE's train block lowered at batch (as mlp_load does the MLP's). */
+static bool example_load(mlp *m, const char *file, int64_t batch)
+{
+    memset(m, 0, sizeof *m);
+    dtl_ctx_init(&m->ctx);
+    dtl_ctx_add_default_paths(&m->ctx);
+    char path[512];
+    snprintf(path, sizeof path, "%s/../examples/%s", DTL_SRC_STDLIB_DIR, file);
+    dtl_module *mod = dtl_check_path(&m->ctx, path);
     if (!mod || dtl_diag_failed(&m->ctx.diags))
         return false;
     const dtl_train *t = dtl_lower_find_train(mod, NULL);
@@ -250,9 +282,24 @@ static void run_case(const char *what, tg *t, bool exact)
     dtl_store *s1 = dtl_store_new(7);
     dtl_plan *pr = dtl_plan_new(&dtl_backend_ref, &t->g, s1, NULL, &err);
     bool ok = pr && dtl_plan_run(pr, t->in, t->nin, &err);
-    /* both ways of the backend: the fused kernel program, and one launch per node */
-    for (int fused = 1; ok && fused >= 0; fused--) {
-        setenv("DTL_CUDA_FUSE", fused ? "1" : "0", 1);
+    /* three ways of the backend: the fused kernel program with generated kernels (NVRTC;
+     * strict: a kernel left on the interpreter is an error, but for dtypes the generator
+     * leaves to it), the same program on the interpreter kernel, and one launch per node;
+     * the generated plan's outputs are also compared with the interpreter's */
+    static const char *const mode_name[] = {"generated", "interpreter", "per node"};
+    bool lowp = false;
+    for (uint32_t v = 0; v < t->g.nnodes; v++)
+        lowp = lowp || t->g.nodes[v].dtype == DTL_DTYPE_BF16 ||
+               t->g.nodes[v].dtype == DTL_DTYPE_F16;
+    dtl_plan *pgen = NULL;
+    dtl_store *sgen = NULL;
+    for (int mode = 0; ok && mode < 3; mode++) {
+        setenv("DTL_CUDA_FUSE", mode < 2 ? "1" : "0", 1);
+#ifdef HAVE_NVRTC
+        setenv("DTL_CUDA_CODEGEN", mode ? "0" : lowp ? "1" : "strict", 1);
+#else
+        setenv("DTL_CUDA_CODEGEN", mode ? "0" : "1", 1);
+#endif
         dtl_store *s2 = dtl_store_new(7);
         dtl_plan *pc = dtl_plan_new(cuda_be, &t->g, s2, NULL, &err);
         ok = pc != NULL;
@@ -264,18 +311,37 @@ static void run_case(const char *what, tg *t, bool exact)
                      dtl_plan_output(pc, t->g.outs[k].name, &b, &err);
                 if (ok) {
                     char w[200];
-                    snprintf(w, sizeof w, "%s (%s, run %d)", what, fused ? "fused" : "per node",
-                             rep + 1);
+                    snprintf(w, sizeof w, "%s (%s, run %d)", what, mode_name[mode], rep + 1);
+                    compare_tensor(w, t->g.outs[k].name, &a, &b, exact);
+                }
+                if (ok && mode == 1 && rep == 1 && pgen &&
+                    (ok = dtl_plan_output(pgen, t->g.outs[k].name, &a, &err))) {
+                    char w[200];
+                    snprintf(w, sizeof w, "%s (generated vs interpreter)", what);
                     compare_tensor(w, t->g.outs[k].name, &a, &b, exact);
                 }
             }
         }
         if (!ok)
-            fprintf(stderr, "  (%s)\n", fused ? "fused" : "per node");
+            fprintf(stderr, "  (%s)\n", mode_name[mode]);
+        if (mode == 0) {
+            pgen = pc;
+            sgen = s2;
+            continue;
+        }
         dtl_plan_free(pc);
         dtl_store_free(s2);
+        if (mode == 1) {
+            dtl_plan_free(pgen);
+            dtl_store_free(sgen);
+            pgen = NULL;
+            sgen = NULL;
+        }
     }
+    dtl_plan_free(pgen);
+    dtl_store_free(sgen);
     unsetenv("DTL_CUDA_FUSE");
+    unsetenv("DTL_CUDA_CODEGEN");
     if (!ok) {
         fprintf(stderr, "FAIL %s: %s\n", what, err.msg);
         CHECK(!"a run failed");
@@ -635,10 +701,17 @@ static void test_errors(void)
 
 /* ---- the MLP trains, as on ref ---- */
 
-static void test_mlp_training(bool fused)
+static void test_mlp_training(bool fused, bool codegen)
 {
     setenv("DTL_CUDA_FUSE", fused ? "1" : "0", 1);
-    printf("mlp training, %s:\n", fused ? "fused kernel program" : "one launch per node");
+#ifdef HAVE_NVRTC
+    setenv("DTL_CUDA_CODEGEN", codegen ? "strict" : "0", 1);   /* strict: no kernel left out */
+#else
+    setenv("DTL_CUDA_CODEGEN", codegen ? "1" : "0", 1);
+#endif
+    printf("mlp training, %s:\n", !fused    ? "one launch per node"
+                                  : codegen ? "fused kernel program, generated kernels"
+                                            : "fused kernel program, interpreter kernels");
     mlp m;
     bool ok = mlp_load(&m, 32);
     CHECK(ok);
@@ -743,6 +816,508 @@ static void test_mlp_training(bool fused)
     dtl_store_free(sc);
     mlp_free(&m);
     unsetenv("DTL_CUDA_FUSE");
+    unsetenv("DTL_CUDA_CODEGEN");
+}
+
+/* ---- the windowed ops: conv2d, pooling and their backward ops ---- */
+
+/* x's shape; conv: o, kh, kw and the attributes; pooling: the attributes (kernel set). */
+typedef struct win_case {
+    int64_t x[4];
+    int64_t o, kh, kw;
+    dtl_win_attr a;
+} win_case;
+
+#define CONV_C(n, c, h, w, o, kh, kw, s0, s1, p0, p1, d0, d1, gr) \
+    {{n, c, h, w}, o, kh, kw, {{0, 0}, {s0, s1}, {p0, p1}, {d0, d1}, gr, false}}
+#define POOL_C(n, c, h, w, k0, k1, s0, s1, p0, p1, cp) \
+    {{n, c, h, w}, 0, 0, 0, {{k0, k1}, {s0, s1}, {p0, p1}, {1, 1}, 1, cp}}
+
+/* padding; 1x1; stride + dilation + groups; a kernel larger than the input; stride > kernel;
+ * depthwise; LeNet-sized (long bwd_w sums: the block kernel); everything uneven */
+static const win_case conv_cases[] = {
+    CONV_C(2, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1),
+    CONV_C(2, 5, 4, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1),
+    CONV_C(2, 4, 9, 8, 6, 3, 2, 2, 1, 1, 0, 1, 2, 2),
+    CONV_C(1, 3, 3, 3, 2, 5, 5, 1, 1, 2, 2, 1, 1, 1),
+    CONV_C(2, 2, 9, 9, 3, 2, 2, 3, 3, 0, 0, 1, 1, 1),
+    CONV_C(3, 4, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1, 4),
+    CONV_C(6, 4, 14, 14, 8, 5, 5, 1, 1, 2, 2, 1, 1, 1),
+    CONV_C(2, 6, 11, 7, 4, 3, 3, 2, 3, 2, 1, 2, 1, 2),
+};
+
+static const win_case pool_cases[] = {
+    POOL_C(2, 3, 8, 8, 2, 2, 2, 2, 0, 0, false),
+    POOL_C(2, 3, 7, 7, 3, 3, 2, 2, 1, 1, false),
+    POOL_C(2, 3, 7, 7, 3, 3, 2, 2, 1, 1, true),
+    POOL_C(1, 2, 9, 9, 2, 2, 3, 3, 0, 0, false),
+    POOL_C(2, 2, 5, 4, 3, 2, 1, 2, 1, 0, false),
+    POOL_C(3, 2, 5, 6, 5, 6, 1, 1, 0, 0, false),
+    POOL_C(2, 1, 4, 4, 3, 3, 1, 1, 2, 2, true),
+    POOL_C(4, 16, 28, 28, 2, 2, 2, 2, 0, 0, false),
+};
+
+static bool is_conv(dtl_op op)
+{
+    return op == DTL_OP_CONV2D || op == DTL_OP_CONV2D_BWD_X || op == DTL_OP_CONV2D_BWD_W;
+}
+
+/* The shapes of case c: x, the filter (conv), y. */
+static void win_shapes(const win_case *c, int64_t *xs, int64_t *ws, int64_t *ys)
+{
+    bool conv = c->o > 0;
+    int64_t kh = conv ? c->kh : c->a.kernel[0], kw = conv ? c->kw : c->a.kernel[1];
+    memcpy(xs, c->x, 4 * sizeof *xs);
+    ws[0] = c->o, ws[1] = conv ? c->x[1] / c->a.groups : 0, ws[2] = kh, ws[3] = kw;
+    ys[0] = c->x[0], ys[1] = conv ? c->o : c->x[1];
+    ys[2] = dtl_win_out(c->x[2], kh, c->a.pad[0], c->a.dil[0], c->a.stride[0]);
+    ys[3] = dtl_win_out(c->x[3], kw, c->a.pad[1], c->a.dil[1], c->a.stride[1]);
+}
+
+/* Data of shape s for a windowed op's operand: kind 0 uniform in [-1, 1), 1 small integers
+ * (ties for maxpool), 2 integers with NaN, ±inf and ±0 sprinkled in. */
+static void *win_data(dtl_graph *g, dtl_dtype dt, const int64_t *s, int kind)
+{
+    void *p = rnd_data(g, dt, 4, s, kind ? -2 : -1, kind ? 2 : 1);
+    int64_t n = numel_of(4, s);
+    static const double special[] = {NAN, INFINITY, -INFINITY, 0.0, -0.0};
+    for (int64_t i = 0; kind == 2 && i < n; i++)
+        if (rnd_u64() % 7 == 0)
+            put(dt, p, i, special[rnd_u64() % 5]);
+    return p;
+}
+
+/* Node op of case c in a fresh graph g, its operands inputs "a" (and "b") with data. */
+static dtl_val win_node(dtl_graph *g, dtl_op op, dtl_dtype dt, const win_case *c, int kind,
+                        dtl_binding *in, size_t *nin)
+{
+    int64_t xs[4], ws[4], ys[4];
+    win_shapes(c, xs, ws, ys);
+    const int64_t *sa = xs, *sb = NULL;
+    switch (op) {
+    case DTL_OP_CONV2D: sb = ws; break;
+    case DTL_OP_CONV2D_BWD_X: sa = ys, sb = ws; break;
+    case DTL_OP_CONV2D_BWD_W: sb = ys; break;
+    case DTL_OP_MAXPOOL2D_BWD: sb = ys; break;
+    case DTL_OP_AVGPOOL2D_BWD: sa = ys; break;
+    default: break;
+    }
+    const int64_t *sh[2] = {sa, sb};
+    dtl_val v[2] = {DTL_VAL_NONE, DTL_VAL_NONE};
+    *nin = 0;
+    for (int k = 0; k < 2 && sh[k]; k++) {
+        /* maxpool's x gets the ties and specials; dy and filters plain numbers */
+        int kd = (op == DTL_OP_MAXPOOL2D || op == DTL_OP_MAXPOOL2D_BWD) && k == 0 ? kind : 0;
+        dtl_binding *b = &in[(*nin)++];
+        b->name = k ? "b" : "a";
+        b->data = win_data(g, dt, sh[k], kd);
+        b->dtype = dt;
+        b->rank = 4;
+        memcpy(b->shape, sh[k], 4 * sizeof *sh[k]);
+        v[k] = dtl_g_input(g, b->name, dt, 4, sh[k]);
+    }
+    switch (op) {
+    case DTL_OP_CONV2D: return dtl_g_conv2d(g, v[0], v[1], &c->a);
+    case DTL_OP_CONV2D_BWD_X: return dtl_g_conv2d_bwd_x(g, v[0], v[1], &c->a, xs);
+    case DTL_OP_CONV2D_BWD_W: return dtl_g_conv2d_bwd_w(g, v[0], v[1], &c->a, ws);
+    case DTL_OP_MAXPOOL2D_BWD: return dtl_g_maxpool2d_bwd(g, v[0], v[1], &c->a);
+    case DTL_OP_AVGPOOL2D_BWD: return dtl_g_avgpool2d_bwd(g, v[0], &c->a, xs);
+    default: return dtl_g_pool2d(g, op, v[0], &c->a);
+    }
+}
+
+static const dtl_op win_ops[] = {DTL_OP_CONV2D, DTL_OP_CONV2D_BWD_X, DTL_OP_CONV2D_BWD_W,
+                                 DTL_OP_MAXPOOL2D, DTL_OP_MAXPOOL2D_BWD, DTL_OP_AVGPOOL2D,
+                                 DTL_OP_AVGPOOL2D_BWD};
+
+/* Without a GPU: the CUDA kernels' element functions (window_at.h), run on the CPU with the
+ * geometry the backend gives them (dtl_cu_win_of), equal the reference kernels bit for bit
+ * (conv2d_bwd_w split in 256 parts as its block kernel does: within rounding). */
+static void test_window_host(void)
+{
+    int cases = 0, bad_cases = 0;
+    for (size_t o = 0; o < sizeof win_ops / sizeof win_ops[0]; o++)
+        for (int d = 0; d < 2; d++) {
+            dtl_op op = win_ops[o];
+            dtl_dtype dt = d ? F64 : F32;
+            bool conv = is_conv(op), maxp = op == DTL_OP_MAXPOOL2D || op == DTL_OP_MAXPOOL2D_BWD;
+            size_t nc = conv ? sizeof conv_cases / sizeof conv_cases[0]
+                             : sizeof pool_cases / sizeof pool_cases[0];
+            for (size_t ci = 0; ci < nc; ci++)
+                for (int kind = 0; kind < (maxp ? 3 : 1); kind++) {
+                    win_case c = conv ? conv_cases[ci] : pool_cases[ci];
+                    if (op == DTL_OP_MAXPOOL2D || op == DTL_OP_MAXPOOL2D_BWD)
+                        c.a.count_pad = false;
+                    dtl_graph g;
+                    dtl_graph_init(&g);
+                    dtl_binding in[2];
+                    size_t nin;
+                    dtl_val v = win_node(&g, op, dt, &c, kind, in, &nin);
+                    const dtl_node *n = dtl_g_node(&g, v);
+                    dtl_ref_arg ra[2];
+                    for (size_t k = 0; k < nin; k++)
+                        ra[k] = (dtl_ref_arg){in[k].data, dt, 4, in[k].shape};
+                    int64_t numel = (int64_t)dtl_node_numel(n);
+                    void *ref = dtl_arena_alloc(&g.arena, (size_t)numel * 8);
+                    dtl_err err;
+                    dtl_cu_wop wop;
+                    dtl_cu_win win;
+                    bool ok = dtl_ref_kernel(n, ra, ref, 0, &err) &&
+                              dtl_cu_win_of(&g, v, &wop, &win) &&
+                              dtl_cu_win_numel(&win, wop) == numel;
+                    CHECK(ok);
+                    int bad = 0;
+                    double scale = 0;
+                    for (int64_t i = 0; ok && i < numel; i++)
+                        if (isfinite(get(dt, ref, i)) && fabs(get(dt, ref, i)) > scale)
+                            scale = fabs(get(dt, ref, i));
+                    for (int64_t i = 0; ok && i < numel; i++) {
+                        double r = get(dt, ref, i);
+                        double cu = dtl_cu_w_at(&win, wop, in[0].data,
+                                                nin > 1 ? in[1].data : NULL, i);
+                        cu = d ? cu : (double)(float)cu;
+                        bool same = cu == r || (isnan(cu) && isnan(r));
+                        if (same && (r == 0 || isinf(r)))   /* the sign of 0 and of inf too */
+                            same = signbit(cu) == signbit(r);
+                        if (same && wop == DTL_CU_W_CONV_BWD_W) {
+                            double sum = 0;
+                            for (int t = 0; t < 256; t++)
+                                sum += dtl_cu_w_conv_bwd_w_part(&win, in[0].data, in[1].data,
+                                                                i, t, 256);
+                            sum = d ? sum : (double)(float)sum;
+                            same = close_enough(dt, r, sum, scale);
+                        }
+                        if (!same && bad++ < 3)
+                            fprintf(stderr, "  %s %s case %zu kind %d: [%" PRId64 "] ref %.17g, "
+                                    "window_at %.17g\n", dtl_op_name(op), dtl_dtype_name(dt),
+                                    ci, kind, i, r, cu);
+                    }
+                    CHECK(bad == 0);
+                    cases++;
+                    bad_cases += bad != 0;
+                    dtl_graph_free(&g);
+                }
+        }
+    printf("windowed ops on the CPU through window_at.h: %d cases, %d differ from ref\n", cases,
+           bad_cases);
+}
+
+/* With a GPU: every windowed op forward, and its gradient through autodiff (the backward
+ * ops), against ref on every case; then each op directly (maxpool's with ties and
+ * specials on every case). */
+static void test_window(void)
+{
+    for (int d = 0; d < 2; d++) {
+        dtl_dtype dt = d ? F64 : F32;
+        for (size_t ci = 0; ci < sizeof conv_cases / sizeof conv_cases[0]; ci++) {
+            const win_case *c = &conv_cases[ci];
+            int64_t xs[4], ws[4], ys[4];
+            win_shapes(c, xs, ws, ys);
+            tg t;
+            tg_init(&t);
+            dtl_val x = tg_param(&t, dt, 4, xs, -1, 1), w = tg_param(&t, dt, 4, ws, -1, 1);
+            finish_case(&t, dtl_g_conv2d(&t.g, x, w, &c->a));
+            char what[160];
+            snprintf(what, sizeof what, "conv2d %s case %zu (+ grads)", dtl_dtype_name(dt), ci);
+            run_case(what, &t, false);
+        }
+        for (size_t ci = 0; ci < sizeof pool_cases / sizeof pool_cases[0]; ci++)
+            for (int avg = 0; avg < 2; avg++) {
+                win_case c = pool_cases[ci];
+                c.a.count_pad = avg && c.a.count_pad;
+                tg t;
+                tg_init(&t);
+                dtl_val x = tg_param(&t, dt, 4, c.x, -1, 1);
+                if (!avg)   /* ties: whole numbers */
+                    for (int64_t i = 0; i < numel_of(4, c.x); i++)
+                        put(dt, (void *)t.g.nodes[x].attr.init.data, i,
+                            floor(get(dt, t.g.nodes[x].attr.init.data, i) * 2.5));
+                finish_case(&t, dtl_g_pool2d(&t.g, avg ? DTL_OP_AVGPOOL2D : DTL_OP_MAXPOOL2D,
+                                             x, &c.a));
+                char what[160];
+                snprintf(what, sizeof what, "%s %s case %zu (+ grad)", avg ? "avgpool2d" : "maxpool2d",
+                         dtl_dtype_name(dt), ci);
+                run_case(what, &t, false);
+            }
+        /* directly: every op on one case; maxpool's on all, with ties and specials (NaN,
+         * ±inf, ±0: a loss over them would be NaN, so the gradient cases cannot have them) */
+        for (size_t o = 0; o < sizeof win_ops / sizeof win_ops[0]; o++) {
+            dtl_op op = win_ops[o];
+            bool conv = is_conv(op), maxp = op == DTL_OP_MAXPOOL2D || op == DTL_OP_MAXPOOL2D_BWD;
+            size_t nc = !maxp ? 1 : sizeof pool_cases / sizeof pool_cases[0];
+            for (size_t ci = 0; ci < nc; ci++)
+                for (int kind = 0; kind < (maxp ? 3 : 1); kind++) {
+                    win_case c = conv ? conv_cases[ci] : pool_cases[ci];
+                    if (maxp)
+                        c.a.count_pad = false;
+                    tg t;
+                    tg_init(&t);
+                    dtl_val v = win_node(&t.g, op, dt, &c, kind, t.in, &t.nin);
+                    finish_case(&t, v);
+                    char what[160];
+                    snprintf(what, sizeof what, "%s %s case %zu%s", dtl_op_name(op),
+                             dtl_dtype_name(dt), ci, kind == 1 ? " ties" : kind == 2 ? " specials" : "");
+                    run_case(what, &t, false);
+                }
+        }
+    }
+}
+
+/* ---- the multi-tensor Adam update: the matcher and adam_at.h on the CPU ---- */
+
+/* A graph of n f32 params of the given shapes, each with a gradient input "g<i>", and the
+ * update of optimizer kind (compiler/optim.c); lr 1e-2 so that a few steps move a lot. */
+static void adam_graph(dtl_graph *g, dtl_opt_kind kind, uint32_t n, const int64_t (*shapes)[2],
+                       dtl_val *params, dtl_val *grads)
+{
+    dtl_graph_init(g);
+    for (uint32_t i = 0; i < n; i++) {
+        char *pn = dtl_arena_printf(&g->arena, "w%u", i), *gn = dtl_arena_printf(&g->arena, "g%u", i);
+        dtl_init init = {.kind = DTL_INIT_DATA,
+                         .data = rnd_data(g, F32, 2, shapes[i], -1, 1)};
+        params[i] = dtl_g_param(g, pn, F32, 2, shapes[i], init);
+        grads[i] = dtl_g_input(g, gn, F32, 2, shapes[i]);
+    }
+    dtl_g_input(g, "step", I64, 0, NULL);
+    dtl_g_input(g, "total_steps", I64, 0, NULL);
+    dtl_opt_cfg cfg;
+    dtl_opt_defaults(&cfg, kind);
+    cfg.lr = 1e-2;
+    dtl_err err;
+    CHECK(dtl_opt_build(g, &cfg, params, grads, n, NULL, &err));
+}
+
+/* Without a GPU: the matcher finds every Adam/AdamW update (of the example MLP's step graph
+ * after the passes, and of small graphs) and nothing for SGD; adam_at.h's element update,
+ * fed the scalars the reference graph computes, gives the reference's p, m and v bit for
+ * bit over a few steps. */
+static void test_adam_host(void)
+{
+    mlp m;
+    bool ok = mlp_load(&m, 32);
+    CHECK(ok);
+    if (ok) {
+        dtl_graph pg;
+        dtl_err err;
+        CHECK(dtl_passes_run(&pg, &m.low.step, NULL, &err));
+        dtl_arena A;
+        dtl_arena_init(&A);
+        dtl_cu_adam_match *mt;
+        uint32_t n = dtl_cu_adam_find(&pg, &mt, &A);
+        printf("mlp step: %u Adam updates found (of 4 params)\n", n);
+        CHECK(n == 4);
+        for (uint32_t i = 0; i < n; i++)
+            CHECK(mt[i].s[7] == DTL_VAL_NONE && pg.nodes[mt[i].param].op == DTL_OP_PARAM &&
+                  pg.nodes[mt[i].m].op == DTL_OP_STATE && pg.nodes[mt[i].v].op == DTL_OP_STATE);
+        uint32_t no;
+        dtl_output *outs = dtl_cu_adam_outputs(&pg, mt, n, &no, &A);
+        CHECK(no == pg.nouts - 3 * n + n + 7);
+        uint32_t internal = 0;
+        for (uint32_t k = 0; k < no; k++) {
+            internal += dtl_cu_adam_internal(outs[k].name);
+            CHECK(dtl_cu_adam_internal(outs[k].name) || outs[k].kind == DTL_OUT_LOSS ||
+                  outs[k].kind == DTL_OUT_VALUE);
+        }
+        CHECK(internal == n + 7);
+        /* what the backend fuses instead (adam_rewrite): no updates left, nothing reads m
+         * or v, and the interpreter can run all of it */
+        dtl_graph tmp = pg, ng;
+        tmp.outs = outs;
+        tmp.nouts = tmp.capouts = no;
+        CHECK(dtl_passes_run(&ng, &tmp, NULL, &err));
+        uint32_t updates = 0, reads_state = 0;
+        for (uint32_t v = 0; v < ng.nnodes; v++)
+            for (uint32_t i = 0; i < ng.nodes[v].nin; i++)
+                reads_state += ng.nodes[ng.nodes[v].in[i]].op == DTL_OP_STATE;
+        for (uint32_t k = 0; k < ng.nouts; k++)
+            updates += ng.outs[k].kind == DTL_OUT_PARAM || ng.outs[k].kind == DTL_OUT_STATE;
+        CHECK(reads_state == 0 && updates == 0 && ng.nouts == no);
+        char why[200];
+        CHECK(dtl_cuda_fusable(&ng, why, sizeof why));
+        printf("mlp step without its updates: %u nodes (%u before), fused: %s\n", ng.nnodes,
+               pg.nnodes, why);
+        dtl_graph_free(&ng);
+        dtl_arena_free(&A);
+        dtl_graph_free(&pg);
+    }
+    mlp_free(&m);
+    /* LeNet (conv2d, pooling, dropout): every kernel runs on the fused path, before and
+     * after the rewrite, and all 8 params' updates are found */
+    ok = example_load(&m, "lenet.dtl", 16);
+    CHECK(ok);
+    if (ok) {
+        char why[200];
+        CHECK(dtl_cuda_fusable(&m.low.step, why, sizeof why));
+        printf("lenet step, fused: %s\n", why);
+        dtl_graph pg, ng;
+        dtl_err err;
+        CHECK(dtl_passes_run(&pg, &m.low.step, NULL, &err));
+        dtl_arena A;
+        dtl_arena_init(&A);
+        dtl_cu_adam_match *mt;
+        uint32_t n = dtl_cu_adam_find(&pg, &mt, &A);
+        CHECK(n == 8);
+        dtl_graph tmp = pg;
+        tmp.outs = dtl_cu_adam_outputs(&pg, mt, n, &tmp.nouts, &A);
+        tmp.capouts = tmp.nouts;
+        CHECK(dtl_passes_run(&ng, &tmp, NULL, &err));
+        CHECK(dtl_cuda_fusable(&ng, why, sizeof why));
+        printf("lenet step: %u Adam updates found; without them, fused: %s\n", n, why);
+        dtl_graph_free(&ng);
+        dtl_graph_free(&pg);
+        dtl_arena_free(&A);
+    }
+    mlp_free(&m);
+
+    static const int64_t shapes[3][2] = {{5, 7}, {1, 3}, {40, 33}};
+    dtl_opt_kind kinds[3] = {DTL_OPT_ADAM, DTL_OPT_ADAMW, DTL_OPT_SGD};
+    for (int ki = 0; ki < 3; ki++) {
+        dtl_graph g;
+        dtl_val params[3], grads[3];
+        adam_graph(&g, kinds[ki], 3, shapes, params, grads);
+        dtl_arena A;
+        dtl_arena_init(&A);
+        dtl_cu_adam_match *mt;
+        uint32_t n = dtl_cu_adam_find(&g, &mt, &A);
+        const char *kn = ki == 0 ? "adam" : ki == 1 ? "adamw" : "sgd";
+        printf("%s: %u updates matched\n", kn, n);
+        CHECK(n == (ki == 2 ? 0u : 3u));
+        if (n != 3) {
+            dtl_arena_free(&A);
+            dtl_graph_free(&g);
+            continue;
+        }
+        CHECK((mt[0].s[7] != DTL_VAL_NONE) == (ki == 1));
+        /* the scalars as outputs, read each step from ref */
+        for (int s = 0; s < DTL_CU_ADAM_NSCALARS; s++)
+            if (mt[0].s[s] != DTL_VAL_NONE)
+                dtl_g_output(&g, DTL_OUT_VALUE, dtl_arena_printf(&g.arena, "s%d", s), mt[0].s[s],
+                             DTL_VAL_NONE);
+        dtl_err err = {0};
+        dtl_store *st = dtl_store_new(5);
+        dtl_plan *pr = dtl_plan_new(&dtl_backend_ref, &g, st, NULL, &err);
+        CHECK(pr != NULL);
+        float *hp[3], *hm[3], *hv[3];
+        for (int i = 0; i < 3; i++) {
+            int64_t cnt = shapes[i][0] * shapes[i][1];
+            hp[i] = dtl_arena_array(&A, (size_t)cnt, sizeof(float));
+            hm[i] = dtl_arena_array(&A, (size_t)cnt, sizeof(float));
+            hv[i] = dtl_arena_array(&A, (size_t)cnt, sizeof(float));
+            memcpy(hp[i], g.nodes[params[i]].attr.init.data, (size_t)cnt * sizeof(float));
+        }
+        int bad = 0;
+        for (int64_t step = 1; pr && step <= 5; step++) {
+            dtl_binding in[5];
+            int64_t total = 5;
+            for (int i = 0; i < 3; i++) {
+                in[i] = (dtl_binding){g.nodes[grads[i]].name,
+                                      rnd_data(&g, F32, 2, shapes[i], -1, 1), F32, 2,
+                                      {shapes[i][0], shapes[i][1]}};
+                if (step == 3)   /* zero gradients too (m, v decay; p moves on) */
+                    memset((void *)in[i].data, 0, (size_t)(shapes[i][0] * shapes[i][1]) * 4);
+            }
+            in[3] = (dtl_binding){"step", &step, I64, 0, {0}};
+            in[4] = (dtl_binding){"total_steps", &total, I64, 0, {0}};
+            if (!dtl_plan_run(pr, in, 5, &err)) {
+                fprintf(stderr, "adam ref: %s\n", err.msg);
+                CHECK(!"ref run failed");
+                break;
+            }
+            float sv[DTL_CU_ADAM_NSCALARS];
+            for (int s = 0; s < DTL_CU_ADAM_NSCALARS; s++) {
+                dtl_tensor t;
+                sv[s] = 0;
+                if (mt[0].s[s] != DTL_VAL_NONE &&
+                    dtl_plan_output(pr, dtl_arena_printf(&A, "s%d", s), &t, &err))
+                    sv[s] = *(const float *)t.data;
+            }
+            for (int i = 0; i < 3; i++) {
+                dtl_cu_adam_t e = {hp[i], hm[i], hv[i], in[i].data,
+                                   shapes[i][0] * shapes[i][1], 0};
+                for (int64_t j = 0; j < e.n; j++)
+                    dtl_cu_adam_at(&e, j, sv[0], sv[1], sv[2], sv[3], sv[4], sv[5], sv[6],
+                                   mt[0].s[7] != DTL_VAL_NONE ? &sv[7] : NULL);
+                const char *names[3] = {g.nodes[params[i]].name,
+                                        g.nodes[mt[i].m].name, g.nodes[mt[i].v].name};
+                float *mine[3] = {hp[i], hm[i], hv[i]};
+                for (int w = 0; w < 3; w++) {
+                    dtl_tensor t;
+                    if (!dtl_plan_output(pr, names[w], &t, &err)) {
+                        CHECK(!"no output");
+                        continue;
+                    }
+                    if (memcmp(t.data, mine[w], (size_t)e.n * sizeof(float)) != 0 && bad++ < 3)
+                        fprintf(stderr, "  %s step %" PRId64 ": %s differs from ref\n", kn,
+                                step, names[w]);
+                }
+            }
+        }
+        CHECK(bad == 0);
+        printf("%s: adam_at.h equals the reference update bit for bit over 5 steps: %s\n", kn,
+               bad ? "NO" : "yes");
+        dtl_plan_free(pr);
+        dtl_store_free(st);
+        dtl_arena_free(&A);
+        dtl_graph_free(&g);
+    }
+    dtl_cu_adam_t tab[3] = {{.n = 10}, {.n = 1000000}, {.n = 0}};
+    int64_t nb = dtl_cu_adam_blocks(tab, 3);
+    CHECK(tab[0].block0 == 0 && tab[1].block0 == 1 && tab[2].block0 == 1 + DTL_CU_ADAM_MAX_BLOCKS &&
+          nb == 2 + DTL_CU_ADAM_MAX_BLOCKS);
+}
+
+/* With a GPU: the multi-tensor Adam/AdamW launch (fused path, DTL_CUDA_ADAM on) and the
+ * fused kernels without it (DTL_CUDA_ADAM=0) against ref over 5 steps: every param, m and v
+ * (read back through the plan's outputs, i.e. from the device mirror), poisoned memory. */
+static void test_adam_device(void)
+{
+    static const int64_t shapes[3][2] = {{5, 7}, {1, 3}, {300, 257}};
+    for (int ki = 0; ki < 2; ki++)
+        for (int on = 1; on >= 0; on--) {
+            setenv("DTL_CUDA_ADAM", on ? "1" : "0", 1);
+            dtl_graph g;
+            dtl_val params[3], grads[3];
+            adam_graph(&g, ki ? DTL_OPT_ADAMW : DTL_OPT_ADAM, 3, shapes, params, grads);
+            dtl_err err = {0};
+            dtl_store *sr = dtl_store_new(5), *sc = dtl_store_new(5);
+            dtl_plan *pr = dtl_plan_new(&dtl_backend_ref, &g, sr, NULL, &err);
+            dtl_plan *pc = pr ? dtl_plan_new(cuda_be, &g, sc, NULL, &err) : NULL;
+            if (!pc) {
+                fprintf(stderr, "adam: %s\n", err.msg);
+                CHECK(!"adam plan failed");
+            }
+            for (int64_t step = 1; pc && step <= 5; step++) {
+                dtl_binding in[5];
+                int64_t total = 5;
+                for (int i = 0; i < 3; i++)
+                    in[i] = (dtl_binding){g.nodes[grads[i]].name,
+                                          rnd_data(&g, F32, 2, shapes[i], -1, 1), F32, 2,
+                                          {shapes[i][0], shapes[i][1]}};
+                in[3] = (dtl_binding){"step", &step, I64, 0, {0}};
+                in[4] = (dtl_binding){"total_steps", &total, I64, 0, {0}};
+                bool ok = dtl_plan_run(pr, in, 5, &err) && dtl_plan_run(pc, in, 5, &err);
+                CHECK(ok);
+                for (uint32_t k = 0; ok && k < g.nouts; k++) {
+                    dtl_tensor a, b;
+                    if (!dtl_plan_output(pr, g.outs[k].name, &a, &err) ||
+                        !dtl_plan_output(pc, g.outs[k].name, &b, &err)) {
+                        fprintf(stderr, "adam: %s\n", err.msg);
+                        CHECK(!"adam output failed");
+                        break;
+                    }
+                    char w[120];
+                    snprintf(w, sizeof w, "%s%s step %" PRId64, ki ? "adamw" : "adam",
+                             on ? " (multi-tensor)" : " (fused kernels)", step);
+                    compare_tensor(w, g.outs[k].name, &a, &b, false);
+                }
+            }
+            dtl_plan_free(pc);
+            dtl_plan_free(pr);
+            dtl_store_free(sc);
+            dtl_store_free(sr);
+            dtl_graph_free(&g);
+        }
+    unsetenv("DTL_CUDA_ADAM");
 }
 
 /* ---- the memory plan, without a GPU ---- */
@@ -830,6 +1405,100 @@ static void test_layout(void)
     CHECK(!dtl_cu_layout_plan(&L, &g, true, &A, &err) && strstr(err.msg, "f16") != NULL);
     dtl_arena_free(&A);
     dtl_graph_free(&g);
+    /* bf16 (mixed precision) is planned, 2 bytes an element, for casts and products; an
+     * arithmetic op on it is refused as the reference refuses it */
+    dtl_graph_init(&g);
+    int64_t s8[] = {8, 8};
+    dtl_val hb = dtl_g_cast(&g, dtl_g_input(&g, "x8", F32, 2, s8), DTL_DTYPE_BF16);
+    dtl_val prod = dtl_g_matmul(&g, hb, hb);
+    dtl_g_output(&g, DTL_OUT_VALUE, "y", prod, DTL_VAL_NONE);
+    dtl_arena_init(&A);
+    CHECK(dtl_cu_layout_plan(&L, &g, false, &A, &err));
+    CHECK(L.loc[hb] == DTL_CU_LOC_ARENA && g.nodes[prod].dtype == F32);
+    CHECK(L.naive_bytes >= 2 * DTL_CU_ALIGN);   /* hb: 128 bytes, prod: 256, each aligned */
+    dtl_arena_free(&A);
+    dtl_g_output(&g, DTL_OUT_VALUE, "e", dtl_g_unary(&g, DTL_OP_EXP, hb), DTL_VAL_NONE);
+    dtl_arena_init(&A);
+    CHECK(!dtl_cu_layout_plan(&L, &g, true, &A, &err) && strstr(err.msg, "bf16") != NULL);
+    dtl_arena_free(&A);
+    dtl_graph_free(&g);
+}
+
+/* Mixed precision (docs/cuda.md): the example MLP lowered with `precision` prec trains on
+ * the GPU (cuBLAS bf16 operands with f32 accumulation, or TF32 tensor cores) and on the
+ * reference backend lowered with ref_prec, 10 steps from the same weights on the same
+ * random batches: each step's loss within 1e-2 (relative) and the weights at the end
+ * within 1e-2 of the largest weight of their tensor. bf16 against bf16, tf32 against tf32
+ * (cuBLAS's TF32 conversion may truncate where the reference rounds to nearest even) and
+ * tf32 against f32. */
+static void test_mixed_precision(dtl_precision prec, dtl_precision ref_prec)
+{
+    printf("mixed precision: cuda %s against ref %s\n", dtl_precision_name(prec),
+           dtl_precision_name(ref_prec));
+    mlp mc, mr;
+    bool okc = mlp_load_prec(&mc, 32, prec), okr = mlp_load_prec(&mr, 32, ref_prec);
+    bool ok = okc && okr;
+    CHECK(ok);
+    dtl_err err = {0};
+    dtl_store *sr = dtl_store_new(5), *sc = dtl_store_new(5);
+    dtl_plan *pr = ok ? dtl_plan_new(&dtl_backend_ref, &mr.low.step, sr, NULL, &err) : NULL;
+    dtl_plan *pc = pr ? dtl_plan_new(cuda_be, &mc.low.step, sc, NULL, &err) : NULL;
+    CHECK(pc != NULL);
+    if (ok && !pc)
+        fprintf(stderr, "mixed precision: %s\n", err.msg);
+    enum { B = 32, STEPS = 10 };
+    static float x[B * 784];
+    int64_t y[B], total = STEPS;
+    for (int64_t step = 1; pc && step <= STEPS; step++) {
+        for (int r = 0; r < B; r++) {
+            int best = 0;
+            for (int j = 0; j < 784; j++) {
+                x[r * 784 + j] = (float)rnd_uniform(0, 1);
+                if (j < 10 && x[r * 784 + j] > x[r * 784 + best])
+                    best = j;
+            }
+            y[r] = best;
+        }
+        dtl_binding in[4] = {{"x", x, F32, 2, {B, 784}}, {"y", y, I64, 1, {B}},
+                             {"step", &step, I64, 0, {0}}, {"total_steps", &total, I64, 0, {0}}};
+        dtl_tensor lr, lc;
+        if (!(dtl_plan_run(pr, in, 4, &err) && dtl_plan_run(pc, in, 4, &err) &&
+              dtl_plan_output(pr, "loss", &lr, &err) && dtl_plan_output(pc, "loss", &lc, &err))) {
+            fprintf(stderr, "mixed precision step %" PRId64 ": %s\n", step, err.msg);
+            CHECK(!"mixed precision step failed");
+            break;
+        }
+        double a = *(float *)lr.data, b = *(float *)lc.data;
+        if (!(fabs(a - b) <= 1e-2 * fabs(a))) {
+            fprintf(stderr, "step %" PRId64 ": loss ref %.7g cuda %.7g\n", step, a, b);
+            CHECK(!"mixed precision: the losses differ");
+        }
+    }
+    if (pc && dtl_store_sync(sc, DTL_SYNC_TO_HOST, &err)) {
+        for (size_t i = 0; i < dtl_store_count(sr); i++) {
+            dtl_store_entry *w = dtl_store_at(sr, i), *g = dtl_store_find(sc, w->name);
+            CHECK(g && g->t.dtype == F32 && w->t.dtype == F32);   /* f32 master weights */
+            if (!g || g->t.dtype != F32)
+                continue;
+            uint64_t n = dtl_tensor_numel(&w->t);
+            double scale = 0, worst = 0;
+            for (uint64_t k = 0; k < n; k++)
+                scale = fmax(scale, fabs(((const float *)w->t.data)[k]));
+            for (uint64_t k = 0; k < n; k++)
+                worst = fmax(worst, fabs(((const float *)g->t.data)[k] -
+                                         ((const float *)w->t.data)[k]));
+            if (!(worst <= 1e-2 * scale + 1e-6)) {
+                fprintf(stderr, "%s: off by %g (largest %g)\n", w->name, worst, scale);
+                CHECK(!"mixed precision: the weights differ");
+            }
+        }
+    }
+    dtl_plan_free(pc);
+    dtl_plan_free(pr);
+    dtl_store_free(sc);
+    dtl_store_free(sr);
+    mlp_free(&mc);
+    mlp_free(&mr);
 }
 
 /* The plugin refuses a program of another build: its entry, called with an ABI string that
@@ -867,9 +1536,16 @@ int main(void)
     printf("plugin: %s\n", dtl_cuda_plugin_path());
     test_plugin_abi();
     test_layout();
+    {   /* the host-side tests draw random numbers too */
+        const char *s = getenv("DTL_TEST_SEED");
+        rng_state = s && *s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+        printf("random inputs: DTL_TEST_SEED=%" PRIu64 "\n", rng_state);
+    }
+    test_window_host();
+    test_adam_host();
     char why[320];
     if (!dtl_cuda_available(why, sizeof why)) {
-        printf("%d checks, %d failed (the memory plan)\n", check_count, check_failures);
+        printf("%d checks, %d failed (the host-side checks)\n", check_count, check_failures);
         if (check_failures)
             return 1;
         printf("SKIP: the device tests need a GPU: %s\n", why);
@@ -877,9 +1553,6 @@ int main(void)
     }
     printf("device: %s\n", why);
     setenv("DTL_CUDA_POISON", "1", 1);
-    const char *s = getenv("DTL_TEST_SEED");
-    rng_state = s && *s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
-    printf("random inputs: DTL_TEST_SEED=%" PRIu64 "\n", rng_state);
     test_unary();
     test_cast();
     test_binary();
@@ -887,11 +1560,20 @@ int main(void)
     test_matmul();
     test_moves();
     test_leaves();
+    test_window();
+    test_adam_device();
     test_errors();
     unsetenv("DTL_CUDA_POISON");
     if (!getenv("DTL_CUDA_TEST_QUICK")) {   /* (under compute-sanitizer: the ops only) */
-        test_mlp_training(true);
-        test_mlp_training(false);
+        test_mlp_training(true, true);
+        test_mlp_training(true, false);
+        test_mlp_training(false, false);
+        for (int fused = 1; fused >= 0; fused--) {
+            setenv("DTL_CUDA_FUSE", fused ? "1" : "0", 1);
+            test_mixed_precision(DTL_PREC_BF16, DTL_PREC_BF16);
+            test_mixed_precision(DTL_PREC_TF32, DTL_PREC_TF32);
+            test_mixed_precision(DTL_PREC_TF32, DTL_PREC_F32);
+        }
     }
     printf("op cases failed: %d\n", case_failures);
     CHECK_DONE();

@@ -13,14 +13,14 @@
 
 static dtl_ddp_tensor T(const char *name, dtl_dtype dt, size_t count)
 {
-    return (dtl_ddp_tensor){name, dt, count};
+    return (dtl_ddp_tensor){name, dt, count, false};
 }
 
 static bool plan(const dtl_ddp_tensor *t, size_t n, size_t bytes, dtl_ddp_bucket *b,
                  size_t *nb)
 {
     dtl_err err;
-    bool ok = dtl_ddp_plan(t, n, bytes, b, nb, &err);
+    bool ok = dtl_ddp_plan(t, n, bytes, 1, b, nb, &err);
     if (!ok)
         fprintf(stderr, "plan failed: %s\n", err.msg);
     return ok;
@@ -108,9 +108,9 @@ static void test_plan(void)
 
     /* Errors: integer dtype, bucket size 0. */
     dtl_ddp_tensor bad[] = {T("a", DTL_DTYPE_F32, 4), T("steps", DTL_DTYPE_I64, 1)};
-    CHECK(!dtl_ddp_plan(bad, 2, 1024, b, &nb, &err) && err.kind == DTL_ERR_USAGE &&
+    CHECK(!dtl_ddp_plan(bad, 2, 1024, 1, b, &nb, &err) && err.kind == DTL_ERR_USAGE &&
           strstr(err.msg, "steps") && strstr(err.msg, "i64"));
-    CHECK(!dtl_ddp_plan(mid, 4, 0, b, &nb, &err) && err.kind == DTL_ERR_USAGE);
+    CHECK(!dtl_ddp_plan(mid, 4, 0, 1, b, &nb, &err) && err.kind == DTL_ERR_USAGE);
 
     /* Pure: the same list gives the same plan. */
     dtl_ddp_bucket b2[16];
@@ -138,11 +138,39 @@ static void test_bucket_bytes(void)
 static void test_sig(void)
 {
     char buf[200];
-    dtl_ddp_bucket b = {0, 2, DTL_DTYPE_F32, 1290};
+    dtl_ddp_bucket b = {0, 2, DTL_DTYPE_F32, 1290, false, 1290};
     CHECK_STR(dtl_ddp_sig(buf, sizeof buf, &b, "gradients @ m.dtl:25"),
               "allreduce f32[1290] mean @ gradients @ m.dtl:25");
     b.dtype = DTL_DTYPE_F64;
     CHECK_STR(dtl_ddp_sig(buf, sizeof buf, &b, NULL), "allreduce f64[1290] mean");
+    /* A sharded bucket: a reduce-scatter and an all-gather of its part. */
+    b = (dtl_ddp_bucket){0, 2, DTL_DTYPE_F32, 1291, true, 431};
+    CHECK_STR(dtl_ddp_sig(buf, sizeof buf, &b, "gradients @ m.dtl:25"),
+              "reduce_scatter f32[431] mean @ gradients @ m.dtl:25");
+    CHECK(strstr(dtl_ddp_gather_sig(buf, sizeof buf, &b, "params @ m.dtl:25"),
+                 "allgather f32[431]") == buf &&
+          strstr(buf, "params @ m.dtl:25"));
+}
+
+/* Sharded tensors: buckets of one kind (sharded or not), the part is ceil(count / world). */
+static void test_plan_shard(void)
+{
+    dtl_ddp_tensor t[] = {T("loss", DTL_DTYPE_F32, 1), T("fc2.b", DTL_DTYPE_F32, 10),
+                          T("fc2.w", DTL_DTYPE_F32, 1280), T("bn.mean", DTL_DTYPE_F32, 10),
+                          T("fc1.b", DTL_DTYPE_F32, 7), T("fc1.w", DTL_DTYPE_F32, 2000)};
+    t[1].shard = t[2].shard = t[4].shard = t[5].shard = true;
+    dtl_ddp_bucket b[8];
+    size_t nb;
+    dtl_err err;
+    CHECK(dtl_ddp_plan(t, 6, 1 << 20, 3, b, &nb, &err) && nb == 4);
+    CHECK(b[0].first == 0 && b[0].n == 1 && !b[0].shard && b[0].part == 1);
+    CHECK(b[1].first == 1 && b[1].n == 2 && b[1].shard && b[1].count == 1290 &&
+          b[1].part == 430);
+    CHECK(b[2].first == 3 && !b[2].shard && b[2].part == 10);
+    CHECK(b[3].first == 4 && b[3].n == 2 && b[3].shard && b[3].count == 2007 &&
+          b[3].part == 669);
+    CHECK(dtl_ddp_plan(t, 6, 1 << 20, 4, b, &nb, &err) && b[3].part == 502);
+    CHECK(!dtl_ddp_plan(t, 6, 1 << 20, 0, b, &nb, &err) && err.kind == DTL_ERR_USAGE);
 }
 
 static dtl_comm *world_of_one(void)
@@ -252,6 +280,55 @@ static void test_one_rank(dtl_comm *c)
     dtl_ddp_free(NULL);
 }
 
+/* Sharded tensors in a world of one: the part is the whole tensor; gather copies the parts
+ * into the full tensors (straight for a bucket of one tensor, through the bucket's region
+ * for several). */
+static void test_one_rank_shard(dtl_comm *c)
+{
+    dtl_ddp_tensor t[] = {T("loss", DTL_DTYPE_F32, 1), T("b", DTL_DTYPE_F32, 5),
+                          T("w", DTL_DTYPE_F32, 12), T("big", DTL_DTYPE_F64, 40)};
+    t[1].shard = t[2].shard = t[3].shard = true;
+    dtl_err err;
+    dtl_ddp *d = dtl_ddp_new(c, t, 4, 100, "gradients @ m.dtl:25", &err);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    float loss = 2.5f, bv[5], wv[12];
+    double big[40];
+    for (int i = 0; i < 5; i++)
+        bv[i] = (float)i;
+    for (int i = 0; i < 12; i++)
+        wv[i] = (float)(10 + i);
+    for (int i = 0; i < 40; i++)
+        big[i] = -i;
+    CHECK(dtl_ddp_begin(d, &err));
+    dtl_ddp_ready(d, 3, big);
+    dtl_ddp_ready(d, 2, wv);
+    dtl_ddp_ready(d, 1, bv);
+    dtl_ddp_ready(d, 0, &loss);
+    CHECK(dtl_ddp_finish(d, &err));
+    size_t lo, n;
+    for (size_t k = 0; k < 4; k++) {
+        dtl_ddp_part(d, k, &lo, &n);
+        CHECK(lo == 0 && n == t[k].count);
+    }
+    CHECK(*(const float *)dtl_ddp_grad(d, 0) == 2.5f);
+    float *g = dtl_ddp_grad(d, 2);
+    CHECK(g[11] == 21.0f);
+    for (int i = 0; i < 12; i++)
+        g[i] *= 2;   /* "the update", in place */
+    float fb[5] = {0}, fw[12] = {0};
+    double fbig[40] = {0};
+    void *full[4] = {NULL, fb, fw, fbig};
+    const void *part[4] = {NULL, dtl_ddp_grad(d, 1), g, big};
+    CHECK(dtl_ddp_gather(d, full, part, "params @ m.dtl:25", &err));
+    CHECK(fb[4] == 4.0f && fw[0] == 20.0f && fw[11] == 42.0f && fbig[39] == -39.0);
+    /* Not during a step. */
+    CHECK(dtl_ddp_begin(d, &err));
+    CHECK(!dtl_ddp_gather(d, full, part, "params", &err) && err.kind == DTL_ERR_INTERNAL);
+    dtl_ddp_free(d);
+}
+
 /* Many names: at most 6 in a label, then "and N more". */
 static void test_long_label(dtl_comm *c)
 {
@@ -274,10 +351,12 @@ int main(void)
     test_plan();
     test_bucket_bytes();
     test_sig();
+    test_plan_shard();
     dtl_comm *c = world_of_one();
     CHECK(c != NULL && dtl_comm_size(c) == 1);
     if (c) {
         test_one_rank(c);
+        test_one_rank_shard(c);
         test_long_label(c);
         dtl_err err;
         CHECK(dtl_comm_finalize(c, &err));

@@ -23,7 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../compiler/autodiff.h"
 #include "../../compiler/lower.h"
+#include "../../compiler/nnops.h"
 #include "../../compiler/passes/fuse.h"
 #include "../../compiler/passes/passes.h"
 #include "../../kernels/ref/ref.h"
@@ -39,9 +41,12 @@
 #define NONE UINT32_MAX
 enum { RUNS = 3 };
 
-static const dtl_fuse_opts all_modes[8] = {
-    {false, false, false}, {true, false, false}, {false, true, false}, {true, true, false},
-    {false, false, true},  {true, false, true},  {false, true, true},  {true, true, true},
+enum { NMODES = 9 };
+static const dtl_fuse_opts all_modes[NMODES] = {
+    {false, false, false, false}, {true, false, false, false}, {false, true, false, false},
+    {true, true, false, false},   {false, false, true, false}, {true, false, true, false},
+    {false, true, true, false},   {true, true, true, false},
+    {false, false, false, true},   /* without ROW kernels: reductions with prologues only */
 };
 
 static uint64_t node_bytes(const dtl_node *n)
@@ -263,6 +268,84 @@ static uint64_t bcast_index(uint32_t rank, const int64_t *shape, uint32_t lrank,
     return at;
 }
 
+/* A ROW kernel row by row, and in each row pass by pass (dtl_row_passes): the row values of
+ * the pass first, then every full member of the pass element by element along the row, then
+ * the pass's reductions over the row; each out stored as soon as it is computed. A member
+ * that read something of a later pass would read the NaN bytes its scratch was filled with. */
+static bool run_row_kernel(interp *it, const dtl_kernel *k, uint32_t ki, uint64_t seed)
+{
+    const dtl_kprog *p = it->p;
+    const dtl_graph *g = it->g;
+    uint32_t *pass = calloc(k->nmembers + 1, sizeof *pass);
+    uint32_t np = dtl_row_passes(p, k, pass);
+    int64_t L = k->shape[k->rank - 1], rows = 1;
+    for (uint32_t d = 0; d + 1 < k->rank; d++)
+        rows *= k->shape[d];
+    bool ok = true;
+    dtl_ref_arg args[3];
+    dtl_err err;
+    for (int64_t r = 0; r < rows && ok; r++)
+        for (uint32_t ps = 0; ps <= np && ok; ps++)
+            for (int stage = 0; stage < 3 && ok; stage++) {   /* row values, full, reductions */
+                if (ps == np && stage > 0)
+                    break;
+                for (int64_t j = 0; j < (stage == 1 ? L : 1) && ok; j++) {
+                    int64_t idx[DTL_MAX_RANK], lin = r * L + j;
+                    for (uint32_t d = k->rank; d-- > 0;) {
+                        idx[d] = lin % k->shape[d];
+                        lin /= k->shape[d];
+                    }
+                    for (uint32_t m = 0; m < k->nmembers && ok; m++) {
+                        dtl_val v = k->members[m];
+                        const dtl_node *n = &g->nodes[v];
+                        bool red = n->op == DTL_OP_SUM || n->op == DTL_OP_REDUCE_MAX;
+                        bool row = !red && n->shape[n->rank - 1] == 1;
+                        if (pass[m] != ps || (stage == 0) != row || (stage == 2) != red)
+                            continue;
+                        size_t es = dtl_dtype_size(n->dtype);
+                        int64_t at = row || red ? r : r * L + j;
+                        char *dst = (char *)it->scratch[v] + (size_t)at * es;
+                        dtl_node one = *n;
+                        one.rank = 0;
+                        if (red) {   /* the row's reduction */
+                            dtl_val x = n->in[0];
+                            const dtl_node *xn = &g->nodes[x];
+                            size_t xs = dtl_dtype_size(xn->dtype);
+                            char *data = p->kernel_of[x] == ki ? it->scratch[x] : ptr_of(it, x);
+                            one.rank = 1;
+                            one.shape[0] = 1;
+                            one.attr.red.axes = 1;
+                            args[0] = (dtl_ref_arg){data + (size_t)(r * L) * xs, xn->dtype, 1, &L};
+                        } else
+                            for (uint32_t a = 0; a < n->nin; a++) {
+                                dtl_val u = n->in[a];
+                                const dtl_node *un = &g->nodes[u];
+                                size_t us = dtl_dtype_size(un->dtype);
+                                char *data;
+                                if (p->kernel_of[u] == ki) {
+                                    bool urow = un->shape[un->rank - 1] == 1;
+                                    data = (char *)it->scratch[u] + (size_t)(urow ? r : r * L + j) * us;
+                                } else {
+                                    data = ptr_of(it, u);
+                                    if (!data)
+                                        return false;
+                                    data += bcast_index(un->rank, un->shape, k->rank, idx) * us;
+                                }
+                                args[a] = (dtl_ref_arg){data, un->dtype, 0, NULL};
+                            }
+                        if (!dtl_ref_kernel(&one, args, dst, seed, &err)) {
+                            fprintf(stderr, "interp: k%u %%%u: %s\n", ki, v, err.msg);
+                            ok = false;
+                        }
+                        if (ok && is_out(k, v))
+                            memcpy((char *)ptr_of(it, v) + (size_t)at * es, dst, es);
+                    }
+                }
+            }
+    free(pass);
+    return ok;
+}
+
 /* One kernel as a loop that computes every elementwise member at loop index i, in member
  * order, reading operands at their (broadcast) index i and storing each out at index i as
  * soon as it is computed — the strictest order a backend may use, so an in-place out that
@@ -351,6 +434,11 @@ static bool interp_run(interp *it, const inputs *in, void **vals)
         const dtl_kernel *k = &p->k[ki];
         for (uint32_t i = 0; i < k->nmembers; i++)
             memset(it->scratch[k->members[i]], 0xff, node_bytes(&g->nodes[k->members[i]]));
+        if (it->per_element && k->kind == DTL_K_ROW) {
+            if (!run_row_kernel(it, k, ki, seed))
+                return false;
+            continue;
+        }
         if (it->per_element && k->kind != DTL_K_SINGLE) {
             if (!run_kernel_per_element(it, k, ki, seed, run_whole))
                 return false;
@@ -440,7 +528,7 @@ static bool check_graph(const char *label, const dtl_graph *g, int64_t ilimit,
         }
         inputs_free(&in);
     }
-    for (int mode = 0; mode < 8 && ok; mode++) {
+    for (int mode = 0; mode < NMODES && ok; mode++) {
         dtl_kprog *p = dtl_fuse(g, &all_modes[mode]);
         char why[400];
         if (!dtl_kprog_verify(p, why, sizeof why)) {
@@ -945,7 +1033,7 @@ static void gen_graph(dtl_graph *g, uint64_t seed)
 /* What the random graphs exercised, so that a generator that stopped making the
  * interesting cases shows. */
 typedef struct coverage {
-    unsigned kernels, fused, prologues, epilogues, folded, inplace, store, blocked_store;
+    unsigned kernels, fused, prologues, epilogues, folded, inplace, store, blocked_store, rows;
 } coverage;
 
 static void cover(coverage *c, const dtl_graph *g)
@@ -956,6 +1044,7 @@ static void cover(coverage *c, const dtl_graph *g)
         const dtl_kernel *kk = &p->k[k];
         c->fused += kk->nmembers > 1;
         c->prologues += kk->kind == DTL_K_REDUCE && kk->nmembers > 1;
+        c->rows += kk->kind == DTL_K_ROW;
         c->epilogues += kk->kind == DTL_K_MATMUL && kk->nmembers > 1;
         c->folded += kk->kind == DTL_K_MATMUL && (kk->trans_a || kk->trans_b);
         for (uint32_t i = 0; i < kk->nouts; i++)
@@ -1001,12 +1090,12 @@ static void test_random(int count)
         CHECK(ok);
         dtl_graph_free(&g);
     }
-    printf("%d random graphs: %u kernels, %u fused, %u reduce prologues, %u matmul epilogues, "
-           "%u folded transposes, %u in-place outs, %u updates in place, %u elemwise updates "
-           "not in place\n", count, cov.kernels, cov.fused, cov.prologues, cov.epilogues,
-           cov.folded, cov.inplace, cov.store, cov.blocked_store);
+    printf("%d random graphs: %u kernels, %u fused, %u reduce prologues, %u row kernels, "
+           "%u matmul epilogues, %u folded transposes, %u in-place outs, %u updates in place, "
+           "%u elemwise updates not in place\n", count, cov.kernels, cov.fused, cov.prologues,
+           cov.rows, cov.epilogues, cov.folded, cov.inplace, cov.store, cov.blocked_store);
     if (count >= 100) {   /* the generator still makes every case */
-        CHECK(cov.prologues > 10 && cov.epilogues > 10 && cov.folded > 10);
+        CHECK(cov.prologues > 10 && cov.epilogues > 10 && cov.folded > 10 && cov.rows > 10);
         CHECK(cov.inplace > 10 && cov.store > 10 && cov.blocked_store > 5);
     }
 }
@@ -1037,12 +1126,119 @@ static void test_cycles(void)
     CHECK(p->kernel_of[a] != p->kernel_of[c]);
     CHECK(p->kernel_of[b] == p->kernel_of[c]);
     CHECK(p->k[p->kernel_of[b]].kind == DTL_K_MATMUL);
+    /* the softmax: one ROW kernel (max | sub, exp, sum | div: three passes over each row) */
+    CHECK(p->kernel_of[mx] == p->kernel_of[s] && p->kernel_of[sm] == p->kernel_of[s] &&
+          p->k[p->kernel_of[s]].kind == DTL_K_ROW);
+    CHECK(p->nk == 3);   /* exp | matmul+add | row */
+    if (getenv("DTL_TEST_PRINT"))
+        dtl_kprog_print(stderr, p);
+    if (p->nk == 3) {
+        uint32_t pass[8];
+        CHECK(p->k[2].nmembers == 5 && dtl_row_passes(p, &p->k[2], pass) == 3);
+        CHECK(pass[0] == 0 && pass[1] == 1 && pass[2] == 1 && pass[3] == 1 && pass[4] == 2);
+        CHECK(p->k[2].nouts == 1 && p->k[2].outs[0] == sm);
+    }
+    dtl_kprog_free(p);
+    p = dtl_fuse(&g, &(dtl_fuse_opts){.no_rows = true});
+    CHECK(dtl_kprog_verify(p, why, sizeof why));
     CHECK(p->kernel_of[e] == p->kernel_of[s] && p->k[p->kernel_of[s]].kind == DTL_K_REDUCE);
     CHECK(p->kernel_of[sm] != p->kernel_of[s]);
     CHECK(p->nk == 5);   /* exp | matmul+add | max | sub,exp,sum | div */
     dtl_kprog_free(p);
     CHECK(check_graph("cycles", &g, 2, 0xff));
     dtl_graph_free(&g);
+}
+
+/* The kinds and passes of g's kernels: *nrow ROW kernels, the passes of the last one. */
+static uint32_t row_kernels(const dtl_kprog *p, uint32_t *passes)
+{
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < p->nk; k++)
+        if (p->k[k].kind == DTL_K_ROW) {
+            uint32_t *pass = calloc(p->k[k].nmembers + 1, sizeof *pass);
+            *passes = dtl_row_passes(p, &p->k[k], pass);
+            free(pass);
+            n++;
+        }
+    return n;
+}
+
+/* Layer norm, log-softmax and softmax over rows, forward and backward: one ROW kernel each
+ * (layer norm forward: mean | variance | normalization, three passes, storing y alone); the
+ * gradients of gamma and beta are column sums, kernels of their own. Rows of length 1 make
+ * no ROW kernel; without rows (no_rows) layer norm is three kernels. Every program runs
+ * bit-identical to ref, row by row and pass by pass. */
+static void test_rows(void)
+{
+    const int64_t s6[] = {6, 10}, s10[] = {10}, s61[] = {6, 1};
+    for (int grad = 0; grad < 2; grad++) {
+        dtl_graph g;
+        dtl_graph_init(&g);
+        dtl_val x = dtl_g_param(&g, "x", DTL_DTYPE_F32, 2, s6,
+                                (dtl_init){DTL_INIT_UNIFORM, -2, 2, NULL});
+        dtl_val ga = dtl_g_param(&g, "g", DTL_DTYPE_F32, 1, s10,
+                                 (dtl_init){DTL_INIT_UNIFORM, 0.5, 1.5, NULL});
+        dtl_val be = dtl_g_param(&g, "b", DTL_DTYPE_F32, 1, s10,
+                                 (dtl_init){DTL_INIT_UNIFORM, -1, 1, NULL});
+        dtl_val y = dtl_nn_layer_norm(&g, x, ga, be, 1e-5);
+        dtl_g_output(&g, DTL_OUT_VALUE, "y", y, DTL_VAL_NONE);
+        if (grad) {
+            dtl_val w = dtl_g_input(&g, "w", DTL_DTYPE_F32, 2, s6);
+            dtl_val l = dtl_g_reduce(&g, DTL_OP_SUM, dtl_g_binary(&g, DTL_OP_MUL, y, w), 3, false);
+            dtl_val ps[3] = {x, ga, be}, gs[3];
+            dtl_err err;
+            CHECK(dtl_ad_grad(&g, l, ps, 3, gs, NULL, &err));
+            dtl_g_output(&g, DTL_OUT_VALUE, "dx", gs[0], DTL_VAL_NONE);
+            dtl_g_output(&g, DTL_OUT_VALUE, "dg", gs[1], DTL_VAL_NONE);
+        }
+        dtl_kprog *p = dtl_fuse(&g, NULL);
+        char why[300];
+        CHECK(dtl_kprog_verify(p, why, sizeof why));
+        uint32_t passes = 0, nrow = row_kernels(p, &passes);
+        if (!grad) {
+            CHECK(p->nk == 1 && nrow == 1 && passes == 3);
+            CHECK(p->k[0].nouts == 1 && p->k[0].outs[0] == y);
+        } else {   /* y, dx: one row kernel; dg: the column sum of the loss's y * w … */
+            CHECK(nrow == 1 && passes == 5);
+            CHECK(p->kernel_of[y] == p->kernel_of[g.outs[1].val]);
+        }
+        if (getenv("DTL_TEST_PRINT"))
+            dtl_kprog_print(stderr, p);
+        dtl_kprog_free(p);
+        p = dtl_fuse(&g, &(dtl_fuse_opts){.no_rows = true});
+        CHECK(dtl_kprog_verify(p, why, sizeof why) && row_kernels(p, &passes) == 0);
+        CHECK(grad || p->nk == 3);
+        dtl_kprog_free(p);
+        CHECK(check_graph(grad ? "layer_norm grad" : "layer_norm", &g, 2, 0xff));
+        dtl_graph_free(&g);
+    }
+    for (int len1 = 0; len1 < 2; len1++) {
+        dtl_graph g;
+        dtl_graph_init(&g);
+        dtl_val x = dtl_g_param(&g, "x", DTL_DTYPE_F64, 2, len1 ? s61 : s6,
+                                (dtl_init){DTL_INIT_UNIFORM, -2, 2, NULL});
+        dtl_val y = dtl_nn_log_softmax(&g, x, 1);
+        dtl_val z = dtl_nn_softmax(&g, x, 1);
+        dtl_val l = dtl_g_reduce(&g, DTL_OP_SUM, dtl_g_binary(&g, DTL_OP_MUL, y, z), 3, false);
+        dtl_val gx;
+        dtl_err err;
+        CHECK(dtl_ad_grad(&g, l, &x, 1, &gx, NULL, &err));
+        dtl_g_output(&g, DTL_OUT_LOSS, "loss", l, DTL_VAL_NONE);
+        dtl_g_output(&g, DTL_OUT_VALUE, "dx", gx, DTL_VAL_NONE);
+        dtl_kprog *p = dtl_fuse(&g, NULL);
+        char why[300];
+        CHECK(dtl_kprog_verify(p, why, sizeof why));
+        uint32_t passes = 0, nrow = row_kernels(p, &passes);
+        if (len1)
+            CHECK(nrow == 0);
+        else   /* both share the max; y * z, the loss's operand, is the one other stored value */
+            CHECK(nrow == 1 && p->kernel_of[y] == p->kernel_of[gx]);
+        if (getenv("DTL_TEST_PRINT"))
+            dtl_kprog_print(stderr, p);
+        dtl_kprog_free(p);
+        CHECK(check_graph(len1 ? "softmax rows of 1" : "softmax and log_softmax", &g, 2, 0xff));
+        dtl_graph_free(&g);
+    }
 }
 
 /* In place only where the input is read at the out's own index: x (f64[1, 4], 32 bytes)
@@ -1209,7 +1405,7 @@ static void test_mlp_structure(void)
         return;
     }
     dtl_kprog *p = dtl_fuse(&g, NULL);
-    dtl_kprog *flat = dtl_fuse(&g, &(dtl_fuse_opts){true, true, true});
+    dtl_kprog *flat = dtl_fuse(&g, &(dtl_fuse_opts){true, true, true, false});
     char why[300];
     CHECK(dtl_kprog_verify(p, why, sizeof why));
     uint32_t ncomputed = 0;
@@ -1218,8 +1414,29 @@ static void test_mlp_structure(void)
     printf("mnist_mlp step (batch 32, after the passes): %u nodes, %u computed, %u kernels; "
            "arena %" PRIu64 " bytes (naive %" PRIu64 "; unfused %" PRIu64 ")\n",
            g.nnodes, ncomputed, p->nk, p->arena_bytes, p->naive_bytes, flat->naive_bytes);
+    if (getenv("DTL_TEST_SHOW"))   /* docs/compiler.md's table */
+        for (int mode = 0; mode < NMODES; mode++) {
+            const dtl_fuse_opts *o = &all_modes[mode];
+            dtl_kprog *q = dtl_fuse(&g, o);
+            printf("  fusion %-3s reuse %-3s in place %-3s rows %-3s: %3u kernels, arena %8" PRIu64
+                   " bytes, naive %8" PRIu64 "\n", o->no_fusion ? "no" : "yes",
+                   o->no_reuse ? "no" : "yes", o->no_inplace ? "no" : "yes",
+                   o->no_rows || o->no_fusion ? "no" : "yes", q->nk, q->arena_bytes,
+                   q->naive_bytes);
+            dtl_kprog_free(q);
+        }
     CHECK(p->nk * 4 < ncomputed);
     CHECK(p->nk <= 24);
+    /* The loss's logsumexp and its whole backward: one ROW kernel of four passes. */
+    uint32_t nrow = 0, passes = 0;
+    for (uint32_t k = 0; k < p->nk; k++)
+        if (p->k[k].kind == DTL_K_ROW) {
+            uint32_t *pass = calloc(p->k[k].nmembers + 1, sizeof *pass);
+            nrow++;
+            passes = dtl_row_passes(p, &p->k[k], pass);
+            free(pass);
+        }
+    CHECK(nrow == 1 && passes == 4);
     CHECK(p->arena_bytes < p->naive_bytes);
     CHECK(p->arena_bytes * 20 < flat->naive_bytes);
 
@@ -1267,6 +1484,7 @@ int main(int argc, char **argv)
 {
     int nrandom = argc > 1 ? atoi(argv[1]) : 300;
     test_cycles();
+    test_rows();
     test_inplace_broadcast();
     test_view_in_loop();
     test_wide_concat();

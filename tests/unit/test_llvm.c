@@ -25,7 +25,11 @@ int main(void)
 }
 #else
 
+#include "../../compiler/autodiff.h"
 #include "../../compiler/llvm/llvm.h"
+#include "../../compiler/nnops.h"
+#include "../../compiler/passes/fuse.h"
+#include "../../compiler/passes/passes.h"
 
 #define F32 DTL_DTYPE_F32
 #define F64 DTL_DTYPE_F64
@@ -288,6 +292,62 @@ static void test_big(void)
     dtl_graph_free(&g);
 }
 
+/* Row kernels on the pool (300 rows of 203, f32, and in f64): softmax and layer norm, forward
+ * and backward (the gradient of sum(y * w)), with a NaN in one row, -inf in another, a row
+ * all -inf (NaN out), a +inf (NaN where inf - inf), huge values; each is one ROW kernel. */
+static void test_rows(void)
+{
+    for (int f64 = 0; f64 < 2; f64++) {
+        dtl_graph g;
+        dtl_graph_init(&g);
+        int64_t xs[2] = {300, 203}, cs[1] = {203};
+        dtl_dtype dt = f64 ? DTL_DTYPE_F64 : F32;
+        dtl_val x = dtl_g_param(&g, "x", F32, 2, xs, (dtl_init){DTL_INIT_ZEROS, 0, 0, NULL});
+        dtl_val xi = dtl_g_binary(&g, DTL_OP_ADD, dtl_g_input(&g, "xi", F32, 2, xs), x);
+        dtl_val w = dtl_g_input(&g, "w", F32, 2, xs);
+        if (f64) {
+            xi = dtl_g_cast(&g, xi, dt);
+            w = dtl_g_cast(&g, w, dt);
+        }
+        dtl_val ga = dtl_g_param(&g, "g", dt, 1, cs, (dtl_init){DTL_INIT_UNIFORM, 0.5, 1.5, NULL});
+        dtl_val sm = dtl_nn_softmax(&g, xi, 1);
+        dtl_val ln = dtl_nn_layer_norm(&g, xi, ga, ga, 1e-5);
+        dtl_val l = dtl_g_binary(&g, DTL_OP_MUL, dtl_g_binary(&g, DTL_OP_ADD, sm, ln), w);
+        l = dtl_g_reduce(&g, DTL_OP_SUM, l, 3, false);
+        dtl_val ps[2] = {x, ga}, gs[2];
+        dtl_err err;
+        CHECK(dtl_ad_grad(&g, l, ps, 2, gs, NULL, &err));
+        dtl_g_output(&g, DTL_OUT_VALUE, "softmax", sm, DTL_VAL_NONE);
+        dtl_g_output(&g, DTL_OUT_VALUE, "layer_norm", ln, DTL_VAL_NONE);
+        dtl_g_output(&g, DTL_OUT_VALUE, "dx", gs[0], DTL_VAL_NONE);
+        dtl_g_output(&g, DTL_OUT_VALUE, "dg", gs[1], DTL_VAL_NONE);
+        dtl_graph pg;
+        CHECK(dtl_passes_run(&pg, &g, NULL, &err));
+        dtl_kprog *kp = dtl_fuse(&pg, NULL);
+        uint32_t rows = 0;
+        for (uint32_t k = 0; k < kp->nk; k++)
+            rows += kp->k[k].kind == DTL_K_ROW;
+        CHECK(rows >= 1 && rows <= 2);   /* softmax and layer norm, forward and backward */
+        dtl_kprog_free(kp);
+        dtl_graph_free(&pg);
+        float *xv = malloc(300 * 203 * sizeof *xv), *wv = malloc(300 * 203 * sizeof *wv);
+        fill(xv, 300 * 203, -3, 3, 4);
+        fill(wv, 300 * 203, -1, 1, 5);
+        xv[5 * 203 + 17] = NAN;
+        xv[7 * 203 + 3] = -INFINITY;
+        for (int j = 0; j < 203; j++)
+            xv[9 * 203 + j] = -INFINITY;
+        xv[11 * 203 + 100] = INFINITY;
+        for (int j = 0; j < 203; j++)
+            xv[13 * 203 + j] *= 1e30f;
+        dtl_binding in[2] = {bind("xi", xv, F32, 2, xs), bind("w", wv, F32, 2, xs)};
+        CHECK(differential(f64 ? "rows f64" : "rows f32", &g, in, 2, 2, f64 ? 1e-12 : 1e-5));
+        free(xv);
+        free(wv);
+        dtl_graph_free(&g);
+    }
+}
+
 /* Casts to integers saturate and take NaN to 0; integer division by 0 is 0, by -1 negates
  * (wrapping); bools are 0/1; all bit for bit with ref. */
 static void test_ints(void)
@@ -546,6 +606,7 @@ int main(void)
     test_epilogue_outs();
     test_staging();
     test_big();
+    test_rows();
     test_ints();
     test_empty();
     test_errors();
