@@ -88,7 +88,7 @@ def main():
             xb = tx[i:i + 1000].to(dev)
             correct += int((model(xb).argmax(1).cpu() == ty[i:i + 1000]).sum())
     t_end = time.perf_counter()
-    print(json.dumps({"impl": "torch eager + DataLoader", "epochs": a.epochs,
+    print(json.dumps({"impl": "torch eager + DataLoader", "mode": "epoch", "epochs": a.epochs,
                       "batch": a.batch, "steps": steps,
                       "load_seconds": round(t_loaded - t_start, 3),
                       "train_seconds": round(t_trained - t_loaded, 3),

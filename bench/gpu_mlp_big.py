@@ -70,7 +70,8 @@ def main():
         last = float(loss.detach())
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        print(json.dumps({"impl": "torch eager", "label": "mlp4096", "precision": prec,
+        print(json.dumps({"impl": "torch eager", "mode": "async", "label": "mlp4096",
+                          "precision": prec,
                           "batch": a.batch, "steps": a.steps, "seconds": round(dt, 4),
                           "steps_per_s": round(a.steps / dt, 2),
                           "samples_per_s": round(a.steps * a.batch / dt),

@@ -160,17 +160,24 @@ int main(int argc, char **argv)
     double dt = now() - t0;
     double lv = loss.dtype == DTL_DTYPE_F64 ? *(const double *)loss.data
                                             : (double)*(const float *)loss.data;
-    printf("{\"impl\": \"dtl %s\", \"label\": \"%s\", \"precision\": \"%s\", \"batch\": %" PRId64
-           ", \"steps\": %" PRId64 ", \"seconds\": %.4f, \"steps_per_s\": %.2f, "
+    printf("{\"impl\": \"dtl %s\", \"mode\": \"async\", \"label\": \"%s\", "
+           "\"precision\": \"%s\", \"batch\": %" PRId64 ", \"steps\": %" PRId64
+           ", \"seconds\": %.4f, \"steps_per_s\": %.2f, "
            "\"samples_per_s\": %.0f, \"ms_per_step\": %.3f, \"loss\": %.5f, \"device\": \"%s\"}\n",
            backend, label ? label : file, dtl_precision_name(low.precision), batch, steps, dt,
            (double)steps / dt, (double)(steps * batch) / dt, 1e3 * dt / (double)steps, lv, why);
+    int rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "gpu_train_dtl: %s\n", err.msg);
+    rc = 1;
+done:
+    for (size_t k = 0; k < nin; k++)
+        if (in[k].data != &stepno && in[k].data != &total)
+            free((void *)in[k].data);
     dtl_plan_free(p);
     dtl_store_free(s);
     dtl_lowered_free(&low);
     dtl_ctx_free(&ctx);
-    return 0;
-fail:
-    fprintf(stderr, "gpu_train_dtl: %s\n", err.msg);
-    return 1;
+    return rc;
 }

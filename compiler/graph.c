@@ -472,6 +472,8 @@ static bool node_check(const dtl_graph *g, uint32_t id, const dtl_node *n, node_
         if (!broadcast_shapes(x->rank - 2, x->shape, y->rank - 2, y->shape, &rb, t->shape))
             return BAD("matmul: batch dimensions do not broadcast: %s @ %s", NODE_TYPE(b1, x),
                        NODE_TYPE(b2, y));
+        if (n->attr.tf32 > 1)
+            return BAD("matmul: tf32 is %u, not 0 or 1", (unsigned)n->attr.tf32);
         if (n->attr.tf32 && x->dtype != DTL_DTYPE_F32)
             return BAD("matmul: tf32 needs f32 operands, found %s @ %s", NODE_TYPE(b1, x),
                        NODE_TYPE(b2, y));
@@ -841,7 +843,7 @@ dtl_val dtl_g_matmul(dtl_graph *g, dtl_val a, dtl_val b)
 dtl_val dtl_g_matmul_tf32(dtl_graph *g, dtl_val a, dtl_val b)
 {
     dtl_node n = node_make(g, __func__, DTL_OP_MATMUL, 2, (dtl_val[]){a, b});
-    n.attr.tf32 = true;
+    n.attr.tf32 = 1;
     return node_add(g, __func__, &n);
 }
 

@@ -149,7 +149,7 @@ typedef struct dtl_node {
         struct { int64_t start[DTL_MAX_RANK], step[DTL_MAX_RANK]; } slice;   /* SLICE */
         uint64_t stream;           /* RNG_UNIFORM */
         dtl_win_attr win;          /* CONV2D* MAXPOOL2D* AVGPOOL2D* */
-        bool tf32;                 /* MATMUL: operands rounded to TF32 first */
+        uint8_t tf32;              /* MATMUL: 1: operands rounded to TF32 first; else 0 */
     } attr;
 } dtl_node;
 

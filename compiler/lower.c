@@ -26,6 +26,10 @@
  * are memoized (same fn, instance and argument values: same result), so forward(x) in the
  * loss and in the accuracy count is one subgraph; in the step graph they are not, because
  * two calls of a fn with dropout must draw different masks.
+ *
+ * Mixed precision (`precision`, dtl_lower_precision) is applied here, at each f32 matrix
+ * product (dtl_nn_matmul_prec): bf16 casts of both operands, or a tf32 product, in every
+ * graph of the block; autodiff then makes the backward products alike.
  */
 #include "lower.h"
 

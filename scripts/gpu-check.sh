@@ -288,11 +288,12 @@ echo "bench (b): $(($(date +%s) - t0)) s" >> "$SUMMARY"
 # dtlc's output goes to train.log after a separator line.
 t1=$(date +%s.%N)
 echo "--- benchmark (c): dtlc run --epochs 1 ---" >> "$OUT/train.log"
-timeout "$(limit 60)" "$BUILD/dtlc" run "$SRC/examples/mnist_mlp.dtl" --backend cuda \
-    --data "$DATA" --epochs 1 --progress none >> "$OUT/train.log" 2>&1
+log1=$(timeout "$(limit 60)" "$BUILD/dtlc" run "$SRC/examples/mnist_mlp.dtl" --backend cuda \
+    --data "$DATA" --epochs 1 --progress none 2>&1)
 rc=$?
 dsec=$(secs "$t1")
-dacc=$(sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' "$OUT/train.log" | tail -1)
+echo "$log1" >> "$OUT/train.log"
+dacc=$(echo "$log1" | sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' | tail -1)
 t1=$(date +%s.%N)
 ep=$(timeout "$(limit 90)" "$PY" "$SRC/bench/gpu_epoch.py" --data "$DATA" --epochs 1 \
     2>> "$OUT/bench.log")
@@ -315,12 +316,13 @@ fi
 # ---- 4d. LeNet (conv2d + max pooling) trains one epoch on the GPU ----------------------------
 t1=$(date +%s.%N)
 echo "--- LeNet: dtlc run examples/lenet.dtl --epochs 1 ---" >> "$OUT/train.log"
-timeout "$(limit 90)" "$BUILD/dtlc" run "$SRC/examples/lenet.dtl" --backend cuda \
-    --data "$DATA" --epochs 1 --progress none >> "$OUT/train.log" 2>&1
+log1=$(DTL_CUDA_VERBOSE=1 timeout "$(limit 90)" "$BUILD/dtlc" run "$SRC/examples/lenet.dtl" \
+    --backend cuda --data "$DATA" --epochs 1 --progress none 2>&1)
 rc=$?
 lsec=$(secs "$t1")
-lacc=$(sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' "$OUT/train.log" | tail -1)
-lsps=$(sed -n 's/.*samples\/s \([0-9]*\).*/\1/p' "$OUT/train.log" | tail -1)
+echo "$log1" >> "$OUT/train.log"
+lacc=$(echo "$log1" | sed -n 's/.*test_accuracy \([0-9.]*\).*/\1/p' | tail -1)
+lsps=$(echo "$log1" | sed -n 's/.*samples\/s \([0-9]*\).*/\1/p' | tail -1)
 if [ $rc -eq 0 ] && [ -n "$lacc" ] && awk "BEGIN { exit !($lacc >= 0.80) }"; then
     row "lenet 1 epoch (cuda)" ok "test accuracy $lacc (>= 0.80), ${lsps:-?} samples/s, ${lsec} s"
 else

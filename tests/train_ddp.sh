@@ -19,8 +19,8 @@
 #     of one process;
 #  3. errors, every rank non-zero with the message: a batch that does not divide by the
 #     ranks, no `parallel = data`, data(4) on 2 ranks, ranks that differ (--seed on one, or
-#     DTL_BUCKET_MB: caught at start), and a rank killed with SIGKILL mid-epoch (the others
-#     name it and the collective within seconds).
+#     DTL_BUCKET_MB, or DTL_SHARD_UPDATE: caught at start), and a rank killed with SIGKILL
+#     mid-epoch (the others name it and the collective within seconds).
 . "$(dirname "$0")/comm_lib.sh"
 
 DTLC=${DTLC:-${DTL_BUILDDIR:-.}/dtlc}
@@ -172,6 +172,8 @@ run data4 2 60 -- run data4.dtl
 bad data4 2 'parallel = data\(4\) \(data4.dtl:22\) asks for 4 ranks, but this run has 2'
 run buckets 2 60 DTL_TIMEOUT=20 DTL_RANK_1_DTL_BUCKET_MB=0.0001 -- run net.dtl
 bad buckets 2 'ranks would issue different collectives per step'
+run shardmix 2 60 DTL_TIMEOUT=20 DTL_RANK_1_DTL_SHARD_UPDATE=0 -- run net.dtl
+bad shardmix 2 'ranks would issue different collectives per step'
 # One rank with another seed (comm_lib gives every rank the same ARGS: started by hand).
 port=$(free_port)
 env DTL_RANK=0 DTL_WORLD_SIZE=2 DTL_COORDINATOR=127.0.0.1:$port DTL_TIMEOUT=20 \

@@ -22,6 +22,10 @@
  * may not reassociate it) or kept ("column": a chunk of COL_CHUNK outputs accumulated side
  * by side in a stack array, row after row of the reduced dims, which vectorizes without
  * reassociating anything — a bias gradient).
+ * ROW kernels loop over rows (the pool's units); per row, each pass of dtl_row_passes is a
+ * loop over the row in explicit vector code (the reductions' vector accumulators as in row
+ * REDUCE), the row values between passes are scalars in registers, and a full member read in
+ * a later pass is reloaded from its out, kept in a row buffer on the stack, or computed again.
  * f32 sums accumulate in double (ref.h). MATMUL calls dtl_gemm_f32/f64 per batch matrix with
  * a generated epilogue (ELEMWISE members applied to each finished block of C). SINGLE
  * kernels call the reference kernel through dtl_llvm_rt_single.

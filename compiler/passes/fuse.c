@@ -6,8 +6,10 @@
  * are visited in topological order and each tries to join the groups of its operands —
  * an elementwise node joins an ELEMWISE group of its shape or the epilogue of a MATMUL of
  * its shape; a SUM/REDUCE_MAX takes the ELEMWISE group that computes its operand as its
- * prologue. A merge is kept only when it is legal, which is checked the same way for every
- * kind of merge, and is obviously enough right to trust:
+ * prologue; and (unless no_rows) a REDUCE over the last axis, the nodes that read its result
+ * back along that axis, and further such reductions become one ROW kernel, run row by row in
+ * passes (dtl_row_passes). A merge is kept only when it is legal, which is checked the same
+ * way for every kind of merge, and is obviously enough right to trust:
  *   - registers: inside a group a member may read another member only directly (not
  *     through a RESHAPE view), only as an elementwise member (not a BROADCAST, not a
  *     MATMUL root, which read memory) or as a reduce root reading its operand, and a
@@ -898,9 +900,15 @@ uint32_t dtl_row_passes(const dtl_kprog *p, const dtl_kernel *k, uint32_t *pass)
             dtl_val u = n->in[j];
             if (p->kernel_of[u] != p->kernel_of[k->members[i]])
                 continue;
-            uint32_t ui = 0;
-            while (k->members[ui] != u)
-                ui++;
+            uint32_t lo = 0, hi = i;   /* members are in increasing order: u before i */
+            while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (k->members[mid] < u)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            uint32_t ui = lo;
             uint32_t avail = pass[ui] + (reduce_op(g->nodes[u].op) ? 1u : 0u);
             if (avail > at)
                 at = avail;

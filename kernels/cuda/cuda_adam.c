@@ -143,8 +143,8 @@ static bool match_one(const dtl_graph *g, uint32_t k, dtl_cu_adam_match *r)
         if (s->val == nv)
             r->v = s->target, r->out_v = j;
     }
-    if (r->m == DTL_VAL_NONE || r->v == DTL_VAL_NONE || r->m == r->v || state_output(g, r->m) != (int64_t)r->out_m ||
-        state_output(g, r->v) != (int64_t)r->out_v)
+    if (r->m == DTL_VAL_NONE || r->v == DTL_VAL_NONE || r->m == r->v ||
+        state_output(g, r->m) != (int64_t)r->out_m || state_output(g, r->v) != (int64_t)r->out_v)
         return false;
     return match_m(&c, nm, r->m, &r->grad, &r->s[0], &r->s[1]) &&
            match_v(&c, nv, r->v, r->grad, &r->s[2], &r->s[3]) && r->grad != pv;

@@ -1263,20 +1263,6 @@ static void build_fused(cu_plan *p, const dtl_kernel *K, int16_t *reg)
  * (DTL_CUDA_VERBOSE says why; DTL_CUDA_CODEGEN=strict makes it an error, =0 turns
  * generation off). */
 
-typedef struct cu_genmod {
-    uint64_t hash;
-    char *src;
-    cudaLibrary_t lib;
-    struct cu_genmod *next;
-} cu_genmod;
-
-/* The process's loaded modules (never unloaded: nor is the plugin). Like the_ctx, the one
- * other piece of process state; guarded by its mutex. */
-static struct {
-    pthread_mutex_t lock;
-    cu_genmod *head;
-} the_gen_cache = {PTHREAD_MUTEX_INITIALIZER, NULL};
-
 typedef enum cu_genmode { CU_GEN_OFF, CU_GEN_ON, CU_GEN_STRICT } cu_genmode;
 
 static cu_genmode codegen_mode(void)
@@ -1295,6 +1281,20 @@ typedef struct cu_genk {
 } cu_genk;
 
 #ifdef HAVE_NVRTC
+typedef struct cu_genmod {
+    uint64_t hash;
+    char *src;
+    cudaLibrary_t lib;
+    struct cu_genmod *next;
+} cu_genmod;
+
+/* The process's loaded modules (never unloaded: nor is the plugin). Like the_ctx, the one
+ * other piece of process state; guarded by its mutex. */
+static struct {
+    pthread_mutex_t lock;
+    cu_genmod *head;
+} the_gen_cache = {PTHREAD_MUTEX_INITIALIZER, NULL};
+
 /* The disk cache's file for hash h, its directory made; false: no disk cache. */
 static bool gen_cache_path(char *buf, size_t len, const char *arch, uint64_t h)
 {
@@ -1393,11 +1393,10 @@ static void *gen_nvrtc(const char *src, const char *arch, size_t *n, char *why, 
 }
 
 /* The loaded module of src: from the process's cache, the disk cache, or NVRTC. */
-static bool gen_library(const char *src, cudaLibrary_t *lib, const char **how, char *why,
-                        size_t len)
+static bool gen_library(const char *src, int dev, cudaLibrary_t *lib, const char **how,
+                        char *why, size_t len)
 {
-    int dev = 0, maj = 0, min = 0, vmaj = 0, vmin = 0;
-    cudaGetDevice(&dev);
+    int maj = 0, min = 0, vmaj = 0, vmin = 0;
     if (cudaDeviceGetAttribute(&maj, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&min, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
         snprintf(why, len, "the device's compute capability is unknown");
@@ -1500,7 +1499,7 @@ static bool codegen_plan(cu_plan *p, cu_genk *gk, dtl_err *err)
         snprintf(name, sizeof name, "dtl_k%u", i);
         dtl_cugen_opts o = {name, kernel_aligned(p, K)};
         switch (dtl_cugen_kernel(&b, kp, i, &o, &gk[i].info, why, sizeof why)) {
-        case DTL_CUGEN_OK: gk[i].fn = (cudaKernel_t)1; ngen++; break;   /* (set below) */
+        case DTL_CUGEN_OK: gk[i].fn = (cudaKernel_t)(uintptr_t)1; ngen++; break;   /* (below) */
         case DTL_CUGEN_EMPTY: break;
         case DTL_CUGEN_UNSUPPORTED:
             nref++;
@@ -1516,7 +1515,7 @@ static bool codegen_plan(cu_plan *p, cu_genk *gk, dtl_err *err)
     const char *how = "";
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (ok && ngen && !gen_library(b.s, &lib, &how, why, sizeof why)) {
+    if (ok && ngen && !gen_library(b.s, p->ctx->device, &lib, &how, why, sizeof why)) {
         if (verbose)
             fprintf(stderr, "dtl cuda: generated kernels fall back to the interpreter: %s\n",
                     why);

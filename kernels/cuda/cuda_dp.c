@@ -220,7 +220,7 @@ static void abort_comm(dtl_cuda_dp *dp)
 static void *watchdog_main(void *vdp)
 {
     dtl_cuda_dp *dp = vdp;
-    cudaSetDevice(dp->device);   /* events belong to this device's context */
+    cudaSetDevice(dp->device);   /* (this thread's CUDA and NCCL calls: the rank's device) */
     pthread_mutex_lock(&dp->mu);
     while (!dp->quit) {
         if (dp->failed) {
@@ -236,7 +236,7 @@ static void *watchdog_main(void *vdp)
             while (upto < dp->nb && dp->flags[upto] == 1)
                 upto++;
             dtl_nccl_result ae = DTL_NCCL_SUCCESS;
-            if (!why[0] && dp->nc->comm_get_async_error(dp->comm, &ae) == DTL_NCCL_SUCCESS &&
+            if (dp->nc->comm_get_async_error(dp->comm, &ae) == DTL_NCCL_SUCCESS &&
                 ae != DTL_NCCL_SUCCESS && ae != DTL_NCCL_IN_PROGRESS)
                 snprintf(why, sizeof why, "NCCL reports an error in step %llu: %s",
                          (unsigned long long)step, dp->nc->error_string(ae));

@@ -66,13 +66,18 @@ char *dtl_cu_watch_message(char *buf, size_t cap, int rank, int size, const char
                            size_t count, size_t esize, size_t bucket, size_t nb,
                            uint64_t step, const char *label, double waited, double timeout)
 {
-    char bytes[32], who[200];
+    char bytes[32], who[200], why[300];
     human_bytes(bytes, sizeof bytes, (double)count * (double)esize);
     dtl_cu_watch_suspects(who, sizeof who, rank, size);
+    if (size <= 1)
+        snprintf(why, sizeof why, "no other rank takes part (a world of one): the GPU or NCCL "
+                 "itself hangs");
+    else
+        snprintf(why, sizeof why, "waiting for %s, which stopped issuing collectives, hangs or "
+                 "died", who);
     snprintf(buf, cap, "NCCL allreduce %s[%zu] (%s, bucket %zu of %zu, step %llu) for %s has "
-             "not completed after %.1f s (DTL_TIMEOUT=%g): waiting for %s, which stopped "
-             "issuing collectives, hangs or died; the NCCL communicator is aborted",
-             dtype, count, bytes, bucket + 1, nb, (unsigned long long)step,
-             label && *label ? label : "gradients", waited, timeout, who);
+             "not completed after %.1f s (DTL_TIMEOUT=%g): %s; the NCCL communicator is "
+             "aborted", dtype, count, bytes, bucket + 1, nb, (unsigned long long)step,
+             label && *label ? label : "gradients", waited, timeout, why);
     return buf;
 }

@@ -13,7 +13,8 @@
  *    nb == 0 is DONE. timeout <= 0 never decides STUCK.
  *  - NCCL cannot say which rank is missing from a collective; dtl_cu_watch_suspects names
  *    the others: "rank 1" in a world of two, "one of ranks 0, 2, 3" (up to 8, then "and N
- *    more") in a larger one.
+ *    more") in a larger one. In a world of one the message says that no other rank takes
+ *    part (the GPU or NCCL itself hangs).
  *  - dtl_cu_watch_message: the whole message of a stuck collective, for stderr and the error
  *    value: "NCCL allreduce f32[1290] (5.2 kB, bucket 2 of 3, step 7) for gradients of fc2.b,
  *    fc2.w @ m.dtl:25 has not completed after 30.0 s (DTL_TIMEOUT=30): waiting for rank 1,

@@ -220,7 +220,7 @@ bool ref_matmul(const dtl_node *n, const dtl_ref_arg *in, void *out, uint64_t se
             f[0].data = fa, f[0].dtype = DTL_DTYPE_F32;
             f[1].data = fb, f[1].dtype = DTL_DTYPE_F32;
             dtl_node plain = *n;
-            plain.attr.tf32 = false;
+            plain.attr.tf32 = 0;
             ok = ref_matmul(&plain, f, out, seed, err);
         } else {
             dtl_err_set(err, DTL_ERR_NOMEM, "ref: matmul: out of memory");

@@ -1376,6 +1376,13 @@ static void test_layout(void)
         dtl_arena_free(&A);
     }
     mlp_free(&m);
+    if (example_load(&m, "lenet.dtl", 8)) {   /* conv2d, pooling: one launch a node too */
+        check_layout("lenet step", &m.low.step, true);
+        check_layout("lenet eval", &m.low.eval, true);
+    } else {
+        CHECK(!"lenet does not lower");
+    }
+    mlp_free(&m);
     /* Outputs that are leaves are staged; a gather has status words; f16 is refused. */
     dtl_graph g;
     dtl_graph_init(&g);

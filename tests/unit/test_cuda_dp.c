@@ -35,18 +35,22 @@ _Static_assert(sizeof(ncclComm_t) == sizeof(dtl_nccl_comm), "ncclComm_t is a poi
 _Static_assert(sizeof(cudaStream_t) == sizeof(void *), "cudaStream_t is a pointer");
 _Static_assert(NCCL_VERSION_CODE >= DTL_NCCL_MIN_VERSION, "the toolkit's NCCL has ncclAvg");
 
-/* The function types: assigning NCCL's functions to our pointers compiles only when they
- * agree (the enums are ints; the stream is a pointer, hence the wrapper for all_reduce). */
+/* The functions' prototypes are the ones cuda_nccl.h's pointers copy, with NCCL's types
+ * (whose sizes and values are checked above). __typeof__ evaluates nothing: no reference to
+ * NCCL's symbols, so this links without libnccl. */
+#define SAME_TYPE(f, t) _Static_assert(__builtin_types_compatible_p(__typeof__(f), t), #f)
+SAME_TYPE(ncclGetVersion, ncclResult_t(int *));
+SAME_TYPE(ncclGetUniqueId, ncclResult_t(ncclUniqueId *));
+SAME_TYPE(ncclCommInitRank, ncclResult_t(ncclComm_t *, int, ncclUniqueId, int));
+SAME_TYPE(ncclAllReduce, ncclResult_t(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                                      ncclComm_t, cudaStream_t));
+SAME_TYPE(ncclCommGetAsyncError, ncclResult_t(ncclComm_t, ncclResult_t *));
+SAME_TYPE(ncclCommAbort, ncclResult_t(ncclComm_t));
+SAME_TYPE(ncclCommDestroy, ncclResult_t(ncclComm_t));
+SAME_TYPE(ncclGetErrorString, const char *(ncclResult_t));
+
 static void check_types(void)
 {
-    dtl_nccl n;
-    memset(&n, 0, sizeof n);
-    ncclResult_t (*gv)(int *) = ncclGetVersion;
-    ncclResult_t (*ab)(ncclComm_t) = ncclCommAbort;
-    ncclResult_t (*ae)(ncclComm_t, ncclResult_t *) = ncclCommGetAsyncError;
-    ncclResult_t (*ir)(ncclComm_t *, int, ncclUniqueId, int) = ncclCommInitRank;
-    const char *(*es)(ncclResult_t) = ncclGetErrorString;
-    CHECK(gv && ab && ae && ir && es);
     printf("nccl.h: NCCL %d.%d.%d; dtl's declarations agree\n", NCCL_MAJOR, NCCL_MINOR,
            NCCL_PATCH);
 }
@@ -104,6 +108,12 @@ static void test_messages(void)
     CHECK(strstr(buf, "f64[3000000] (24.0 MB, bucket 1 of 1, step 1) for gradients has") != NULL);
     CHECK(strstr(buf, "waiting for one of ranks 0, 1, 2,") != NULL);
     CHECK(strstr(buf, "(DTL_TIMEOUT=12)") != NULL);
+    dtl_cu_watch_message(buf, sizeof buf, 0, 1, "f32", 677, 4, 0, 1, 5, "gradients @ n.dtl:22",
+                         2.01, 2);
+    CHECK_STR(buf, "NCCL allreduce f32[677] (2.7 kB, bucket 1 of 1, step 5) for gradients @ "
+                   "n.dtl:22 has not completed after 2.0 s (DTL_TIMEOUT=2): no other rank "
+                   "takes part (a world of one): the GPU or NCCL itself hangs; the NCCL "
+                   "communicator is aborted");
     /* A small buffer truncates, never overflows. */
     char small[16];
     dtl_cu_watch_message(small, sizeof small, 0, 2, "f32", 1, 4, 0, 1, 1, "x", 1, 1);

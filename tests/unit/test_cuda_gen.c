@@ -90,7 +90,7 @@ static bool compile(const char *what, const char *src, const char *arch)
     ncompiled += ok;
     return ok;
 #else
-    (void)what, (void)src, (void)arch;
+    (void)what, (void)src, (void)arch, (void)ncompiled, (void)compile_s, (void)print_numbered;
     return true;
 #endif
 }
