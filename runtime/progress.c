@@ -100,3 +100,15 @@ void dtl_progress_clear(dtl_progress *p)
     fflush(p->out);
     p->dirty = false;
 }
+
+void dtl_progress_fmt_bytes(double bytes, char *buf, size_t len)
+{
+    if (bytes < 1000)
+        snprintf(buf, len, "%.0f B", bytes);
+    else if (bytes < 1e6)
+        snprintf(buf, len, "%.1f kB", bytes / 1e3);
+    else if (bytes < 1e9)
+        snprintf(buf, len, "%.1f MB", bytes / 1e6);
+    else
+        snprintf(buf, len, "%.2f GB", bytes / 1e9);
+}

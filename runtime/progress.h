@@ -49,4 +49,7 @@ void dtl_progress_clear(dtl_progress *p);
 /* "1:02:03" / "2:03" for seconds s (rounded down); "?" when s < 0 or not finite. */
 void dtl_progress_fmt_time(double s, char *buf, size_t len);
 
+/* "512 B", "802.8 kB", "4.2 MB", "1.07 GB" (powers of 1000) for a byte count. */
+void dtl_progress_fmt_bytes(double bytes, char *buf, size_t len);
+
 #endif

@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 
+#include "../../runtime/progress.h"
+
 dtl_cu_watch_state dtl_cu_watch_check(const double *done_at, size_t nb, double armed_at,
                                       double timeout, double now, size_t *bucket,
                                       double *waited)
@@ -50,24 +52,12 @@ char *dtl_cu_watch_suspects(char *buf, size_t cap, int rank, int size)
     return buf;
 }
 
-static void human_bytes(char *buf, size_t cap, double b)
-{
-    if (b < 1000)
-        snprintf(buf, cap, "%.0f B", b);
-    else if (b < 1e6)
-        snprintf(buf, cap, "%.1f kB", b / 1e3);
-    else if (b < 1e9)
-        snprintf(buf, cap, "%.1f MB", b / 1e6);
-    else
-        snprintf(buf, cap, "%.1f GB", b / 1e9);
-}
-
 char *dtl_cu_watch_message(char *buf, size_t cap, int rank, int size, const char *dtype,
                            size_t count, size_t esize, size_t bucket, size_t nb,
                            uint64_t step, const char *label, double waited, double timeout)
 {
     char bytes[32], who[200], why[300];
-    human_bytes(bytes, sizeof bytes, (double)count * (double)esize);
+    dtl_progress_fmt_bytes((double)count * (double)esize, bytes, sizeof bytes);
     dtl_cu_watch_suspects(who, sizeof who, rank, size);
     if (size <= 1)
         snprintf(why, sizeof why, "no other rank takes part (a world of one): the GPU or NCCL "

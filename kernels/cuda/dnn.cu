@@ -21,20 +21,12 @@
  * adam_at.h's function (IEEE-rounded f32 operations in the reference graph's order, so bit
  * for bit the reference update). */
 #include "dnn.h"
+#include "grid.cuh"
 
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n)
-{
-    int64_t b = (n + kThreads - 1) / kThreads;
-    if (b < 1)
-        b = 1;
-    if (b > 65535LL * 16)
-        b = 65535LL * 16;
-    return (unsigned)b;
-}
+using dtl_cu::blocks_for;
+using dtl_cu::kThreads;
 
 __global__ void k_window(dtl_cu_win g, dtl_cu_wop op, const void *a, const void *b, void *out,
                          int64_t n)

@@ -12,22 +12,14 @@
  * math library's documented ulps). Matrix products are not here: cuBLAS does them
  * (kernels/cuda/cuda_backend.c). */
 #include "ops.h"
+#include "grid.cuh"
 
 #include <stdint.h>
 
 namespace {
 
-constexpr int kThreads = 256;
-
-unsigned blocks_for(int64_t n)
-{
-    int64_t b = (n + kThreads - 1) / kThreads;
-    if (b < 1)
-        b = 1;
-    if (b > 65535LL * 16)
-        b = 65535LL * 16;
-    return (unsigned)b;
-}
+using dtl_cu::blocks_for;
+using dtl_cu::kThreads;
 
 /* ---- math by type (float uses the f-suffixed functions, as ref's <tgmath.h> does) ---- */
 __device__ inline float d_abs(float x) { return fabsf(x); }

@@ -25,6 +25,8 @@
  */
 #include "comm_internal.h"
 
+#include "../progress.h"
+
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -78,14 +80,7 @@ void comm_backoff(unsigned *idle)
 
 const char *comm_bytes(char *buf, size_t cap, size_t bytes)
 {
-    if (bytes < 1000)
-        snprintf(buf, cap, "%zu B", bytes);
-    else if (bytes < 1000000)
-        snprintf(buf, cap, "%.1f kB", bytes / 1e3);
-    else if (bytes < 1000000000)
-        snprintf(buf, cap, "%.1f MB", bytes / 1e6);
-    else
-        snprintf(buf, cap, "%.2f GB", bytes / 1e9);
+    dtl_progress_fmt_bytes((double)bytes, buf, cap);
     return buf;
 }
 
