@@ -34,31 +34,7 @@ trap 'rm -rf "$T"' EXIT
 dir=$T   # (train_lib.sh, in a subshell for its toy_data, makes a T of its own)
 (DTLC=$DTLC; . "$here/train_lib.sh"; toy_data "$dir" 640 7 train.csv; toy_data "$dir" 100 11 test.csv)
 cd "$T" || exit 99
-cat > net.dtl <<'EOF'
-model Dense(in: int, out: int) {
-    param w: f32[in, out] = glorot_uniform()
-    param b: f32[out]     = zeros()
-    fn forward(x: f32[B, in]) -> f32[B, out] = x @ w + b
-}
-
-model Net(hidden: int = 32) {
-    fc1 = Dense(16, hidden)
-    fc2 = Dense(hidden, 4)
-    fn forward(x: f32[B, 16]) -> f32[B, 4] = fc2(dropout(relu(fc1(x)), 0.3))
-}
-
-dataset toy = csv("train.csv", label = "label", test = "test.csv")
-
-train Net() {
-    data      = toy.train
-    batch     = 32
-    loss      = cross_entropy(forward(x), y)
-    optimizer = adam(lr = 1e-2)
-    epochs    = 2
-    evaluate  = accuracy(toy.test)
-    parallel  = data
-}
-EOF
+(. "$here/train_lib.sh"; ddp_model 2) > net.dtl
 fail=0
 bad() { echo "FAIL: $*" >&2; fail=1; }
 # The epoch lines without their timings.

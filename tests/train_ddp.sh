@@ -35,31 +35,7 @@ dir=$T   # (train_lib.sh, in a subshell for its toy_data, makes a T of its own)
 W=$DTLC   # comm_lib's start runs "$W" ARGS in every rank
 cd "$T" || exit 99
 # Self-contained (no stdlib), so that this test depends on the runner only.
-cat > net.dtl <<'EOF'
-model Dense(in: int, out: int) {
-    param w: f32[in, out] = glorot_uniform()
-    param b: f32[out]     = zeros()
-    fn forward(x: f32[B, in]) -> f32[B, out] = x @ w + b
-}
-
-model Net(hidden: int = 32) {
-    fc1 = Dense(16, hidden)
-    fc2 = Dense(hidden, 4)
-    fn forward(x: f32[B, 16]) -> f32[B, 4] = fc2(dropout(relu(fc1(x)), 0.3))
-}
-
-dataset toy = csv("train.csv", label = "label", test = "test.csv")
-
-train Net() {
-    data      = toy.train
-    batch     = 32
-    loss      = cross_entropy(forward(x), y)
-    optimizer = adam(lr = 1e-2)
-    epochs    = 3
-    evaluate  = accuracy(toy.test)
-    parallel  = data
-}
-EOF
+(. "$here/train_lib.sh"; ddp_model 3) > net.dtl
 sed 's/^    parallel  = data$//' net.dtl > nopar.dtl
 sed 's/^    optimizer = adam(lr = 1e-2)$/    optimizer = sgd(lr = 0.05, momentum = 0.9)\
     clip      = 0.5\

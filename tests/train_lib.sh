@@ -8,6 +8,7 @@
 #   toy_model FILE HIDDEN DROPOUT  a model 16 -> HIDDEN -> 4 (with nn.Dropout(DROPOUT) after the
 #                                  ReLU when DROPOUT is not 0), Adam lr 1e-2, batch 16, 2 epochs,
 #                                  on train.csv / test.csv beside it
+#   ddp_model EPOCHS               the data-parallel tests' model (parallel = data), to stdout
 #
 # Sets: DTLC (the program), T (the temporary directory, removed at exit), fail (0; tests set
 # it to 1 and end with `finish`).
@@ -105,4 +106,35 @@ finish() {
         exit 0
     fi
     exit 1
+}
+
+# ddp_model EPOCHS: the data-parallel tests' model (Dense layers, dropout, so that which rank
+# takes which rows matters) over toy_data's train.csv and test.csv, to stdout. The tests'
+# expected messages name its lines (net.dtl:21, :22, :25): keep them where they are.
+ddp_model() {
+    cat <<EOF
+model Dense(in: int, out: int) {
+    param w: f32[in, out] = glorot_uniform()
+    param b: f32[out]     = zeros()
+    fn forward(x: f32[B, in]) -> f32[B, out] = x @ w + b
+}
+
+model Net(hidden: int = 32) {
+    fc1 = Dense(16, hidden)
+    fc2 = Dense(hidden, 4)
+    fn forward(x: f32[B, 16]) -> f32[B, 4] = fc2(dropout(relu(fc1(x)), 0.3))
+}
+
+dataset toy = csv("train.csv", label = "label", test = "test.csv")
+
+train Net() {
+    data      = toy.train
+    batch     = 32
+    loss      = cross_entropy(forward(x), y)
+    optimizer = adam(lr = 1e-2)
+    epochs    = $1
+    evaluate  = accuracy(toy.test)
+    parallel  = data
+}
+EOF
 }
