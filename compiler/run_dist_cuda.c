@@ -117,8 +117,8 @@ dtl_dist_cuda *dtl_dist_cuda_new(dtl_comm *c, const dtl_graph *grad, const dtl_d
         goto fail;
     x->api = api;
     x->rank = s.rank;
-    if (!(x->dp = api->create(&s, err)))
-        goto fail;
+    x->dp = api->create(&s, err);
+fail:   /* (and done: the spec's arrays are the plugin's copies now) */
     free(ts);
     free(bs);
     free(names);
@@ -127,18 +127,11 @@ dtl_dist_cuda *dtl_dist_cuda_new(dtl_comm *c, const dtl_graph *grad, const dtl_d
     free(first);
     free(cnt);
     free(labels);
+    if (x && !x->dp) {
+        free(x);
+        x = NULL;
+    }
     return x;
-fail:
-    free(ts);
-    free(bs);
-    free(names);
-    free(dtypes);
-    free(counts);
-    free(first);
-    free(cnt);
-    free(labels);
-    free(x);
-    return NULL;
 }
 
 void dtl_dist_cuda_plan_opts(dtl_dist_cuda *x, dtl_plan_opts *o)
