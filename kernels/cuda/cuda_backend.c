@@ -1971,6 +1971,25 @@ static void adam_rewrite(cu_plan *p)
     dtl_arena_free(&A);
 }
 
+/* The passes and fusion of g into p->pg and p->kp (with the one Adam launch when adam);
+ * p->kp stays NULL when the kernel program does not fit the interpreter kernels. */
+static void fuse_plan(cu_plan *p, const dtl_graph *g, const dtl_plan_opts *opts, bool adam)
+{
+    dtl_err perr;
+    if (!dtl_passes_run(&p->pg, g, NULL, &perr))
+        return;
+    if (adam)
+        adam_rewrite(p);
+    dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = true};
+    p->kp = dtl_fuse(&p->pg, &fo);
+    if (p->kp && fused_ok(p->kp, &p->arena)) {
+        p->g = &p->pg;
+    } else {
+        dtl_kprog_free(p->kp);
+        p->kp = NULL;
+    }
+}
+
 static void *adam_ptr(cu_plan *p, const char *name)
 {
     int64_t k = -1;
@@ -2278,33 +2297,12 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
     /* The fused path: the passes, then the kernel program, when the interpreter kernels
      * can run all of it; else (or with DTL_CUDA_FUSE=0) one launch per node. */
     if (!env_off("DTL_CUDA_FUSE")) {
-        dtl_err perr;
         p->have_pg = true;
-        if (dtl_passes_run(&p->pg, g, NULL, &perr)) {
-            if (!dtl_cu_dp_of(opts) && !env_off("DTL_CUDA_ADAM"))
-                adam_rewrite(p);   /* (one launch for every Adam update it finds) */
-            dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = true};
-            p->kp = dtl_fuse(&p->pg, &fo);
-            if (p->kp && fused_ok(p->kp, &p->arena)) {
-                p->g = &p->pg;
-            } else {
-                dtl_kprog_free(p->kp);
-                p->kp = NULL;
-            }
-        }
+        fuse_plan(p, g, opts, !dtl_cu_dp_of(opts) && !env_off("DTL_CUDA_ADAM"));
         if (!p->kp && p->nadam) {   /* (more stored values, say): without the Adam launch */
             p->nadam = 0;
             dtl_graph_free(&p->pg);
-            if (dtl_passes_run(&p->pg, g, NULL, &perr)) {
-                dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = true};
-                p->kp = dtl_fuse(&p->pg, &fo);
-                if (p->kp && fused_ok(p->kp, &p->arena)) {
-                    p->g = &p->pg;
-                } else {
-                    dtl_kprog_free(p->kp);
-                    p->kp = NULL;
-                }
-            }
+            fuse_plan(p, g, opts, false);
         }
     }
     /* (the caller's graph has every PARAM and STATE, the run graph maybe not m and v) */

@@ -701,6 +701,21 @@ static void test_errors(void)
 
 /* ---- the MLP trains, as on ref ---- */
 
+/* A learnable random problem: rows of 784 uniform features, the label the argmax of the
+ * first 10. */
+static void argmax_batch(float *x, int64_t *y, int rows)
+{
+    for (int r = 0; r < rows; r++) {
+        int best = 0;
+        for (int j = 0; j < 784; j++) {
+            x[r * 784 + j] = (float)rnd_uniform(0, 1);
+            if (j < 10 && x[r * 784 + j] > x[r * 784 + best])
+                best = j;
+        }
+        y[r] = best;
+    }
+}
+
 static void test_mlp_training(bool fused, bool codegen)
 {
     setenv("DTL_CUDA_FUSE", fused ? "1" : "0", 1);
@@ -727,21 +742,12 @@ static void test_mlp_training(bool fused, bool codegen)
     CHECK(ec != NULL);
     if (!ec)
         fprintf(stderr, "mlp: %s\n", err.msg);
-    /* A learnable random problem: the label is the argmax of 10 fixed features. */
     enum { B = 32, STEPS = 40 };
     static float x[B * 784];
     int64_t y[B], total = STEPS;
     double first = 0, last = 0;
     for (int64_t step = 1; ec && step <= STEPS; step++) {
-        for (int r = 0; r < B; r++) {
-            int best = 0;
-            for (int j = 0; j < 784; j++) {
-                x[r * 784 + j] = (float)rnd_uniform(0, 1);
-                if (j < 10 && x[r * 784 + j] > x[r * 784 + best])
-                    best = j;
-            }
-            y[r] = best;
-        }
+        argmax_batch(x, y, B);
         dtl_binding in[4] = {{"x", x, F32, 2, {B, 784}}, {"y", y, I64, 1, {B}},
                              {"step", &step, I64, 0, {0}}, {"total_steps", &total, I64, 0, {0}}};
         dtl_tensor lr, lc;
@@ -1457,15 +1463,7 @@ static void test_mixed_precision(dtl_precision prec, dtl_precision ref_prec)
     static float x[B * 784];
     int64_t y[B], total = STEPS;
     for (int64_t step = 1; pc && step <= STEPS; step++) {
-        for (int r = 0; r < B; r++) {
-            int best = 0;
-            for (int j = 0; j < 784; j++) {
-                x[r * 784 + j] = (float)rnd_uniform(0, 1);
-                if (j < 10 && x[r * 784 + j] > x[r * 784 + best])
-                    best = j;
-            }
-            y[r] = best;
-        }
+        argmax_batch(x, y, B);
         dtl_binding in[4] = {{"x", x, F32, 2, {B, 784}}, {"y", y, I64, 1, {B}},
                              {"step", &step, I64, 0, {0}}, {"total_steps", &total, I64, 0, {0}}};
         dtl_tensor lr, lc;
