@@ -281,7 +281,9 @@ dtl_dist *dtl_dist_join(dtl_ctx *ctx, const dtl_train *t, const dtl_comm_env *en
         sigs[ns] = sig[ns];
         ns++;
     }
-    dtl_comm_opts co = {model_hash(ctx, what), sigs, ns};
+    /* a rank the watcher has to end says what dtlc's own error path says, with its status
+     * (a failed collective is an I/O error: exit status 2) */
+    dtl_comm_opts co = {model_hash(ctx, what), sigs, ns, "dtlc: error: ", 2};
     if (strcmp(be->name, "cuda") == 0 && !dtl_dist_cuda_check(err))   /* before any wait */
         goto fail;
     if (!(d->c = dtl_comm_init(env, &co, err)))

@@ -88,7 +88,7 @@ expect sleep 3 "allreduce f32\[1000\] \(4\.0 kB\) for sleepy\.dtl:3" "timed out 
 # inside a recv, as a thread stuck inside the provider would be): its watcher ends it 5 s after
 # the news, with the message and the collective the thread was in.
 run stuck 3 15 COMM_TEST_TIMEOUT=1 -- stuck 1
-RANKS=1 expect stuck 3 "rank 1: error: recv f32\[1000\] \(4\.0 kB\) for stuck\.dtl:7: .*timed out after 1 s" \
+RANKS=1 expect stuck 3 "^error: rank 1: recv f32\[1000\] \(4\.0 kB\) for stuck\.dtl:7: .*timed out after 1 s" \
     "did not get out of the transport within 5 s: exiting"
 
 # A rank that frees the world without finalizing, in the middle of the job.

@@ -63,7 +63,7 @@ for i in 0 2; do
     [ "$rc" != 0 ] || { echo "FAIL: $label: rank $i exited 0"; ok=0; }
     # (the second form: the comm thread stuck inside the provider, which libfabric's shm can
     # be when a peer dies holding a lock; the watcher's backstop then ends the rank)
-    for re in "rank $i: error: (dtl_ddp_finish: |allreduce .*did not get out of the transport)" "rank $victim \(host [^,]*, pid $vpid\) died" \
+    for re in "^(rank $i: error: dtl_ddp_finish: |error: rank $i: allreduce .*did not get out of the transport)" "rank $victim \(host [^,]*, pid $vpid\) died" \
         "allreduce f(32|64)\[[0-9]+\] \([0-9.]+ [kM]?B\) for gradients of [a-z0-9., ]+ @ ddp\.dtl:9"; do
         grep -Eq -- "$re" "$T/$label.err$i" ||
             { echo "FAIL: $label: rank $i's message does not match /$re/"; ok=0; }

@@ -225,6 +225,8 @@ struct comm_boot {
     size_t doing_count;
     bool doing_has_label;
     char doing_label[160];
+    char stuck_prefix[64];    /* the backstop's (dtl_comm_opts) */
+    int stuck_status;
     atomic_bool *closed;      /* rank 0: rank j's socket is closed (read by both threads) */
 };
 
@@ -876,6 +878,9 @@ comm_boot *comm_boot_hello(const dtl_comm_env *env, const dtl_comm_opts *opts, d
     me->pid = (int)getpid();
     me->hash = opts ? opts->model_hash : 0;
     me->seen = true;
+    snprintf(b->stuck_prefix, sizeof b->stuck_prefix, "%s",
+             opts && opts->stuck_prefix ? opts->stuck_prefix : "error: ");
+    b->stuck_status = opts && opts->stuck_status ? opts->stuck_status : 1;
     if (opts && opts->nsigs) {
         me->sigs = calloc(opts->nsigs, sizeof *me->sigs);
         if (!me->sigs)
@@ -1123,7 +1128,8 @@ bool comm_boot_names(comm_boot *b, const void *name, size_t len, const void *con
  * shared memory of a peer that was killed while holding it (seen once in ~20 kill tests under
  * ASan). So when the world is not freed within STUCK_S of the failure, the watcher ends the
  * process itself: the failure's message on stderr, this process's shm regions removed (the
- * provider names them /dev/shm/<pid>:…, and _exit skips its fi_close), exit status 1. */
+ * provider names them /dev/shm/<pid>:…, and _exit skips its fi_close), exit status and the
+ * message's prefix as dtl_comm_opts said. */
 #define STUCK_S 5.0
 
 static void remove_own_shm(void)
@@ -1158,10 +1164,10 @@ static void backstop(comm_boot *b)
         strcat(what, ": ");
     }
     pthread_mutex_unlock(&b->dlock);
-    dprintf(2, "rank %d: error: %s%s (and this process did not get out of the transport within "
-            "%g s: exiting)\n", b->rank, what, m, STUCK_S);
+    dprintf(2, "%srank %d: %s%s (and this process did not get out of the transport within "
+            "%g s: exiting)\n", b->stuck_prefix, b->rank, what, m, STUCK_S);
     remove_own_shm();
-    _exit(1);
+    _exit(b->stuck_status);
 }
 
 static void *watch_root(comm_boot *b)

@@ -39,8 +39,9 @@
  *    written by the transport until dtl_comm_free of the world returns. The one exception to
  *    "nothing here prints or exits": when the watcher learns of a failure and the world is
  *    not freed within 5 s (a thread stuck inside the provider — libfabric's shm can spin for
- *    ever on a lock a killed peer held), it writes the failure to stderr ("rank r: error: …"),
- *    removes this process's shm regions and ends the process with _exit(1).
+ *    ever on a lock a killed peer held), it writes the failure to stderr (stuck_prefix of
+ *    dtl_comm_opts, then "rank r: …"), removes this process's shm regions and ends the
+ *    process with _exit(stuck_status).
  *  - Deadlines. Every blocking wait (rendezvous, each step of a collective, shutdown) fails
  *    after DTL_TIMEOUT seconds without progress, naming the rank it was waiting for.
  *  - Collectives are blocking and are called by every rank of the communicator in the same
@@ -132,6 +133,12 @@ typedef struct dtl_comm_opts {
     uint64_t model_hash;
     const char *const *sigs;   /* the collectives of one step, in order (dtl_comm_sig) */
     size_t nsigs;
+    /* The watcher's last resort (see Failures) writes stuck_prefix, then the failure as the
+     * program's own error path would ("rank r: allreduce …: rank 1 … died: …"), and exits
+     * with stuck_status; so the user sees one form however a rank ended. NULL: "error: ";
+     * 0: status 1. This process only: not compared between ranks. */
+    const char *stuck_prefix;
+    int stuck_status;
 } dtl_comm_opts;
 
 /* Formats one collective signature: "allreduce f32[1000] mean @ mnist.dtl:12" (label NULL:

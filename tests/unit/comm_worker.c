@@ -456,7 +456,7 @@ int main(int argc, char **argv)
         return mode_loop(argc > 2 ? (size_t)atol(argv[2]) : (size_t)1 << 20);
     if (strcmp(mode, "hash") == 0 && argc > 2) {
         const char *h = getenv("COMM_TEST_HASH");   /* per-rank override (tests/comm_lib.sh) */
-        dtl_comm_opts o = {strtoull(h ? h : argv[2], NULL, 16), NULL, 0};
+        dtl_comm_opts o = {strtoull(h ? h : argv[2], NULL, 16), NULL, 0, NULL, 0};
         return finish(join(&o));
     }
     if (strcmp(mode, "sigs") == 0 && argc > 2) {
@@ -466,7 +466,7 @@ int main(int argc, char **argv)
         char *list = strdup(l ? l : argv[2]);
         for (char *s = strtok(list, ","); s && n < 16; s = strtok(NULL, ","))
             sigs[n++] = s;
-        dtl_comm_opts o = {42, sigs, n};
+        dtl_comm_opts o = {42, sigs, n, NULL, 0};
         int rc = finish(join(&o));
         free(list);
         return rc;

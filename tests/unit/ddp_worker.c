@@ -152,7 +152,7 @@ int main(int argc, char **argv)
     sigs[ns] = dtl_comm_sig(sigbuf[ns], sizeof sigbuf[ns], "allgather", 1, DTL_DTYPE_F64,
                             DTL_COMM_SUM, "hashes");
     ns++;
-    dtl_comm_opts opts = {0x5eed, sigs, ns};
+    dtl_comm_opts opts = {0x5eed, sigs, ns, NULL, 0};
     dtl_comm *c = dtl_comm_init(&env, &opts, &err);
     if (!c) {
         fprintf(stderr, "rank %d: error: %s\n", me, err.msg);
