@@ -7,7 +7,9 @@
  * ELEMWISE / REDUCE / MATMUL kernel of the fused program must be generated (none refused),
  * both with and without vector loads, and each graph's module must compile with NVRTC for
  * sm_90 (the device's cubin) — a compile error fails the test and prints the log and the
- * numbered source. One small kernel's text is compared with a golden copy. NVRTC works
+ * numbered source. Each module is also compiled for the CPU (tests/unit/cuda_emu.h) and every
+ * kernel run there against the reference backend (see "running the generated kernels on the
+ * CPU" below). One small kernel's text is compared with a golden copy. NVRTC works
  * without a device; when this build has no NVRTC the generation checks still run and the
  * test exits 77 saying that nothing was compiled. DTL_CUDA_GEN_DUMP="mnist_mlp.dtl step" (a
  * graph's name as the messages give it) prints that graph's module (vector variant). */
@@ -20,10 +22,17 @@
 #include "../../lang/ctx.h"
 #include "unit.h"
 
+#include "../../kernels/ref/ref.h"
+#include "../../runtime/dtype.h"
+
+#include <dlfcn.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef HAVE_NVRTC
 #include <nvrtc.h>
@@ -97,6 +106,243 @@ static bool compile(const char *what, const char *src, const char *arch)
 
 /* Generates every fusable kernel of g's program (vec or not) into one module; checks that
  * none is refused; compiles the module. */
+/* ---- running the generated kernels on the CPU ----
+ * NVRTC proves the source compiles; this proves it computes what kernels/ref computes. The
+ * graph is evaluated node by node with the reference kernels (leaves random: floats in
+ * [0.1, 1), integers in [0, 4), bools 0/1); the module is compiled by the host's C++ compiler
+ * with tests/unit/cuda_emu.h (CUDA's threads, barriers and shuffles as coroutines) and each
+ * kernel is launched with its loaded arguments set to the reference values and its stored
+ * ones to garbage, on at most 3 blocks (its loops are grid-stride: fewer blocks must give the
+ * same result), and every stored value must equal the reference within float rounding
+ * (sums are added in another order). Without a C++ compiler (DTL_EMU_CXX, else c++) this
+ * part says so and is skipped; the rest of the test still runs. It is skipped under
+ * AddressSanitizer too, which does not follow swapcontext reliably (the plain build runs it). */
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_SANITIZED 1
+#endif
+#endif
+
+static const char *emu_cxx;   /* NULL: not looked for yet; "": none */
+static int emu_kernels, emu_modules;
+
+static bool emu_have_cxx(void)
+{
+#ifdef EMU_SANITIZED
+    if (!emu_cxx)
+        printf("AddressSanitizer: the generated kernels were not run on the CPU\n");
+    emu_cxx = "";
+#endif
+    if (!emu_cxx) {
+        const char *c = getenv("DTL_EMU_CXX");
+        emu_cxx = c && *c ? c : "c++";
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "%s --version > /dev/null 2>&1", emu_cxx);
+        if (system(cmd) != 0) {
+            printf("no C++ compiler (%s): the generated kernels were not run on the CPU\n",
+                   emu_cxx);
+            emu_cxx = "";
+        }
+    }
+    return *emu_cxx != 0;
+}
+
+static uint64_t emu_rng = 0x9e3779b97f4a7c15ull;
+static double emu_uniform(void)
+{
+    emu_rng ^= emu_rng << 13, emu_rng ^= emu_rng >> 7, emu_rng ^= emu_rng << 17;
+    return (double)(emu_rng >> 11) * 0x1p-53;
+}
+
+static size_t node_bytes(const dtl_node *n)
+{
+    return (size_t)dtl_node_numel(n) * dtl_dtype_size(n->dtype);
+}
+
+static void fill_random(const dtl_node *n, void *p)
+{
+    uint64_t m = dtl_node_numel(n);
+    for (uint64_t i = 0; i < m; i++) {
+        double u = emu_uniform();
+        switch (n->dtype) {
+        case F32: ((float *)p)[i] = (float)(0.1 + 0.9 * u); break;
+        case F64: ((double *)p)[i] = 0.1 + 0.9 * u; break;
+        case I32: ((int32_t *)p)[i] = (int32_t)(u * 4); break;
+        case I64: ((int64_t *)p)[i] = (int64_t)(u * 4); break;
+        default: ((uint8_t *)p)[i] = u < 0.5; break;
+        }
+    }
+}
+
+/* The value of every node of g (NULL on failure, said on stderr). */
+static void **ref_values(const char *what, const dtl_graph *g)
+{
+    void **v = calloc(g->nnodes, sizeof *v);
+    CHECK(v != NULL);
+    for (uint32_t i = 0; v && i < g->nnodes; i++) {
+        const dtl_node *n = dtl_g_node(g, i);
+        v[i] = calloc(1, node_bytes(n) + 16);
+        CHECK(v[i] != NULL);
+        if (n->op == DTL_OP_INPUT || n->op == DTL_OP_PARAM || n->op == DTL_OP_STATE) {
+            fill_random(n, v[i]);
+            continue;
+        }
+        dtl_ref_arg in[8];
+        int64_t shapes[8][DTL_MAX_RANK];
+        CHECK(n->nin <= 8);
+        for (uint32_t j = 0; j < n->nin && j < 8; j++) {
+            const dtl_node *a = dtl_g_node(g, n->in[j]);
+            CHECK(n->in[j] < i);   /* topological */
+            memcpy(shapes[j], a->shape, sizeof shapes[j]);
+            in[j] = (dtl_ref_arg){v[n->in[j]], a->dtype, a->rank, shapes[j]};
+        }
+        dtl_err err;
+        if (!dtl_ref_kernel(n, in, v[i], 1, &err)) {
+            fprintf(stderr, "%s: the reference cannot compute %%%u (%s): %s\n", what, i,
+                    dtl_op_name(n->op), err.msg);
+            CHECK(!"reference evaluation failed");
+            for (uint32_t j = 0; j <= i; j++)
+                free(v[j]);
+            free(v);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+static void free_values(const dtl_graph *g, void **v)
+{
+    for (uint32_t i = 0; v && i < g->nnodes; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Whether got equals the reference value want of node n (reports the first difference). */
+static bool same_values(const char *what, const dtl_node *n, dtl_val id, const void *got,
+                        const void *want)
+{
+    uint64_t m = dtl_node_numel(n);
+    for (uint64_t i = 0; i < m; i++) {
+        double g, w, tol = 0;
+        switch (n->dtype) {
+        case F32: g = ((const float *)got)[i], w = ((const float *)want)[i], tol = 1e-5; break;
+        case F64: g = ((const double *)got)[i], w = ((const double *)want)[i], tol = 1e-12; break;
+        case I32: g = ((const int32_t *)got)[i], w = ((const int32_t *)want)[i]; break;
+        case I64: g = (double)((const int64_t *)got)[i], w = (double)((const int64_t *)want)[i];
+            break;
+        default: g = ((const uint8_t *)got)[i], w = ((const uint8_t *)want)[i] != 0; break;
+        }
+        if (g == w || (g != g && w != w) || fabs(g - w) <= tol * (1 + fabs(w)))
+            continue;
+        fprintf(stderr, "%s: %%%u (%s) element %llu: %.9g, the reference %.9g\n", what, id,
+                dtl_op_name(n->op), (unsigned long long)i, g, w);
+        return false;
+    }
+    return true;
+}
+
+static const char *emu_ctype(dtl_dtype t)
+{
+    return t == F32 ? "float" : t == F64 ? "double" : t == I32 ? "int" : t == I64 ? "long long"
+                                                                                 : "dtl_u8";
+}
+
+typedef struct emu_kernel {
+    uint32_t k;
+    dtl_cugen_info info;
+} emu_kernel;
+
+/* Compiles module src (its kernels ks[0..nks)) for the CPU and runs them against v. */
+static void emu_module(const char *what, const dtl_kprog *kp, void **v, const char *src,
+                       const emu_kernel *ks, int nks)
+{
+    char dir[] = "/tmp/dtl-emu.XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return;
+    }
+    char cpp[64], so[64], log[64];
+    snprintf(cpp, sizeof cpp, "%s/m.cpp", dir);
+    snprintf(so, sizeof so, "%s/m.so", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    FILE *f = fopen(cpp, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs(src, f);
+    for (int i = 0; i < nks; i++) {   /* a typed call and a launcher for each kernel */
+        fprintf(f, "extern \"C\" void emu_entry_%u(void **a)\n{\n    dtl_k%u(", ks[i].k, ks[i].k);
+        for (uint32_t j = 0; j < ks[i].info.nargs; j++)
+            fprintf(f, "%s(%s *)a[%u]", j ? ", " : "",
+                    emu_ctype(dtl_g_node(kp->g, ks[i].info.args[j])->dtype), j);
+        fprintf(f, ");\n}\nextern \"C\" int emu_run_%u(void **a, unsigned grid)\n{\n"
+                   "    return dtl_emu_launch(emu_entry_%u, a, grid, %uu);\n}\n",
+                ks[i].k, ks[i].k, ks[i].info.block);
+    }
+    fclose(f);
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "%s -std=c++17 -O1 -ffp-contract=off -fPIC -shared -w -include "
+             "%s/../tests/unit/cuda_emu.h -o %s %s > %s 2>&1", emu_cxx, DTL_SRC_STDLIB_DIR, so,
+             cpp, log);
+    int rc = system(cmd);
+    void *h = rc == 0 ? dlopen(so, RTLD_NOW | RTLD_LOCAL) : NULL;
+    if (!h) {
+        fprintf(stderr, "%s: the module does not build for the CPU (%s); the compiler said:\n",
+                what, rc == 0 ? dlerror() : "c++ failed");
+        snprintf(cmd, sizeof cmd, "head -c 4000 %s >&2", log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log)\n");
+        CHECK(!"the module does not build for the CPU");
+    }
+    for (int i = 0; h && i < nks; i++) {
+        const dtl_kernel *K = &kp->k[ks[i].k];
+        char sym[40], w[300];
+        snprintf(sym, sizeof sym, "emu_run_%u", ks[i].k);
+        snprintf(w, sizeof w, "%s, kernel dtl_k%u", what, ks[i].k);
+        int (*run)(void **, unsigned) = (int (*)(void **, unsigned))dlsym(h, sym);
+        CHECK(run != NULL);
+        if (!run)
+            continue;
+        void *args[DTL_CUGEN_MAX_ARGS];
+        bool stored[DTL_CUGEN_MAX_ARGS];
+        for (uint32_t j = 0; j < ks[i].info.nargs; j++) {
+            dtl_val a = ks[i].info.args[j];
+            const dtl_node *n = dtl_g_node(kp->g, a);
+            size_t bytes = node_bytes(n);
+            stored[j] = kp->kernel_of[a] == ks[i].k &&
+                        !(K->kind == DTL_K_MATMUL && a == K->root);
+            args[j] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+            CHECK(args[j] != NULL);
+            if (stored[j])
+                memset(args[j], 0xff, bytes);   /* garbage: NaN, -1, true */
+            else
+                memcpy(args[j], v[a], bytes);
+        }
+        unsigned grid = ks[i].info.grid < 3 ? ks[i].info.grid : 3;
+        bool ok = run(args, grid) == 0;
+        if (!ok)
+            fprintf(stderr, "%s: the launch failed\n", w);
+        for (uint32_t j = 0; ok && j < ks[i].info.nargs; j++)
+            if (stored[j]) {
+                dtl_val a = ks[i].info.args[j];
+                ok = same_values(w, dtl_g_node(kp->g, a), a, args[j], v[a]);
+            }
+        CHECK(ok);
+        emu_kernels++;
+        for (uint32_t j = 0; j < ks[i].info.nargs; j++)
+            free(args[j]);
+    }
+    if (h) {
+        dlclose(h);
+        emu_modules++;
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
 {
     dtl_graph pg;
@@ -109,7 +355,11 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
     dtl_fuse_opts fo = {.no_rows = true};   /* as the cuda backend fuses */
     dtl_kprog *kp = dtl_fuse(&pg, &fo);
     CHECK(kp != NULL);
-    for (int vec = scalar_too ? 0 : 1; kp && vec < 2; vec++) {
+    void **vals = kp && emu_have_cxx() ? ref_values(what, &pg) : NULL;
+    emu_kernel *ks = kp ? calloc(kp->nk ? kp->nk : 1, sizeof *ks) : NULL;
+    CHECK(!kp || ks);
+    for (int vec = scalar_too ? 0 : 1; kp && ks && vec < 2; vec++) {
+        int nks = 0;
         dtl_cugen_buf b;
         dtl_cugen_buf_init(&b);
         dtl_cugen_printf(&b, "%s", dtl_cugen_preamble());
@@ -134,6 +384,7 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
             }
             CHECK(b.len > before && strstr(b.s + before, name) != NULL);
             CHECK(info.nargs > 0 && info.block == 256 && info.grid >= 1);
+            ks[nks++] = (emu_kernel){i, info};
             here++;
             if (vec == (scalar_too ? 0 : 1)) {
                 nkernels++;
@@ -148,8 +399,12 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
             fputs(b.s, stdout);
         CHECK(compile(w, b.s, "sm_90"));
         nmodules++;
+        if (vals)
+            emu_module(w, kp, vals, b.s, ks, nks);
         dtl_cugen_buf_free(&b);
     }
+    free(ks);
+    free_values(&pg, vals);
     dtl_kprog_free(kp);
     dtl_graph_free(&pg);
 }
@@ -384,6 +639,9 @@ int main(void)
            strategies[DTL_CUGEN_FLAT], strategies[DTL_CUGEN_RED_THREAD],
            strategies[DTL_CUGEN_RED_WARP], strategies[DTL_CUGEN_RED_BLOCK],
            strategies[DTL_CUGEN_RED_COLUMN], nvec, nmodules);
+    if (*emu_cxx)
+        printf("%d kernels of %d modules run on the CPU (tests/unit/cuda_emu.h) agree with the "
+               "reference\n", emu_kernels, emu_modules);
     CHECK(strategies[DTL_CUGEN_FLAT] && strategies[DTL_CUGEN_RED_THREAD] &&
           strategies[DTL_CUGEN_RED_WARP] && strategies[DTL_CUGEN_RED_BLOCK] &&
           strategies[DTL_CUGEN_RED_COLUMN] && nvec);

@@ -1,0 +1,212 @@
+/* tests/unit/cuda_emu.h — just enough of CUDA C++ to run the kernels of kernels/cuda/cuda_gen.c
+ * on the CPU, for tests/unit/test_cuda_gen.c: the generated module is compiled by the host's
+ * C++ compiler with this header included first, into a shared object the test loads.
+ *
+ * Contract (what a generated kernel may rely on, emulated faithfully enough to catch wrong
+ * indexing, a missing or misplaced barrier, a wrong shuffle, a grid-stride loop that skips or
+ * repeats work):
+ *  - dtl_emu_launch(entry, args, grid, block) runs entry(args) once per CUDA thread of a
+ *    grid x block launch (1-D), the blocks one after another, the threads of a block as
+ *    coroutines (ucontext) in this OS thread. A thread runs until it finishes or waits: in
+ *    __syncthreads (until every thread of the block that has not finished arrives) or in a
+ *    warp shuffle (until the 32 lanes of its warp arrive). Threads are resumed in round-robin
+ *    order, so a kernel that would race on a GPU can pass here: this is not a race detector.
+ *  - __shared__ arrays are function-scope statics: one per module, reused by each block in
+ *    turn (the blocks never run at the same time).
+ *  - Vector types are 16-byte (or 4-byte) aligned as on the GPU: a misaligned vector access
+ *    may fault, as it would there.
+ *  - Returns 0, or -1 when the threads of a block wait on each other for ever (a deadlock:
+ *    a barrier some threads never reach), after writing which to stderr.
+ * Built with -ffp-contract=off so float arithmetic is what kernels/ref computes.
+ */
+#ifndef DTL_CUDA_EMU_H
+#define DTL_CUDA_EMU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ucontext.h>
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __restrict__ __restrict
+#define __shared__ static
+
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+struct alignas(16) longlong2 { long long x, y; };
+struct alignas(4) uchar4 { unsigned char x, y, z, w; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+static inline double2 make_double2(double x, double y) { return {x, y}; }
+static inline longlong2 make_longlong2(long long x, long long y) { return {x, y}; }
+static inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char z,
+                                 unsigned char w)
+{
+    return {x, y, z, w};
+}
+static inline float __int_as_float(int v) { float f; memcpy(&f, &v, sizeof f); return f; }
+static inline double __longlong_as_double(long long v)
+{
+    double d;
+    memcpy(&d, &v, sizeof d);
+    return d;
+}
+
+struct dtl_emu_dim3 { unsigned x, y, z; };
+
+enum { DTL_EMU_MAX_BLOCK = 1024, DTL_EMU_STACK = 64 * 1024 };
+
+struct dtl_emu_thread {
+    ucontext_t ctx;
+    dtl_emu_dim3 idx;
+    bool done;
+    unsigned char slot[8];   /* a shuffle's value */
+};
+
+/* One state per module (every function here is static). */
+static struct {
+    ucontext_t sched;
+    dtl_emu_thread *t;
+    unsigned n, cur, live;
+    unsigned block_arrived, block_gen;
+    unsigned warp_arrived[DTL_EMU_MAX_BLOCK / 32], warp_gen[DTL_EMU_MAX_BLOCK / 32],
+        warp_live[DTL_EMU_MAX_BLOCK / 32];
+    unsigned long long progress;   /* releases and finished threads */
+    void (*entry)(void **);
+    void **args;
+    dtl_emu_dim3 block_idx, block_dim, grid_dim;
+} dtl_emu;
+
+#define threadIdx (dtl_emu.t[dtl_emu.cur].idx)
+#define blockIdx (dtl_emu.block_idx)
+#define blockDim (dtl_emu.block_dim)
+#define gridDim (dtl_emu.grid_dim)
+
+static void dtl_emu_yield(void)
+{
+    swapcontext(&dtl_emu.t[dtl_emu.cur].ctx, &dtl_emu.sched);
+}
+
+static void __syncthreads(void)
+{
+    unsigned gen = dtl_emu.block_gen;
+    if (++dtl_emu.block_arrived == dtl_emu.live) {
+        dtl_emu.block_arrived = 0;
+        dtl_emu.block_gen++;
+        dtl_emu.progress++;
+        return;
+    }
+    while (dtl_emu.block_gen == gen)
+        dtl_emu_yield();
+}
+
+static void dtl_emu_warp_barrier(void)
+{
+    unsigned w = dtl_emu.cur / 32, gen = dtl_emu.warp_gen[w];
+    if (++dtl_emu.warp_arrived[w] == dtl_emu.warp_live[w]) {
+        dtl_emu.warp_arrived[w] = 0;
+        dtl_emu.warp_gen[w]++;
+        dtl_emu.progress++;
+        return;
+    }
+    while (dtl_emu.warp_gen[w] == gen)
+        dtl_emu_yield();
+}
+
+template <typename T> static T __shfl_down_sync(unsigned mask, T v, unsigned d)
+{
+    (void)mask;
+    static_assert(sizeof(T) <= 8, "a shuffle moves at most 8 bytes");
+    unsigned me = dtl_emu.cur, lane = me % 32;
+    memcpy(dtl_emu.t[me].slot, &v, sizeof v);
+    dtl_emu_warp_barrier();
+    T r;
+    memcpy(&r, dtl_emu.t[lane + d < 32 && me + d < dtl_emu.n ? me + d : me].slot, sizeof r);
+    dtl_emu_warp_barrier();
+    return r;
+}
+
+static void dtl_emu_thread_main(void)
+{
+    dtl_emu.entry(dtl_emu.args);
+    unsigned me = dtl_emu.cur, w = me / 32;
+    dtl_emu.t[me].done = true;
+    dtl_emu.live--;
+    dtl_emu.warp_live[w]--;
+    dtl_emu.progress++;
+    /* the ones left at a barrier no longer wait for this thread */
+    if (dtl_emu.block_arrived && dtl_emu.block_arrived == dtl_emu.live) {
+        dtl_emu.block_arrived = 0;
+        dtl_emu.block_gen++;
+    }
+    if (dtl_emu.warp_arrived[w] && dtl_emu.warp_arrived[w] == dtl_emu.warp_live[w]) {
+        dtl_emu.warp_arrived[w] = 0;
+        dtl_emu.warp_gen[w]++;
+    }
+    /* returning resumes uc_link: the scheduler */
+}
+
+static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, unsigned block)
+{
+    if (block == 0 || block > DTL_EMU_MAX_BLOCK || grid == 0)
+        return -1;
+    dtl_emu_thread *t = (dtl_emu_thread *)calloc(block, sizeof *t);
+    char *stacks = (char *)malloc((size_t)block * DTL_EMU_STACK);
+    if (!t || !stacks) {
+        free(t);
+        free(stacks);
+        return -1;
+    }
+    dtl_emu.t = t;
+    dtl_emu.n = block;
+    dtl_emu.entry = entry;
+    dtl_emu.args = args;
+    dtl_emu.block_dim = {block, 1, 1};
+    dtl_emu.grid_dim = {grid, 1, 1};
+    int rc = 0;
+    for (unsigned b = 0; b < grid && rc == 0; b++) {
+        dtl_emu.block_idx = {b, 0, 0};
+        dtl_emu.live = block;
+        dtl_emu.block_arrived = 0;
+        for (unsigned w = 0; w < (block + 31) / 32; w++) {
+            dtl_emu.warp_arrived[w] = 0;
+            dtl_emu.warp_live[w] = block - w * 32 < 32 ? block - w * 32 : 32;
+        }
+        for (unsigned i = 0; i < block; i++) {
+            t[i].idx = {i, 0, 0};
+            t[i].done = false;
+            getcontext(&t[i].ctx);
+            t[i].ctx.uc_stack.ss_sp = stacks + (size_t)i * DTL_EMU_STACK;
+            t[i].ctx.uc_stack.ss_size = DTL_EMU_STACK;
+            t[i].ctx.uc_link = &dtl_emu.sched;
+            makecontext(&t[i].ctx, dtl_emu_thread_main, 0);
+        }
+        while (dtl_emu.live > 0) {
+            unsigned long long before = dtl_emu.progress;
+            for (unsigned i = 0; i < block; i++) {
+                if (t[i].done)
+                    continue;
+                dtl_emu.cur = i;
+                swapcontext(&dtl_emu.sched, &t[i].ctx);
+            }
+            /* a whole round in which nobody was released or finished: nobody ever will be */
+            if (dtl_emu.live > 0 && dtl_emu.progress == before) {
+                fprintf(stderr, "cuda_emu: block %u: %u of %u threads wait on each other for "
+                        "ever (a barrier the others never reach)\n", b, dtl_emu.live, block);
+                rc = -1;
+                break;
+            }
+        }
+    }
+    free(stacks);
+    free(t);
+    return rc;
+}
+
+#endif
