@@ -4,7 +4,8 @@
  *              [--min-ms N] [--clock wall|cpu]
  *
  * Shapes: the MNIST MLP's training step at batch 32 (mlp32), the 784-2048-2048-10 MLP at batch
- * 512 (mlp512), and squares 128..1024 (square). For each thread count, every shape is timed
+ * 512 (mlp512) and at 256 (mlp256: one rank's half of it under `dtlc run -n 2`; not in the
+ * default classes), and squares 128..1024 (square). For each thread count, every shape is timed
  * first with dtl (a pool of that many threads) and then with OpenBLAS
  * (openblas_set_num_threads), so the two never compete for the cores. A time is the best of
  * BATCHES batches of back-to-back calls, each lasting at least --min-ms (default 20) ms. The
@@ -44,6 +45,11 @@ static const shape shapes[] = {
     {"mlp512", "g2@w2^T", 512, 2048, 2048, false, true},
     {"mlp512", "h1^T@g2", 2048, 2048, 512, true, false},
     {"mlp512", "h2@w3", 512, 10, 2048, false, false},
+    {"mlp256", "x@w1", 256, 2048, 784, false, false},
+    {"mlp256", "h1@w2", 256, 2048, 2048, false, false},
+    {"mlp256", "g2@w2^T", 256, 2048, 2048, false, true},
+    {"mlp256", "h1^T@g2", 2048, 2048, 256, true, false},
+    {"mlp256", "h2@w3", 256, 10, 2048, false, false},
     {"square", "128", 128, 128, 128, false, false},
     {"square", "256", 256, 256, 256, false, false},
     {"square", "512", 512, 512, 512, false, false},
