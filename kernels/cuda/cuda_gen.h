@@ -17,7 +17,8 @@
  *  - Numerics: those of kernels/ref/ref.h as the interpreter kernel (dtl_cu_fused in ops.cu)
  *    implements them: f32 math in float (no fast math), f32 sums accumulated in double,
  *    integer sums wrap (accumulated in 64 bits), max/min/relu/reduce_max propagate NaN,
- *    saturating float-to-int casts, bools read as "non-zero" and stored as 0/1. Sums are
+ *    saturating float-to-int casts, bools read as "non-zero" and stored as 0/1, bf16 only
+ *    in casts (loaded as its exact float; to bf16 rounded to nearest even, NaN quiet). Sums are
  *    combined in another order than the interpreter's (warp shuffles), so float sums agree
  *    within rounding.
  *  - opts->vec asks for 4-wide vector loads and stores in ELEMWISE and MATMUL-epilogue

@@ -51,6 +51,7 @@ static inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char
     return {x, y, z, w};
 }
 static inline float __int_as_float(int v) { float f; memcpy(&f, &v, sizeof f); return f; }
+static inline int __float_as_int(float f) { int v; memcpy(&v, &f, sizeof v); return v; }
 static inline double __longlong_as_double(long long v)
 {
     double d;

@@ -3,10 +3,10 @@
  * For the step and eval graphs of the example MLP, the step graph of the character
  * transformer (softmax, layer norm, GELU, the causal mask, gather, AdamW), and small graphs built
  * here (softmax in f64, layer norm, GELU, where/masked_fill with iota, integer and bool
- * arithmetic, casts, reductions long and short, along the inner or an outer axis), every
- * ELEMWISE / REDUCE / MATMUL kernel of the fused program must be generated (none refused),
- * both with and without vector loads, and each graph's module must compile with NVRTC for
- * sm_90 (the device's cubin) — a compile error fails the test and prints the log and the
+ * arithmetic, casts, reductions long and short, along the inner or an outer axis; bf16 casts,
+ * a bf16 product), every ELEMWISE / REDUCE / MATMUL kernel of the fused program must be
+ * generated (none refused), both with and without vector loads, and each graph's module must
+ * compile with NVRTC for sm_90 (the device's cubin) — a compile error fails the test and prints the log and the
  * numbered source. Each module is also compiled for the CPU (tests/unit/cuda_emu.h) and every
  * kernel run there against the reference backend (see "running the generated kernels on the
  * CPU" below). One small kernel's text is compared with a golden copy. NVRTC works
@@ -43,6 +43,7 @@
 #define I32 DTL_DTYPE_I32
 #define I64 DTL_DTYPE_I64
 #define BOOL DTL_DTYPE_BOOL
+#define BF16 DTL_DTYPE_BF16
 
 static int nkernels, nmodules, ncompiled, nvec, strategies[5];
 static double compile_s;
@@ -171,6 +172,7 @@ static void fill_random(const dtl_node *n, void *p)
         case F64: ((double *)p)[i] = 0.1 + 0.9 * u; break;
         case I32: ((int32_t *)p)[i] = (int32_t)(u * 4); break;
         case I64: ((int64_t *)p)[i] = (int64_t)(u * 4); break;
+        case BF16: ((uint16_t *)p)[i] = dtl_bf16_from_f32((float)(0.1 + 0.9 * u)); break;
         default: ((uint8_t *)p)[i] = u < 0.5; break;
         }
     }
@@ -232,6 +234,9 @@ static bool same_values(const char *what, const dtl_node *n, dtl_val id, const v
         case I32: g = ((const int32_t *)got)[i], w = ((const int32_t *)want)[i]; break;
         case I64: g = (double)((const int64_t *)got)[i], w = (double)((const int64_t *)want)[i];
             break;
+        case BF16:   /* bit for bit: one rounding, the reference's */
+            g = ((const uint16_t *)got)[i], w = ((const uint16_t *)want)[i];
+            break;
         default: g = ((const uint8_t *)got)[i], w = ((const uint8_t *)want)[i] != 0; break;
         }
         if (g == w || (g != g && w != w) || fabs(g - w) <= tol * (1 + fabs(w)))
@@ -246,7 +251,7 @@ static bool same_values(const char *what, const dtl_node *n, dtl_val id, const v
 static const char *emu_ctype(dtl_dtype t)
 {
     return t == F32 ? "float" : t == F64 ? "double" : t == I32 ? "int" : t == I64 ? "long long"
-                                                                                 : "dtl_u8";
+         : t == BF16 ? "dtl_bf16" : "dtl_u8";
 }
 
 typedef struct emu_kernel {
@@ -554,6 +559,41 @@ static void g_reductions(dtl_graph *g)
                  DTL_VAL_NONE);
 }
 
+/* bf16 as mixed precision uses it (storage: casts in and out, a product of bf16 operands),
+ * with rounding ties, overflow to inf (from f64 through f32) and a NaN. */
+static void g_bf16(dtl_graph *g)
+{
+    static const int64_t S37x16[] = {37, 16};
+    dtl_val x = dtl_g_input(g, "x", F32, 2, S8x37);
+    dtl_val xb = dtl_g_cast(g, dtl_g_binary(g, DTL_OP_MUL, x, dtl_g_scalar(g, F32, 3.1)), BF16);
+    dtl_g_output(g, DTL_OUT_VALUE, "xb", xb, DTL_VAL_NONE);
+    dtl_g_output(g, DTL_OUT_VALUE, "back",
+                 dtl_g_binary(g, DTL_OP_MUL, dtl_g_cast(g, xb, F32), x), DTL_VAL_NONE);
+    dtl_g_output(g, DTL_OUT_VALUE, "rows", dtl_g_reduce(g, DTL_OP_SUM, dtl_g_cast(g, xb, F64), 2,
+                                                        false), DTL_VAL_NONE);
+    dtl_g_output(g, DTL_OUT_VALUE, "to_int", dtl_g_cast(g, xb, I32), DTL_VAL_NONE);
+    dtl_g_output(g, DTL_OUT_VALUE, "nan",
+                 dtl_g_cast(g, dtl_g_unary(g, DTL_OP_LOG, dtl_g_binary(g, DTL_OP_SUB, x,
+                                                                       dtl_g_scalar(g, F32, 0.55))),
+                            BF16), DTL_VAL_NONE);
+    dtl_val d = dtl_g_input(g, "d", F64, 2, S8x37);
+    dtl_g_output(g, DTL_OUT_VALUE, "from_f64",
+                 dtl_g_cast(g, dtl_g_binary(g, DTL_OP_MUL, d, dtl_g_scalar(g, F64, 1e39)), BF16),
+                 DTL_VAL_NONE);
+    dtl_val i = dtl_g_input(g, "i", I32, 2, S8x37);
+    dtl_g_output(g, DTL_OUT_VALUE, "from_int",
+                 dtl_g_cast(g, dtl_g_binary(g, DTL_OP_MUL, i, dtl_g_scalar(g, I32, 100003)), BF16),
+                 DTL_VAL_NONE);
+    /* 257 .. 260: 257 and 259 are ties (bf16 keeps 8 bits): to even, 256 and 260 */
+    dtl_g_output(g, DTL_OUT_VALUE, "ties",
+                 dtl_g_cast(g, dtl_g_binary(g, DTL_OP_ADD, i, dtl_g_scalar(g, I32, 257)), BF16),
+                 DTL_VAL_NONE);
+    dtl_val w = dtl_g_input(g, "w", F32, 2, S37x16);
+    dtl_g_output(g, DTL_OUT_VALUE, "product",
+                 dtl_g_unary(g, DTL_OP_RELU, dtl_g_matmul(g, xb, dtl_g_cast(g, w, BF16))),
+                 DTL_VAL_NONE);
+}
+
 static void run_small(const char *what, void (*build)(dtl_graph *))
 {
     dtl_graph g;
@@ -632,6 +672,7 @@ int main(void)
     run_small("gelu", g_gelu);
     run_small("masked fill", g_masked);
     run_small("reductions", g_reductions);
+    run_small("bf16", g_bf16);
     gen_example("mnist_mlp.dtl", 32, true);
     gen_example("char_transformer.dtl", 2, false);   /* (big: the vector variant only) */
     printf("%d kernels generated (%d flat, %d thread-, %d warp-, %d block-per-output, %d "
