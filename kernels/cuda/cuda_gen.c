@@ -392,7 +392,10 @@ static void plan_loop(gen *G)
             bcast_strides(x->rank, x->shape, K->rank, K->shape, st[k]);
     }
     bcast_strides(K->rank, K->shape, K->rank, K->shape, est);
-    uint32_t axes = K->kind == DTL_K_REDUCE ? NODE(G, K->root)->attr.red.axes : 0;
+    /* (a ROW kernel's rows: its last dim kept apart, as if reduced) */
+    uint32_t axes = K->kind == DTL_K_REDUCE ? NODE(G, K->root)->attr.red.axes
+                    : K->kind == DTL_K_ROW  ? 1u << (K->rank - 1)
+                                            : 0;
     int r = 0;
     for (uint32_t d = 0; d < K->rank; d++) {
         if (K->shape[d] == 1)
@@ -638,17 +641,23 @@ static void emit_indices(gen *G, dtl_cugen_buf *b, const char *var, int which, u
                          dims[first], var, G->shape[dims[first]]);
 }
 
-/* The dims whose index a general load (or, with e, the flat index) needs. */
-static unsigned used_dims(const gen *G, bool e)
+/* The dims whose index a general load (of the inputs in only[], when not NULL; or, with e,
+ * the flat index) needs. */
+static unsigned used_dims_of(const gen *G, bool e, const bool *only)
 {
     unsigned u = 0;
     for (int d = 0; d < G->rank; d++) {
         bool need = e && G->est[d] != 0;
         for (uint32_t k = 0; k < G->nin && !need; k++)
-            need = G->cls[k] == IN_GENERAL && G->st[k][d] != 0;
+            need = G->cls[k] == IN_GENERAL && G->st[k][d] != 0 && (!only || only[k]);
         u |= (unsigned)need << d;
     }
     return u;
+}
+
+static unsigned used_dims(const gen *G, bool e)
+{
+    return used_dims_of(G, e, NULL);
 }
 
 /* sum_d i<d> * strides[d] (strides over the merged loop; zero terms left out). */
@@ -817,6 +826,17 @@ done:
     I->vec = vec;
 }
 
+/* Appends text (statements indented by 4) indented by ind instead. */
+static void emit_indented(dtl_cugen_buf *b, const char *text, const char *ind)
+{
+    for (const char *s = text ? text : ""; *s;) {
+        const char *nl = strchr(s, '\n');
+        size_t l = nl ? (size_t)(nl - s) : strlen(s);
+        dtl_cugen_printf(b, "%s%.*s\n", ind, (int)(l > 4 ? l - 4 : 0), s + (l > 4 ? 4 : l));
+        s += l + (nl != NULL);
+    }
+}
+
 /* One element (o, r) of a reduction: indices, loads, the prologue, its stores; leaves the
  * root operand's value in v<operand>. */
 static void emit_red_element(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body,
@@ -831,18 +851,52 @@ static void emit_red_element(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body
     for (uint32_t k = 0; k < G->nin; k++)
         if (G->cls[k] != IN_SCALAR)
             emit_load(G, b, k, "e", ind);
-    /* the body text is indented by 4; re-indent */
-    const char *s = body->s ? body->s : "";
-    while (*s) {
-        const char *nl = strchr(s, '\n');
-        size_t l = nl ? (size_t)(nl - s) : strlen(s);
-        dtl_cugen_printf(b, "%s%.*s\n", ind, (int)(l > 4 ? l - 4 : 0), s + (l > 4 ? 4 : l));
-        s += l + (nl != NULL);
-    }
+    emit_indented(b, body->s, ind);
     for (uint32_t o = 0; o < G->nout; o++)
         dtl_cugen_printf(b, "%sp%d[e] = %sv%u%s;\n", ind, G->arg_of_out[o],
                          store_open(val_dtype(G, G->out[o])), G->out[o],
                          store_close(val_dtype(G, G->out[o])));
+}
+
+/* How reduction r (SUM or REDUCE_MAX) accumulates in variable `acc`: its type, its initial
+ * value, the statement adding its operand's value, the final value of its dtype, the warp
+ * reduction and the combination of two partial values x and y (as a `%s`-free expression
+ * over `acc` and `y`). False (refused) for a dtype without generated reductions. */
+typedef struct redc {
+    const char *ACC, *init, *warp;
+    char add[160], fin[160], comb[160];
+} redc;
+
+static bool red_code(gen *G, dtl_val r, const char *acc, redc *c)
+{
+    const dtl_node *root = NODE(G, r);
+    dtl_dtype t = root->dtype;
+    bool sum = root->op == DTL_OP_SUM;
+    const char *T = ctype(t);
+    if (t == DTL_DTYPE_BOOL || t == DTL_DTYPE_BF16 || !T)
+        return refuse(G, "%%%u (%s) of %s: no generated code", r, dtl_op_name(root->op),
+                      dtl_dtype_name(t));
+    bool fl = t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64;
+    c->ACC = sum ? (fl ? "double" : "unsigned long long") : T;
+    c->init = !sum ? (t == DTL_DTYPE_F32   ? "__int_as_float(0xff800000)"
+                      : t == DTL_DTYPE_F64 ? "__longlong_as_double(0xfff0000000000000ll)"
+                      : t == DTL_DTYPE_I32 ? "(-2147483647 - 1)"
+                                           : "(-9223372036854775807LL - 1)")
+                   : fl ? "0.0" : "0ull";
+    c->warp = sum ? "dtl_wsum" : "dtl_wmax";
+    dtl_val x = root->in[0];
+    if (sum) {
+        snprintf(c->add, sizeof c->add, "%s += (%s)%sv%u;", acc, c->ACC, fl ? "" : "(long long)",
+                 x);
+        snprintf(c->comb, sizeof c->comb, "%s += y;", acc);
+    } else {
+        snprintf(c->add, sizeof c->add, "%s = dtl_max(%s, v%u);", acc, acc, x);
+        snprintf(c->comb, sizeof c->comb, "%s = dtl_max(%s, y);", acc, acc);
+    }
+    snprintf(c->fin, sizeof c->fin, t == DTL_DTYPE_I32   ? "(int)(unsigned)%s"
+                                    : t == DTL_DTYPE_I64 ? "(long long)%s"
+                                    : t == DTL_DTYPE_F32 ? "(float)%s" : "%s", acc);
+    return true;
 }
 
 static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, const char *name,
@@ -850,19 +904,12 @@ static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, con
 {
     const dtl_kernel *K = G->K;
     const dtl_node *root = NODE(G, K->root);
-    dtl_dtype t = root->dtype;
     bool sum = root->op == DTL_OP_SUM;
-    const char *T = ctype(t), *IX = G->idx;
-    if (t == DTL_DTYPE_BOOL || t == DTL_DTYPE_BF16 || !T)
-        return refuse(G, "%%%u (%s) of %s: no generated code", K->root, dtl_op_name(root->op),
-                      dtl_dtype_name(t));
-    bool fl = t == DTL_DTYPE_F32 || t == DTL_DTYPE_F64;
-    const char *ACC = sum ? (fl ? "double" : "unsigned long long") : T;
-    const char *init = !sum ? (t == DTL_DTYPE_F32   ? "__int_as_float(0xff800000)"
-                               : t == DTL_DTYPE_F64 ? "__longlong_as_double(0xfff0000000000000ll)"
-                               : t == DTL_DTYPE_I32 ? "(-2147483647 - 1)"
-                                                    : "(-9223372036854775807LL - 1)")
-                      : fl ? "0.0" : "0ull";
+    const char *IX = G->idx;
+    redc rc_;
+    if (!red_code(G, K->root, "acc", &rc_))
+        return false;
+    const char *ACC = rc_.ACC, *init = rc_.init, *add = rc_.add, *fin = rc_.fin;
     int64_t nout = 1, rc = 1;
     for (int d = 0; d < G->rank; d++) {
         if (G->red[d])
@@ -874,16 +921,6 @@ static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, con
         nout = (int64_t)dtl_node_numel(root);
         rc = 0;
     }
-    dtl_val x = root->in[0];
-    char add[160], fin[160];
-    if (sum)
-        snprintf(add, sizeof add, "acc += (%s)%sv%u;", ACC,
-                 fl ? "" : "(long long)", x);
-    else
-        snprintf(add, sizeof add, "acc = dtl_max(acc, v%u);", x);
-    snprintf(fin, sizeof fin, "%s", t == DTL_DTYPE_I32 ? "(int)(unsigned)acc"
-                                    : t == DTL_DTYPE_I64 ? "(long long)acc"
-                                    : t == DTL_DTYPE_F32 ? "(float)acc" : "acc");
     bool inner_kept = G->rank > 0 && !G->red[G->rank - 1];
     dtl_cugen_info *I = G->info;
     I->block = 256;
@@ -954,7 +991,7 @@ static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, con
         dtl_cugen_printf(b, "%s%s\n        }\n"
                             "        acc = %s(acc);\n"
                             "        if (lane == 0)\n            p%d[o] = %s;\n    }\n",
-                         ind, add, sum ? "dtl_wsum" : "dtl_wmax", red_arg, fin);
+                         ind, add, rc_.warp, red_arg, fin);
         break;
     default:
         dtl_cugen_printf(b, "    (void)tid;\n"
@@ -965,7 +1002,7 @@ static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, con
                             "        for (%s r = threadIdx.x; r < %" PRId64 "u; r += %uu) {\n",
                          ACC, I->block / 32, IX, nout, ACC, init, IX, rc, I->block);
         emit_red_element(G, b, body, ind);
-        const char *w = sum ? "dtl_wsum" : "dtl_wmax";
+        const char *w = rc_.warp;
         dtl_cugen_printf(b, "%s%s\n        }\n"
                             "        acc = %s(acc);\n"
                             "        if (lane == 0)\n            part[warp] = acc;\n"
@@ -981,6 +1018,189 @@ static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, con
     }
     dtl_cugen_printf(b, "}\n\n");
     return true;
+}
+
+static bool is_out(const gen *G, dtl_val v)
+{
+    for (uint32_t o = 0; o < G->nout; o++)
+        if (G->out[o] == v)
+            return true;
+    return false;
+}
+
+/* A ROW kernel (fuse.h): a block per row (grid-stride over rows), its threads striding over
+ * the row. Per row, in order: the row values of stage p (every thread computes them: they
+ * are a few scalars), then pass p's loop over the row — the full members of passes <= p
+ * computed (again: a full member is never kept between passes), those of pass p stored when
+ * outs, the reductions of pass p accumulated per thread — then each reduction combined
+ * across the block (a warp reduction, the warps' partials in shared memory, which every
+ * thread then adds in the same order, so all hold the same value). Row values that are outs
+ * are stored by thread 0. */
+static bool emit_row(gen *G, dtl_cugen_buf *b, const char *name)
+{
+    const dtl_kernel *K = G->K;
+    uint32_t nm = K->nmembers;
+    uint32_t *pass = calloc(nm + 1, sizeof *pass);
+    bool *isred = calloc(nm + 1, sizeof *isred), *isrow = calloc(nm + 1, sizeof *isrow);
+    bool *need = calloc(nm + 1, sizeof *need), inneed[MAXIN];
+    redc *rc = calloc(nm + 1, sizeof *rc);
+    dtl_cugen_buf mb;
+    dtl_cugen_buf_init(&mb);
+    bool ok = pass && isred && isrow && need && rc;
+    if (!ok)
+        abort();
+    uint32_t np = dtl_row_passes(G->kp, K, pass);
+    const int64_t L = K->shape[K->rank - 1], rows = L ? numel(K->rank, K->shape) / L : 0;
+    if (L <= 1 || rows == 0) {
+        ok = refuse(G, "rows of %" PRId64 " elements", L);
+        goto done;
+    }
+    for (uint32_t i = 0; i < nm && ok; i++) {
+        const dtl_node *n = NODE(G, K->members[i]);
+        isred[i] = n->op == DTL_OP_SUM || n->op == DTL_OP_REDUCE_MAX;
+        isrow[i] = isred[i] || n->shape[n->rank - 1] == 1;
+        if (isred[i]) {
+            char acc[24];
+            snprintf(acc, sizeof acc, "a%u", K->members[i]);
+            ok = red_code(G, K->members[i], acc, &rc[i]);
+        }
+    }
+    if (!ok)
+        goto done;
+    dtl_cugen_info *I = G->info;
+    I->block = L >= 256 ? 256u : (unsigned)((L + 31) / 32 * 32);
+    I->grid = grid_for(rows * I->block, I->block);
+    I->strategy = DTL_CUGEN_ROW;
+    const unsigned nw = I->block / 32;
+    const char *IX = G->idx;
+    emit_signature(G, b, name);
+    for (uint32_t i = 0; i < nm; i++)
+        if (isred[i])
+            dtl_cugen_printf(b, "    __shared__ %s s%u[%u];\n", rc[i].ACC, K->members[i], nw);
+    dtl_cugen_printf(b, "    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;\n"
+                        "    (void)lane, (void)warp;\n");
+    for (uint32_t k = 0; k < G->nin; k++)
+        if (G->cls[k] == IN_SCALAR || G->cls[k] == IN_SPLAT)
+            emit_load(G, b, k, "0", "    ");
+    dtl_cugen_printf(b, "    for (%s row = blockIdx.x; row < %" PRId64 "u; row += gridDim.x) {\n",
+                     IX, rows);
+    /* what row values read: loaded once per row at the row's first element */
+    dtl_cugen_printf(b, "        const %s e = row * %" PRId64 "u;\n        (void)e;\n", IX, L);
+    bool row_reads = false;
+    for (uint32_t k = 0; k < G->nin; k++) {
+        inneed[k] = false;
+        for (uint32_t i = 0; i < nm && !inneed[k]; i++) {
+            const dtl_node *n = NODE(G, K->members[i]);
+            for (uint32_t j = 0; j < n->nin && isrow[i] && !isred[i]; j++)
+                inneed[k] = inneed[k] || n->in[j] == G->in[k];
+        }
+        row_reads = row_reads || (inneed[k] && G->cls[k] != IN_SCALAR && G->cls[k] != IN_SPLAT);
+    }
+    if (row_reads) {
+        emit_indices(G, b, "e", 0, used_dims_of(G, false, inneed), "        ");
+        for (uint32_t k = 0; k < G->nin; k++)
+            if (inneed[k] && (G->cls[k] == IN_CONTIG || G->cls[k] == IN_GENERAL))
+                emit_load(G, b, k, "e", "        ");
+    }
+    for (uint32_t p = 0; p <= np && ok; p++) {
+        /* stage p: the row values computed before pass p's loop */
+        for (uint32_t i = 0; i < nm && ok; i++) {
+            if (!isrow[i] || isred[i] || pass[i] != p)
+                continue;
+            buf_truncate(&mb, 0);
+            ok = emit_member(G, &mb, K->members[i]);
+            emit_indented(b, mb.s, "        ");
+        }
+        if (p == np || !ok)
+            break;
+        for (uint32_t i = 0; i < nm; i++)
+            if (isred[i] && pass[i] == p)
+                dtl_cugen_printf(b, "        %s a%u = %s;\n", rc[i].ACC, K->members[i],
+                                 rc[i].init);
+        /* what pass p computes: its full members and reductions, and the full members of
+         * earlier passes they read (again), and the inputs all of those read */
+        for (uint32_t i = nm; i-- > 0;) {
+            need[i] = pass[i] == p && (isred[i] || (!isrow[i] && is_out(G, K->members[i])));
+            for (uint32_t j = i + 1; j < nm && !need[i] && !isrow[i] && pass[i] <= p; j++) {
+                const dtl_node *n = NODE(G, K->members[j]);
+                for (uint32_t t = 0; t < n->nin && need[j]; t++)
+                    need[i] = need[i] || n->in[t] == K->members[i];
+            }
+        }
+        for (uint32_t k = 0; k < G->nin; k++) {
+            inneed[k] = false;
+            for (uint32_t i = 0; i < nm && !inneed[k]; i++) {
+                const dtl_node *n = NODE(G, K->members[i]);
+                for (uint32_t t = 0; t < n->nin && need[i]; t++)
+                    inneed[k] = inneed[k] || n->in[t] == G->in[k];
+            }
+        }
+        dtl_cugen_printf(b, "        for (%s j = threadIdx.x; j < %" PRId64 "u; j += %uu) {\n"
+                            "            const %s e = row * %" PRId64 "u + j;\n", IX, L,
+                         I->block, IX, L);
+        emit_indices(G, b, "e", 0, used_dims_of(G, false, inneed), "            ");
+        for (uint32_t k = 0; k < G->nin; k++)
+            if (inneed[k] && (G->cls[k] == IN_CONTIG || G->cls[k] == IN_GENERAL))
+                emit_load(G, b, k, "e", "            ");
+        for (uint32_t i = 0; i < nm && ok; i++) {
+            if (isrow[i] || !need[i])
+                continue;
+            buf_truncate(&mb, 0);
+            ok = emit_member(G, &mb, K->members[i]);
+            emit_indented(b, mb.s, "            ");
+            for (uint32_t o = 0; o < G->nout && pass[i] == p; o++)
+                if (G->out[o] == K->members[i])
+                    dtl_cugen_printf(b, "            p%d[e] = %sv%u%s;\n", G->arg_of_out[o],
+                                     store_open(val_dtype(G, G->out[o])), G->out[o],
+                                     store_close(val_dtype(G, G->out[o])));
+        }
+        for (uint32_t i = 0; i < nm; i++)
+            if (isred[i] && pass[i] == p)
+                dtl_cugen_printf(b, "            %s\n", rc[i].add);
+        dtl_cugen_printf(b, "        }\n");
+        /* the block's reductions of pass p */
+        bool any = false;
+        for (uint32_t i = 0; i < nm; i++) {
+            if (!isred[i] || pass[i] != p)
+                continue;
+            dtl_val r = K->members[i];
+            dtl_cugen_printf(b, "        a%u = %s(a%u);\n        if (lane == 0)\n"
+                                "            s%u[warp] = a%u;\n", r, rc[i].warp, r, r, r);
+            any = true;
+        }
+        if (any)
+            dtl_cugen_printf(b, "        __syncthreads();\n");
+        for (uint32_t i = 0; i < nm; i++) {
+            if (!isred[i] || pass[i] != p)
+                continue;
+            dtl_val r = K->members[i];
+            char fin[200];
+            snprintf(fin, sizeof fin, "%s", rc[i].fin);
+            dtl_cugen_printf(b, "        a%u = s%u[0];\n        for (unsigned w = 1; w < %uu; w++) "
+                                "{\n            const %s y = s%u[w];\n            %s\n        }\n"
+                                "        const %s v%u = %s;\n", r, r, nw, rc[i].ACC, r,
+                             rc[i].comb, ctype(NODE(G, r)->dtype), r, fin);
+        }
+        if (any)   /* (the partials are read before the next pass or row writes them) */
+            dtl_cugen_printf(b, "        __syncthreads();\n");
+    }
+    /* row values that are outs: one store per row */
+    for (uint32_t o = 0; o < G->nout && ok; o++) {
+        const dtl_node *n = NODE(G, G->out[o]);
+        if (n->shape[n->rank - 1] == 1)
+            dtl_cugen_printf(b, "        if (threadIdx.x == 0)\n            p%d[row] = %sv%u%s;\n",
+                             G->arg_of_out[o], store_open(n->dtype), G->out[o],
+                             store_close(n->dtype));
+    }
+    dtl_cugen_printf(b, "    }\n}\n\n");
+done:
+    dtl_cugen_buf_free(&mb);
+    free(pass);
+    free(isred);
+    free(isrow);
+    free(need);
+    free(rc);
+    return ok;
 }
 
 dtl_cugen_status dtl_cugen_kernel(dtl_cugen_buf *out, const dtl_kprog *kp, uint32_t ki,
@@ -1002,11 +1222,11 @@ dtl_cugen_status dtl_cugen_kernel(dtl_cugen_buf *out, const dtl_kprog *kp, uint3
     dtl_cugen_buf body;
     dtl_cugen_buf_init(&body);
     size_t mark = out->len;
-    if (K->kind != DTL_K_ELEMWISE && K->kind != DTL_K_REDUCE && K->kind != DTL_K_MATMUL) {
-        refuse(G, "a %s kernel", K->kind == DTL_K_SINGLE ? "single-node" : "new kind of");
+    if (K->kind == DTL_K_SINGLE) {
+        refuse(G, "a single-node kernel");
         goto done;
     }
-    if (K->kind != DTL_K_ELEMWISE && K->root == DTL_VAL_NONE) {
+    if (K->kind != DTL_K_ELEMWISE && K->kind != DTL_K_ROW && K->root == DTL_VAL_NONE) {
         refuse(G, "a kernel without a root");
         goto done;
     }
@@ -1074,11 +1294,12 @@ dtl_cugen_status dtl_cugen_kernel(dtl_cugen_buf *out, const dtl_kprog *kp, uint3
             if (G->cls[k] != IN_SPLAT && may_alias(G, ov, G->in[k]))
                 info->restrict_ptrs = false;
     }
-    if (!emit_members(G, &body))
+    if (K->kind != DTL_K_ROW && !emit_members(G, &body))   /* (emit_row emits its own) */
         goto done;
     const char *name = opts && opts->name ? opts->name : "dtl_kernel";
-    if (K->kind == DTL_K_REDUCE) {
-        if (!emit_reduce(G, out, &body, name, red_arg)) {
+    if (K->kind == DTL_K_REDUCE || K->kind == DTL_K_ROW) {
+        if (K->kind == DTL_K_REDUCE ? !emit_reduce(G, out, &body, name, red_arg)
+                                    : !emit_row(G, out, name)) {
             buf_truncate(out, mark);
             goto done;
         }

@@ -3,7 +3,7 @@
  *
  * Contract:
  *  - Host-only and pure: no CUDA call, no global state. Given a kernel program and one of its
- *    ELEMWISE, REDUCE or MATMUL kernels, dtl_cugen_kernel appends to a text buffer one
+ *    ELEMWISE, REDUCE, MATMUL or ROW kernels, dtl_cugen_kernel appends to a text buffer one
  *    `extern "C" __global__` function of that name computing the kernel's members in straight
  *    line code (values in registers, no per-op branch), and describes how to launch it.
  *    Every module starts with dtl_cugen_preamble() (helper functions; no #include), then any
@@ -12,8 +12,9 @@
  *    order: args[i] is the node whose bytes the pointer addresses (the kernel's loaded inputs,
  *    a MATMUL's product, the stored members, a REDUCE's root). Splat constants are
  *    immediates, not parameters. Shapes and strides are compile-time constants.
- *  - Launch: info->block threads per block, info->grid blocks (at most 65535 * 16; every loop
- *    is grid-stride, so fewer blocks are correct too), no dynamic shared memory, any stream.
+ *  - Launch: info->block threads per block (256; a ROW kernel: its row rounded up to a warp,
+ *    at most 256), info->grid blocks (at most 65535 * 16; every loop is grid-stride, so fewer
+ *    blocks are correct too), no dynamic shared memory, any stream.
  *  - Numerics: those of kernels/ref/ref.h as the interpreter kernel (dtl_cu_fused in ops.cu)
  *    implements them: f32 math in float (no fast math), f32 sums accumulated in double,
  *    integer sums wrap (accumulated in 64 bits), max/min/relu/reduce_max propagate NaN,
@@ -62,6 +63,8 @@ typedef enum dtl_cugen_strategy {
     DTL_CUGEN_RED_BLOCK,     /* reduce: one block per output element, shuffles + shared */
     DTL_CUGEN_RED_COLUMN,    /* reduce over outer dims: a block per 32 consecutive outputs
                                 (coalesced), its 8 warps splitting the reduced elements */
+    DTL_CUGEN_ROW,           /* a ROW kernel: a block per row, its passes over the row, the
+                                reductions combined across the block */
 } dtl_cugen_strategy;
 
 typedef struct dtl_cugen_opts {

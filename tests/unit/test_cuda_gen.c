@@ -45,7 +45,7 @@
 #define BOOL DTL_DTYPE_BOOL
 #define BF16 DTL_DTYPE_BF16
 
-static int nkernels, nmodules, ncompiled, nvec, strategies[5];
+static int nkernels, nmodules, ncompiled, nvec, strategies[6];
 static double compile_s;
 
 static void print_numbered(const char *s)
@@ -357,10 +357,20 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
         CHECK(!"passes failed");
         return;
     }
-    dtl_fuse_opts fo = {.no_rows = true};   /* as the cuda backend fuses */
+    void **vals = emu_have_cxx() ? ref_values(what, &pg) : NULL;
+    /* fused as the cuda backend fuses (no ROW kernels), then with ROW kernels when there are
+     * any (softmax, layer norm …: one generated kernel per row) */
+    for (int rows = 0; rows < 2; rows++) {
+    dtl_fuse_opts fo = {.no_rows = !rows};
     dtl_kprog *kp = dtl_fuse(&pg, &fo);
     CHECK(kp != NULL);
-    void **vals = kp && emu_have_cxx() ? ref_values(what, &pg) : NULL;
+    bool has_rows = false;
+    for (uint32_t i = 0; kp && i < kp->nk; i++)
+        has_rows = has_rows || kp->k[i].kind == DTL_K_ROW;
+    if (rows && !has_rows) {
+        dtl_kprog_free(kp);
+        break;
+    }
     emu_kernel *ks = kp ? calloc(kp->nk ? kp->nk : 1, sizeof *ks) : NULL;
     CHECK(!kp || ks);
     for (int vec = scalar_too ? 0 : 1; kp && ks && vec < 2; vec++) {
@@ -388,19 +398,22 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
                 continue;
             }
             CHECK(b.len > before && strstr(b.s + before, name) != NULL);
-            CHECK(info.nargs > 0 && info.block == 256 && info.grid >= 1);
+            CHECK(info.nargs > 0 && info.grid >= 1 &&
+                  (info.strategy == DTL_CUGEN_ROW ? info.block % 32 == 0 && info.block <= 256
+                                                  : info.block == 256));
             ks[nks++] = (emu_kernel){i, info};
             here++;
-            if (vec == (scalar_too ? 0 : 1)) {
+            if (vec == (scalar_too ? 0 : 1) && (!rows || kp->k[i].kind == DTL_K_ROW)) {
                 nkernels++;
                 strategies[info.strategy]++;
             }
             nvec += info.vec;
         }
         char w[200];
-        snprintf(w, sizeof w, "%s (%s, %d kernels)", what, vec ? "vector" : "scalar", here);
+        snprintf(w, sizeof w, "%s (%s%s, %d kernels)", what, vec ? "vector" : "scalar",
+                 rows ? ", rows" : "", here);
         const char *dump = getenv("DTL_CUDA_GEN_DUMP");   /* (a graph's name: its source) */
-        if (dump && strcmp(dump, what) == 0 && vec)
+        if (dump && strcmp(dump, what) == 0 && vec && rows == !!getenv("DTL_CUDA_GEN_ROWS"))
             fputs(b.s, stdout);
         CHECK(compile(w, b.s, "sm_90"));
         nmodules++;
@@ -409,8 +422,9 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
         dtl_cugen_buf_free(&b);
     }
     free(ks);
-    free_values(&pg, vals);
     dtl_kprog_free(kp);
+    }
+    free_values(&pg, vals);
     dtl_graph_free(&pg);
 }
 
@@ -680,12 +694,13 @@ int main(void)
            strategies[DTL_CUGEN_FLAT], strategies[DTL_CUGEN_RED_THREAD],
            strategies[DTL_CUGEN_RED_WARP], strategies[DTL_CUGEN_RED_BLOCK],
            strategies[DTL_CUGEN_RED_COLUMN], nvec, nmodules);
+    printf("%d ROW kernels generated (one per row block)\n", strategies[DTL_CUGEN_ROW]);
     if (*emu_cxx)
         printf("%d kernels of %d modules run on the CPU (tests/unit/cuda_emu.h) agree with the "
                "reference\n", emu_kernels, emu_modules);
     CHECK(strategies[DTL_CUGEN_FLAT] && strategies[DTL_CUGEN_RED_THREAD] &&
           strategies[DTL_CUGEN_RED_WARP] && strategies[DTL_CUGEN_RED_BLOCK] &&
-          strategies[DTL_CUGEN_RED_COLUMN] && nvec);
+          strategies[DTL_CUGEN_RED_COLUMN] && strategies[DTL_CUGEN_ROW] && nvec);
 #ifdef HAVE_NVRTC
     {
         int maj = 0, min = 0;
