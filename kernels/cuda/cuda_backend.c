@@ -418,6 +418,9 @@ typedef struct cu_plan {
     const dtl_graph *g;        /* the graph run: the caller's, or pg */
     dtl_graph pg;              /* fused path: the graph after the passes */
     bool have_pg;
+    bool gen_only;     /* kernels only generated code runs are allowed: ROW kernels, and
+                          those beyond the interpreter's limits */
+    bool gen_retry;    /* one of them got no code: prepare again without them */
     dtl_kprog *kp;             /* fused path: the kernel program (NULL: one launch a node) */
     uint32_t ngen;             /* fused path: kernels running generated code (cuda_gen.h) */
     uint32_t nlt;              /* fused path: matmuls with their epilogue in cuBLASLt */
@@ -1083,6 +1086,8 @@ static bool fused_kernel_ok(const dtl_kprog *kp, const dtl_kernel *K, int16_t *r
     const dtl_graph *g = kp->g;
     if (K->kind == DTL_K_SINGLE)
         return true;
+    if (K->kind == DTL_K_ROW)   /* (generated code only) */
+        return false;
     if (K->rank > DTL_CU_MAX_RANK)
         return false;
     int nins = K->kind == DTL_K_MATMUL, ncode = 0, nouts = 0;
@@ -1120,7 +1125,9 @@ static bool fused_kernel_ok(const dtl_kprog *kp, const dtl_kernel *K, int16_t *r
     return ok && nouts <= DTL_CU_FMAX_OUTS;
 }
 
-static bool fused_ok(const dtl_kprog *kp, dtl_arena *A)
+/* Whether the backend can run kernel program kp: every kernel on the interpreter, or, with
+ * gen_only, those it cannot run as generated code (codegen_plan then insists on it). */
+static bool fused_ok(const dtl_kprog *kp, dtl_arena *A, bool gen_only)
 {
     const dtl_graph *g = kp->g;
     int16_t *reg = dtl_arena_array(A, g->nnodes + 1, sizeof *reg);
@@ -1129,7 +1136,7 @@ static bool fused_ok(const dtl_kprog *kp, dtl_arena *A)
             g->nodes[v].op != DTL_OP_IOTA)
             return false;
     for (uint32_t i = 0; i < kp->nk; i++)
-        if (!fused_kernel_ok(kp, &kp->k[i], reg))
+        if (!gen_only && !fused_kernel_ok(kp, &kp->k[i], reg))
             return false;
     return true;
 }
@@ -1148,7 +1155,7 @@ static bool cu_fusable(const dtl_graph *g, char *why, size_t len)
     dtl_kprog *kp = dtl_fuse(&pg, &fo);
     dtl_arena A;
     dtl_arena_init(&A);
-    ok = kp && fused_ok(kp, &A);
+    ok = kp && fused_ok(kp, &A, false);
     if (kp) {
         uint32_t k[8] = {0};
         for (uint32_t i = 0; i < kp->nk; i++)
@@ -1538,6 +1545,18 @@ static bool codegen_plan(cu_plan *p, cu_genk *gk, dtl_err *err)
                                  name, cudaGetErrorString(e));
         }
     }
+    int16_t *reg = p->gen_only ? dtl_arena_array(&p->arena, kp->g->nnodes + 1, sizeof *reg)
+                               : NULL;
+    for (uint32_t i = 0; i < kp->nk && ok && reg; i++)
+        if (!gk[i].fn && kp->k[i].kind != DTL_K_SINGLE && !(p->ltk && p->ltk[i].ok) &&
+            !fused_kernel_ok(kp, &kp->k[i], reg)) {   /* (one only generated code runs) */
+            if (verbose)
+                fprintf(stderr, "dtl cuda: kernel %u has no generated code and the "
+                        "interpreter cannot run it: the plan is prepared again without such "
+                        "kernels\n", i);
+            p->gen_retry = true;
+            ok = dtl_err_set(err, DTL_ERR_USAGE, "cuda: kernel %u has no generated code", i);
+        }
     p->ngen = ngen;
     if (verbose && ngen)
         fprintf(stderr, "dtl cuda: %u generated kernels (%u on the interpreter), %zu bytes of "
@@ -1971,8 +1990,9 @@ static void adam_rewrite(cu_plan *p)
     dtl_arena_free(&A);
 }
 
-/* The passes and fusion of g into p->pg and p->kp (with the one Adam launch when adam);
- * p->kp stays NULL when the kernel program does not fit the interpreter kernels. */
+/* The passes and fusion of g into p->pg and p->kp (with the one Adam launch when adam; with
+ * ROW kernels and kernels beyond the interpreter's limits when p->gen_only: codegen_plan
+ * sees to them); p->kp stays NULL when the kernel program does not fit the backend. */
 static void fuse_plan(cu_plan *p, const dtl_graph *g, const dtl_plan_opts *opts, bool adam)
 {
     dtl_err perr;
@@ -1980,9 +2000,9 @@ static void fuse_plan(cu_plan *p, const dtl_graph *g, const dtl_plan_opts *opts,
         return;
     if (adam)
         adam_rewrite(p);
-    dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = true};
+    dtl_fuse_opts fo = {.no_reuse = opts && opts->no_reuse, .no_rows = !p->gen_only};
     p->kp = dtl_fuse(&p->pg, &fo);
-    if (p->kp && fused_ok(p->kp, &p->arena)) {
+    if (p->kp && fused_ok(p->kp, &p->arena, p->gen_only)) {
         p->g = &p->pg;
     } else {
         dtl_kprog_free(p->kp);
@@ -2259,6 +2279,9 @@ static bool prepare_io(cu_plan *p, dtl_err *err)
     return true;
 }
 
+static cu_plan *cu_build(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
+                         cu_ctx *c, bool gen_only, bool *retry, dtl_err *err);
+
 static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
                         dtl_err *err)
 {
@@ -2284,6 +2307,30 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
     cu_ctx *c = ctx_get(err);
     if (!c || !st_bind(store, g, err))
         return NULL;
+    /* Some kernels run only as generated code: ROW kernels (softmax, layer norm …: one
+     * launch per row block) and those beyond the interpreter's limits (a gradient clipping
+     * over every param). The plan has them when kernels are generated, and is prepared again
+     * without them (no ROW kernels; a kernel program too big for the interpreter: one launch
+     * a node) when one of them gets no code: a refusal, a module NVRTC or the driver
+     * rejects. */
+#ifdef HAVE_NVRTC
+    bool gen_only = codegen_mode() != CU_GEN_OFF;
+#else
+    bool gen_only = false;
+#endif
+    bool retry = false;
+    cu_plan *p = cu_build(g, store, opts, c, gen_only, &retry, err);
+    if (!p && retry)
+        p = cu_build(g, store, opts, c, false, &retry, err);
+    return p;
+}
+
+/* The plan of cu_prepare (with kernels only generated code runs when gen_only); *retry set
+ * when it failed for want of such a kernel's code. */
+static cu_plan *cu_build(const dtl_graph *g, dtl_store *store, const dtl_plan_opts *opts,
+                         cu_ctx *c, bool gen_only, bool *retry, dtl_err *err)
+{
+    bool ok;
     cu_plan *p = calloc(1, sizeof *p);
     if (!p) {
         dtl_err_set(err, DTL_ERR_NOMEM, "cuda: out of memory");
@@ -2293,6 +2340,7 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
     p->og = g;
     p->store = store;
     p->ctx = c;
+    p->gen_only = gen_only;
     dtl_arena_init(&p->arena);
     /* The fused path: the passes, then the kernel program, when the interpreter kernels
      * can run all of it; else (or with DTL_CUDA_FUSE=0) one launch per node. */
@@ -2318,6 +2366,7 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
         p->ready_ctx = opts->ready_ctx;
     }
     if (!ok) {
+        *retry = p->gen_retry;
         cu_free(p);
         return NULL;
     }
