@@ -18,7 +18,8 @@
 # steps/s vs PyTorch eager and compiled); (b) MLP 4096-4096-4096-10 at batch 4096 in f32,
 # tf32 and bf16 vs PyTorch (bench/gpu_train_dtl, bench/gpu_mlp_big.py); (c) one full epoch
 # with data loading, dtlc run vs PyTorch with a DataLoader (bench/gpu_epoch.py); LeNet
-# (examples/lenet.dtl, conv2d + pooling) one epoch; memcheck. Every stage has a time limit
+# (examples/lenet.dtl, conv2d + pooling) one epoch; the character transformer 20 steps
+# against llvm (ROW kernels, the clipping kernel); memcheck. Every stage has a time limit
 # (the whole script at most about 8 minutes, $DTL_GPU_BUDGET seconds: 480); a failing stage
 # is reported and the next one runs. Without a GPU it stops after the build, saying so.
 # Exit status: 0 all stages passed, 1 some failed, 77 no GPU (build only).
@@ -329,6 +330,36 @@ else
     failed=1
     row "lenet 1 epoch (cuda)" FAIL "exit $rc, accuracy '${lacc:-none}' after ${lsec} s; see train.log"
     tail -3 "$OUT/train.log" | tee -a "$SUMMARY"
+fi
+
+# ---- 4e. the character transformer (ROW kernels, the clipping kernel) on cuda against llvm ----
+# 20 steps on a corpus made of docs/ (blank lines as record separators), same seed: the two
+# backends' train and test losses must agree within 2 % (f32 sums in other orders), and the
+# cuda plan must be the fused program with generated kernels.
+CT=$WORK/ct
+rm -rf "$CT" && mkdir -p "$CT/corpus"
+cat "$SRC"/docs/*.md | sed 's/^$/%/' > "$CT/corpus/docs.txt"
+sed "s|\"/usr/share/games/fortunes\"|\"$CT/corpus\"|" "$SRC/examples/char_transformer.dtl" > "$CT/ct.dtl"
+t1=$(date +%s.%N)
+echo "--- char transformer: 20 steps, cuda then llvm ---" >> "$OUT/train.log"
+ctl() { (cd "$CT" && DTL_CUDA_VERBOSE=1 timeout "$(limit 60)" "$BUILD/dtlc" run ct.dtl --backend "$1" \
+    --batch 16 --steps 20 --limit-test 64 --seed 3 --progress none --save "ct-$1.st" 2>&1); }
+logc=$(ctl cuda); rcc=$?
+logl=$(ctl llvm); rcl=$?
+csec=$(secs "$t1")
+printf '%s\n%s\n' "$logc" "$logl" >> "$OUT/train.log"
+ctloss() { echo "$1" | sed -n "s/.*$2 \([0-9.]*\).*/\1/p" | tail -1; }
+ctc=$(ctloss "$logc" train_loss) ctt=$(ctloss "$logc" test_loss)
+lc=$(ctloss "$logl" train_loss) lt=$(ctloss "$logl" test_loss)
+if [ $rcc -eq 0 ] && [ $rcl -eq 0 ] && [ -n "$ctc" ] && [ -n "$lc" ] &&
+    echo "$logc" | grep -q "fused kernel program, generated kernels" &&
+    awk "BEGIN { d1 = $ctc - $lc; d2 = $ctt - $lt; if (d1 < 0) d1 = -d1; if (d2 < 0) d2 = -d2;
+                 exit !(d1 <= 0.02 * $lc && d2 <= 0.02 * $lt) }"; then
+    row "char transformer (cuda)" ok "train/test loss $ctc/$ctt vs llvm $lc/$lt after 20 steps, ${csec} s"
+else
+    failed=1
+    row "char transformer (cuda)" FAIL "exit $rcc/$rcl, loss '${ctc:-none}'/'${ctt:-none}' vs llvm '${lc:-none}'/'${lt:-none}'; see train.log"
+    echo "$logc" | grep "dtl cuda" | tail -5 | tee -a "$SUMMARY"
 fi
 
 # ---- 5. compute-sanitizer memcheck on the CUDA tests (bounded) ---------------------------------
