@@ -7,7 +7,9 @@
  * repeats work):
  *  - dtl_emu_launch(entry, args, grid, block) runs entry(args) once per CUDA thread of a
  *    grid x block launch (1-D), the blocks one after another, the threads of a block as
- *    coroutines (ucontext) in this OS thread. A thread runs until it finishes or waits: in
+ *    coroutines in this OS thread (on x86-64 a switch of the callee-saved registers and the
+ *    stack pointer, written here; elsewhere ucontext, whose swapcontext also makes a system
+ *    call to save the signal mask). A thread runs until it finishes or waits: in
  *    __syncthreads (until every thread of the block that has not finished arrives) or in a
  *    warp shuffle (until the 32 lanes of its warp arrive). Threads are resumed in round-robin
  *    order, so a kernel that would race on a GPU can pass here: this is not a race detector.
@@ -63,8 +65,59 @@ struct dtl_emu_dim3 { unsigned x, y, z; };
 
 enum { DTL_EMU_MAX_BLOCK = 1024, DTL_EMU_STACK = 64 * 1024 };
 
+/* ---- coroutines: dtl_emu_switch(&save, to) saves this one's context in save and resumes
+ * to's; dtl_emu_init(c, stack, bytes, fn) makes a context that starts fn (which must not
+ * return: it switches away at its end). */
+#if defined(__x86_64__) && !defined(DTL_EMU_UCONTEXT)
+typedef struct { void *sp; } dtl_emu_ctx;
+extern "C" void dtl_emu_swap(void **save, void *to);
+__asm__(".text\n"
+        ".p2align 4\n"
+        ".hidden dtl_emu_swap\n"
+        ".globl dtl_emu_swap\n"
+        "dtl_emu_swap:\n"   /* rdi: where to save rsp, rsi: the rsp to resume */
+        "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n"
+        "    pushq %r13\n    pushq %r14\n    pushq %r15\n"
+        "    movq %rsp, (%rdi)\n"
+        "    movq %rsi, %rsp\n"
+        "    popq %r15\n    popq %r14\n    popq %r13\n"
+        "    popq %r12\n    popq %rbx\n    popq %rbp\n"
+        "    ret\n");
+static inline void dtl_emu_switch(dtl_emu_ctx *save, dtl_emu_ctx *to)
+{
+    dtl_emu_swap(&save->sp, to->sp);
+}
+static void dtl_emu_init(dtl_emu_ctx *c, char *stack, size_t bytes, void (*fn)(void))
+{
+    /* the top: fn's return slot (0: it never returns) and the address dtl_emu_swap returns
+     * to, under six zeroed registers; fn starts with rsp + 8 a multiple of 16, as after a
+     * call */
+    uintptr_t top = ((uintptr_t)(stack + bytes)) & ~(uintptr_t)15;
+    void **sp = (void **)top;
+    *--sp = NULL;
+    *--sp = (void *)fn;
+    for (int i = 0; i < 6; i++)
+        *--sp = NULL;
+    c->sp = sp;
+}
+#else
+typedef ucontext_t dtl_emu_ctx;
+static inline void dtl_emu_switch(dtl_emu_ctx *save, dtl_emu_ctx *to)
+{
+    swapcontext(save, to);
+}
+static void dtl_emu_init(dtl_emu_ctx *c, char *stack, size_t bytes, void (*fn)(void))
+{
+    getcontext(c);
+    c->uc_stack.ss_sp = stack;
+    c->uc_stack.ss_size = bytes;
+    c->uc_link = NULL;
+    makecontext(c, fn, 0);
+}
+#endif
+
 struct dtl_emu_thread {
-    ucontext_t ctx;
+    dtl_emu_ctx ctx;
     dtl_emu_dim3 idx;
     bool done;
     unsigned char slot[8];   /* a shuffle's value */
@@ -72,7 +125,7 @@ struct dtl_emu_thread {
 
 /* One state per module (every function here is static). */
 static struct {
-    ucontext_t sched;
+    dtl_emu_ctx sched;
     dtl_emu_thread *t;
     unsigned n, cur, live;
     unsigned block_arrived, block_gen;
@@ -91,7 +144,7 @@ static struct {
 
 static void dtl_emu_yield(void)
 {
-    swapcontext(&dtl_emu.t[dtl_emu.cur].ctx, &dtl_emu.sched);
+    dtl_emu_switch(&dtl_emu.t[dtl_emu.cur].ctx, &dtl_emu.sched);
 }
 
 static void __syncthreads(void)
@@ -150,7 +203,8 @@ static void dtl_emu_thread_main(void)
         dtl_emu.warp_arrived[w] = 0;
         dtl_emu.warp_gen[w]++;
     }
-    /* returning resumes uc_link: the scheduler */
+    dtl_emu_yield();   /* for good: a finished thread is never resumed */
+    abort();
 }
 
 static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, unsigned block)
@@ -182,11 +236,8 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
         for (unsigned i = 0; i < block; i++) {
             t[i].idx = {i, 0, 0};
             t[i].done = false;
-            getcontext(&t[i].ctx);
-            t[i].ctx.uc_stack.ss_sp = stacks + (size_t)i * DTL_EMU_STACK;
-            t[i].ctx.uc_stack.ss_size = DTL_EMU_STACK;
-            t[i].ctx.uc_link = &dtl_emu.sched;
-            makecontext(&t[i].ctx, dtl_emu_thread_main, 0);
+            dtl_emu_init(&t[i].ctx, stacks + (size_t)i * DTL_EMU_STACK, DTL_EMU_STACK,
+                         dtl_emu_thread_main);
         }
         while (dtl_emu.live > 0) {
             unsigned long long before = dtl_emu.progress;
@@ -194,7 +245,7 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
                 if (t[i].done)
                     continue;
                 dtl_emu.cur = i;
-                swapcontext(&dtl_emu.sched, &t[i].ctx);
+                dtl_emu_switch(&dtl_emu.sched, &t[i].ctx);
             }
             /* a whole round in which nobody was released or finished: nobody ever will be */
             if (dtl_emu.live > 0 && dtl_emu.progress == before) {
