@@ -858,10 +858,10 @@ static void emit_red_element(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body
                          store_close(val_dtype(G, G->out[o])));
 }
 
-/* How reduction r (SUM or REDUCE_MAX) accumulates in variable `acc`: its type, its initial
- * value, the statement adding its operand's value, the final value of its dtype, the warp
- * reduction and the combination of two partial values x and y (as a `%s`-free expression
- * over `acc` and `y`). False (refused) for a dtype without generated reductions. */
+/* How reduction r (SUM or REDUCE_MAX) accumulates in variable `acc`: the accumulator's type
+ * and initial value, the warp reduction's name, the statements adding the operand's value
+ * (add) and another partial value `y` (comb), and the final value in r's dtype (fin).
+ * False (refused) for a dtype without generated reductions. */
 typedef struct redc {
     const char *ACC, *init, *warp;
     char add[160], fin[160], comb[160];
@@ -1174,12 +1174,10 @@ static bool emit_row(gen *G, dtl_cugen_buf *b, const char *name)
             if (!isred[i] || pass[i] != p)
                 continue;
             dtl_val r = K->members[i];
-            char fin[200];
-            snprintf(fin, sizeof fin, "%s", rc[i].fin);
             dtl_cugen_printf(b, "        a%u = s%u[0];\n        for (unsigned w = 1; w < %uu; w++) "
                                 "{\n            const %s y = s%u[w];\n            %s\n        }\n"
                                 "        const %s v%u = %s;\n", r, r, nw, rc[i].ACC, r,
-                             rc[i].comb, ctype(NODE(G, r)->dtype), r, fin);
+                             rc[i].comb, ctype(NODE(G, r)->dtype), r, rc[i].fin);
         }
         if (any)   /* (the partials are read before the next pass or row writes them) */
             dtl_cugen_printf(b, "        __syncthreads();\n");
