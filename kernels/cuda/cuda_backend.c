@@ -418,8 +418,8 @@ typedef struct cu_plan {
     const dtl_graph *g;        /* the graph run: the caller's, or pg */
     dtl_graph pg;              /* fused path: the graph after the passes */
     bool have_pg;
-    bool gen_only;     /* kernels only generated code runs are allowed: ROW kernels, and
-                          those beyond the interpreter's limits */
+    bool gen_only;     /* kernels that only generated code runs are allowed: ROW kernels,
+                          and those beyond the interpreter's limits */
     bool gen_retry;    /* one of them got no code: prepare again without them */
     dtl_kprog *kp;             /* fused path: the kernel program (NULL: one launch a node) */
     uint32_t ngen;             /* fused path: kernels running generated code (cuda_gen.h) */
@@ -1126,7 +1126,7 @@ static bool fused_kernel_ok(const dtl_kprog *kp, const dtl_kernel *K, int16_t *r
 }
 
 /* Whether the backend can run kernel program kp: every kernel on the interpreter, or, with
- * gen_only, those it cannot run as generated code (codegen_plan then insists on it). */
+ * gen_only, some only as generated code (codegen_plan then insists on it for those). */
 static bool fused_ok(const dtl_kprog *kp, dtl_arena *A, bool gen_only)
 {
     const dtl_graph *g = kp->g;
