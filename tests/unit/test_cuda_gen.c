@@ -4,12 +4,13 @@
  * transformer (softmax, layer norm, GELU, the causal mask, gather, AdamW), and small graphs built
  * here (softmax in f64, layer norm, GELU, where/masked_fill with iota, integer and bool
  * arithmetic, casts, reductions long and short, along the inner or an outer axis; bf16 casts,
- * a bf16 product), every ELEMWISE / REDUCE / MATMUL kernel of the fused program must be
- * generated (none refused), both with and without vector loads, and each graph's module must
- * compile with NVRTC for sm_90 (the device's cubin) — a compile error fails the test and prints the log and the
- * numbered source. Each module is also compiled for the CPU (tests/unit/cuda_emu.h) and every
- * kernel run there against the reference backend (see "running the generated kernels on the
- * CPU" below). One small kernel's text is compared with a golden copy. NVRTC works
+ * a bf16 product), fused without and with ROW kernels, every ELEMWISE / REDUCE / MATMUL /
+ * ROW kernel of the fused program must be generated (none refused), both with and without
+ * vector loads, and each graph's module must compile with NVRTC for sm_90 (the device's
+ * cubin) — a compile error fails the test and prints the log and the numbered source. Each
+ * module is also compiled for the CPU (tests/unit/cuda_emu.h) and every kernel run there
+ * against the reference backend (see "running the generated kernels on the CPU" below). One
+ * small kernel's text is compared with a golden copy. NVRTC works
  * without a device; when this build has no NVRTC the generation checks still run and the
  * test exits 77 saying that nothing was compiled. DTL_CUDA_GEN_DUMP="mnist_mlp.dtl step" (a
  * graph's name as the messages give it) prints that graph's module (vector variant). */
@@ -18,21 +19,18 @@
 #include "../../compiler/passes/fuse.h"
 #include "../../compiler/passes/passes.h"
 #include "../../kernels/cuda/cuda_gen.h"
+#include "../../kernels/ref/ref.h"
 #include "../../lang/check.h"
 #include "../../lang/ctx.h"
-#include "unit.h"
-
-#include "../../kernels/ref/ref.h"
 #include "../../runtime/dtype.h"
+#include "unit.h"
 
 #include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #ifdef HAVE_NVRTC
 #include <nvrtc.h>
@@ -117,7 +115,8 @@ static bool compile(const char *what, const char *src, const char *arch)
  * same result), and every stored value must equal the reference within float rounding
  * (sums are added in another order). Without a C++ compiler (DTL_EMU_CXX, else c++) this
  * part says so and is skipped; the rest of the test still runs. It is skipped under
- * AddressSanitizer too, which does not follow swapcontext reliably (the plain build runs it). */
+ * AddressSanitizer too, which does not follow the coroutines' stack switches (the plain build
+ * runs it). */
 #if defined(__SANITIZE_ADDRESS__)
 #define EMU_SANITIZED 1
 #elif defined(__has_feature)
