@@ -158,29 +158,9 @@ if [ -x "$DTLC" ] && [ -x "$CMP" ]; then
     CMP=$(cd "$(dirname "$CMP")" && pwd)/$(basename "$CMP")
     here=$(cd "$(dirname "$0")" && pwd)
     dir=$T   # (train_lib.sh makes a T of its own, in the subshell)
-    (DTLC=$DTLC; . "$here/train_lib.sh"; toy_data "$dir" 640 7 train.csv; toy_data "$dir" 100 11 test.csv)
+    (DTLC=$DTLC; . "$here/train_lib.sh"; toy_data "$dir" 640 7 train.csv
+     toy_data "$dir" 100 11 test.csv; ddp_model 1 > "$dir/net.dtl")
     cd "$T" || exit 99
-    cat > net.dtl <<'EOF'
-model Net {
-    param w1: f32[16, 32] = glorot_uniform()
-    param b1: f32[32]     = zeros()
-    param w2: f32[32, 4]  = glorot_uniform()
-    param b2: f32[4]      = zeros()
-    fn forward(x: f32[B, 16]) -> f32[B, 4] = relu(x @ w1 + b1) @ w2 + b2
-}
-
-dataset toy = csv("train.csv", label = "label", test = "test.csv")
-
-train Net() {
-    data      = toy.train
-    batch     = 32
-    loss      = cross_entropy(forward(x), y)
-    optimizer = adam(lr = 1e-2)
-    epochs    = 1
-    evaluate  = accuracy(toy.test)
-    parallel  = data
-}
-EOF
     if ! "$DTLC" run net.dtl --steps 20 --progress none --save one.st > one.out 2> one.err; then
         echo "FAIL: dtlc-2: one process: $(cat one.err)"
         fail=1

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "../../runtime/dtype.h"
+#include "grid.h"
 
 /* ---- the text buffer ---- */
 
@@ -728,16 +729,6 @@ static void emit_signature(gen *G, dtl_cugen_buf *b, const char *name)
     dtl_cugen_printf(b, ")\n{\n");
 }
 
-static unsigned grid_for(int64_t threads, unsigned block)
-{
-    int64_t nb = (threads + block - 1) / block;
-    if (nb < 1)
-        nb = 1;
-    if (nb > 65535LL * 16)
-        nb = 65535LL * 16;
-    return (unsigned)nb;
-}
-
 /* ELEMWISE and MATMUL epilogues. */
 static void emit_elemwise(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, const char *name,
                           bool vec)
@@ -926,16 +917,16 @@ static bool emit_reduce(gen *G, dtl_cugen_buf *b, const dtl_cugen_buf *body, con
     I->block = 256;
     if (rc == 0 || rc <= 32) {
         I->strategy = DTL_CUGEN_RED_THREAD;
-        I->grid = grid_for(nout, I->block);
+        I->grid = dtl_cu_blocks(nout, I->block);
     } else if (inner_kept) {
         I->strategy = DTL_CUGEN_RED_COLUMN;
-        I->grid = grid_for((nout + 31) / 32 * I->block, I->block);
+        I->grid = dtl_cu_blocks((nout + 31) / 32 * I->block, I->block);
     } else if (rc <= 4096 || nout >= 1024) {
         I->strategy = DTL_CUGEN_RED_WARP;
-        I->grid = grid_for(nout * 32, I->block);
+        I->grid = dtl_cu_blocks(nout * 32, I->block);
     } else {
         I->strategy = DTL_CUGEN_RED_BLOCK;
-        I->grid = grid_for(nout * I->block, I->block);
+        I->grid = dtl_cu_blocks(nout * I->block, I->block);
     }
     emit_signature(G, b, name);
     for (uint32_t k = 0; k < G->nin; k++)
@@ -1069,7 +1060,7 @@ static bool emit_row(gen *G, dtl_cugen_buf *b, const char *name)
         goto done;
     dtl_cugen_info *I = G->info;
     I->block = L >= 256 ? 256u : (unsigned)((L + 31) / 32 * 32);
-    I->grid = grid_for(rows * I->block, I->block);
+    I->grid = dtl_cu_blocks(rows * I->block, I->block);
     I->strategy = DTL_CUGEN_ROW;
     const unsigned nw = I->block / 32;
     const char *IX = G->idx;
@@ -1309,7 +1300,7 @@ dtl_cugen_status dtl_cugen_kernel(dtl_cugen_buf *out, const dtl_kprog *kp, uint3
             vec = val_dtype(G, G->out[o]) != DTL_DTYPE_BF16;
         info->block = 256;
         info->strategy = DTL_CUGEN_FLAT;
-        info->grid = grid_for(vec ? (G->n + 3) / 4 : G->n, info->block);
+        info->grid = dtl_cu_blocks(vec ? (G->n + 3) / 4 : G->n, info->block);
         emit_elemwise(G, out, &body, name, vec);
     }
     st = DTL_CUGEN_OK;

@@ -347,32 +347,14 @@ static void emu_module(const char *what, const dtl_kprog *kp, void **v, const ch
         fprintf(stderr, "could not remove %s\n", dir);
 }
 
-static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
+/* Generates every kernel of kp (graph `what`; fused with ROW kernels when rows), compiles
+ * the module with NVRTC and, given the reference values vals, runs it on the CPU. */
+static void gen_kprog(const char *what, const dtl_kprog *kp, void **vals, bool scalar_too,
+                      bool rows)
 {
-    dtl_graph pg;
-    dtl_err err;
-    if (!dtl_passes_run(&pg, g0, NULL, &err)) {
-        fprintf(stderr, "%s: passes: %s\n", what, err.msg);
-        CHECK(!"passes failed");
-        return;
-    }
-    void **vals = emu_have_cxx() ? ref_values(what, &pg) : NULL;
-    /* fused as the cuda backend fuses (no ROW kernels), then with ROW kernels when there are
-     * any (softmax, layer norm …: one generated kernel per row) */
-    for (int rows = 0; rows < 2; rows++) {
-    dtl_fuse_opts fo = {.no_rows = !rows};
-    dtl_kprog *kp = dtl_fuse(&pg, &fo);
-    CHECK(kp != NULL);
-    bool has_rows = false;
-    for (uint32_t i = 0; kp && i < kp->nk; i++)
-        has_rows = has_rows || kp->k[i].kind == DTL_K_ROW;
-    if (rows && !has_rows) {
-        dtl_kprog_free(kp);
-        break;
-    }
-    emu_kernel *ks = kp ? calloc(kp->nk ? kp->nk : 1, sizeof *ks) : NULL;
-    CHECK(!kp || ks);
-    for (int vec = scalar_too ? 0 : 1; kp && ks && vec < 2; vec++) {
+    emu_kernel *ks = calloc(kp->nk ? kp->nk : 1, sizeof *ks);
+    CHECK(ks != NULL);
+    for (int vec = scalar_too ? 0 : 1; ks && vec < 2; vec++) {
         int nks = 0;
         dtl_cugen_buf b;
         dtl_cugen_buf_init(&b);
@@ -421,7 +403,30 @@ static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
         dtl_cugen_buf_free(&b);
     }
     free(ks);
-    dtl_kprog_free(kp);
+}
+
+static void gen_graph(const char *what, const dtl_graph *g0, bool scalar_too)
+{
+    dtl_graph pg;
+    dtl_err err;
+    if (!dtl_passes_run(&pg, g0, NULL, &err)) {
+        fprintf(stderr, "%s: passes: %s\n", what, err.msg);
+        CHECK(!"passes failed");
+        return;
+    }
+    void **vals = emu_have_cxx() ? ref_values(what, &pg) : NULL;
+    /* fused as the cuda backend fuses without generated code (no ROW kernels), then with ROW
+     * kernels when there are any (softmax, layer norm …: one generated kernel per row) */
+    for (int rows = 0; rows < 2; rows++) {
+        dtl_fuse_opts fo = {.no_rows = !rows};
+        dtl_kprog *kp = dtl_fuse(&pg, &fo);
+        CHECK(kp != NULL);
+        bool has_rows = false;
+        for (uint32_t i = 0; kp && i < kp->nk; i++)
+            has_rows = has_rows || kp->k[i].kind == DTL_K_ROW;
+        if (kp && (!rows || has_rows))
+            gen_kprog(what, kp, vals, scalar_too, rows);
+        dtl_kprog_free(kp);
     }
     free_values(&pg, vals);
     dtl_graph_free(&pg);
