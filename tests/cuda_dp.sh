@@ -8,7 +8,8 @@
 # `parallel = data`. Checked:
 #  1. `dtlc run -n 1 --backend cuda` (the data-parallel path at world size 1: GRAD and UPDATE
 #     plans, NCCL allreduce of the buckets on a second stream, CUDA Graph replay) trains what
-#     the plain cuda run trains: the checkpoints agree within 1e-5 relative and the epoch
+#     the plain cuda run trains (both with the one multi-tensor Adam launch, under data
+#     parallelism the UPDATE plan's): the checkpoints agree within 1e-5 relative and the epoch
 #     lines' losses and accuracies are equal; the same with one bucket per gradient
 #     (DTL_BUCKET_MB tiny: several allreduces overlapping backward) and without graph capture
 #     (DTL_CUDA_GRAPH=0);
@@ -64,6 +65,8 @@ dp1() {   # NAME [VAR=VALUE...]
     fi
     grep -q 'dtl cuda: rank 0 of 1: NCCL [0-9.]* on device 0' "$name.out" ||
         bad "$name: no NCCL communicator was made (DTL_CUDA_VERBOSE says: $(grep 'dtl cuda' "$name.out" | head -3))"
+    grep -q 'dtl cuda: one multi-tensor Adam launch updates' "$name.out" ||
+        bad "$name: the UPDATE plan has no multi-tensor Adam launch"
     if [ "$(summary "$name.out")" != "$(summary plain.out)" ]; then
         bad "$name: the epoch lines differ from the plain run's:"
         summary "$name.out" >&2

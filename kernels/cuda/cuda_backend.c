@@ -2346,7 +2346,9 @@ static cu_plan *cu_build(const dtl_graph *g, dtl_store *store, const dtl_plan_op
      * can run all of it; else (or with DTL_CUDA_FUSE=0) one launch per node. */
     if (!env_off("DTL_CUDA_FUSE")) {
         p->have_pg = true;
-        fuse_plan(p, g, opts, !dtl_cu_dp_of(opts) && !env_off("DTL_CUDA_ADAM"));
+        /* (data parallel: the UPDATE plan's updates read the averaged gradients, inputs
+         * that the buckets feed; GRAD has none to find) */
+        fuse_plan(p, g, opts, !env_off("DTL_CUDA_ADAM"));
         if (!p->kp && p->nadam) {   /* (more stored values, say): without the Adam launch */
             p->nadam = 0;
             dtl_graph_free(&p->pg);

@@ -73,14 +73,20 @@ typedef struct mlp {
     bool ok;
 } mlp;
 
-static bool mlp_load_prec(mlp *m, int64_t batch, dtl_precision prec);
+static bool mlp_load_opts(mlp *m, int64_t batch, dtl_precision prec, bool split);
 
 static bool mlp_load(mlp *m, int64_t batch)
 {
-    return mlp_load_prec(m, batch, DTL_PREC_DEFAULT);
+    return mlp_load_opts(m, batch, DTL_PREC_DEFAULT, false);
 }
 
 static bool mlp_load_prec(mlp *m, int64_t batch, dtl_precision prec)
+{
+    return mlp_load_opts(m, batch, prec, false);
+}
+
+/* split: the step as data parallel training lowers it, GRAD and UPDATE (compiler/lower.h). */
+static bool mlp_load_opts(mlp *m, int64_t batch, dtl_precision prec, bool split)
 {
     memset(m, 0, sizeof *m);
     dtl_ctx_init(&m->ctx);
@@ -89,7 +95,7 @@ static bool mlp_load_prec(mlp *m, int64_t batch, dtl_precision prec)
     if (!mod || dtl_diag_failed(&m->ctx.diags))
         return false;
     const dtl_train *t = dtl_lower_find_train(mod, NULL);
-    dtl_lower_opts o = {.batch = batch, .precision = prec};
+    dtl_lower_opts o = {.batch = batch, .precision = prec, .split_step = split};
     m->ok = t && dtl_lower_train(&m->ctx, t, &o, &m->low);
     return m->ok;
 }
@@ -1145,6 +1151,45 @@ static void test_adam_host(void)
         dtl_graph_free(&ng);
         dtl_arena_free(&A);
         dtl_graph_free(&pg);
+    }
+    mlp_free(&m);
+    /* Data parallel training's UPDATE graph (the step split at the gradients, which come in
+     * averaged, as inputs named like GRAD's outputs): the same four updates are found, each
+     * reading its gradient input, and the graph fused instead keeps those inputs (the NCCL
+     * buckets feed them: cuda_dp_impl.h) as the launch's gradients. */
+    ok = mlp_load_opts(&m, 32, DTL_PREC_DEFAULT, true);
+    CHECK(ok && m.low.split);
+    if (ok) {
+        dtl_graph pg, ng;
+        dtl_err err;
+        CHECK(dtl_passes_run(&pg, &m.low.update, NULL, &err));
+        dtl_arena A;
+        dtl_arena_init(&A);
+        dtl_cu_adam_match *mt;
+        uint32_t n = dtl_cu_adam_find(&pg, &mt, &A);
+        printf("mlp UPDATE graph (data parallel): %u Adam updates found (of 4 params)\n", n);
+        CHECK(n == 4);
+        for (uint32_t i = 0; i < n; i++) {
+            const dtl_node *gr = &pg.nodes[mt[i].grad];
+            bool named = false;
+            for (uint32_t k = 0; k < m.low.grad.nouts; k++)
+                named |= gr->name && strcmp(m.low.grad.outs[k].name, gr->name) == 0;
+            CHECK(gr->op == DTL_OP_INPUT && named);
+        }
+        dtl_graph tmp = pg;
+        tmp.outs = dtl_cu_adam_outputs(&pg, mt, n, &tmp.nouts, &A);
+        tmp.capouts = tmp.nouts;
+        CHECK(dtl_passes_run(&ng, &tmp, NULL, &err));
+        uint32_t gin = 0, updates = 0;
+        for (uint32_t k = 0; k < ng.nouts; k++) {
+            const dtl_node *v = &ng.nodes[ng.outs[k].val];
+            gin += strncmp(ng.outs[k].name, "__adam.g.", 9) == 0 && v->op == DTL_OP_INPUT;
+            updates += ng.outs[k].kind == DTL_OUT_PARAM || ng.outs[k].kind == DTL_OUT_STATE;
+        }
+        CHECK(gin == 4 && updates == 0);
+        dtl_graph_free(&ng);
+        dtl_graph_free(&pg);
+        dtl_arena_free(&A);
     }
     mlp_free(&m);
     /* LeNet (conv2d, pooling, dropout): every kernel runs on the fused path, before and
