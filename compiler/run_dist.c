@@ -288,13 +288,14 @@ dtl_dist *dtl_dist_join(dtl_ctx *ctx, const dtl_train *t, const dtl_comm_env *en
         goto fail;
     if (!(d->c = dtl_comm_init(env, &co, err)))
         goto fail;
+    dtl_dist_cuda_opts cuo = {env->timeout_s, env->timeout_s > DTL_DIST_START_TIMEOUT
+                                                  ? env->timeout_s : DTL_DIST_START_TIMEOUT,
+                              co.stuck_prefix, co.stuck_status};
     dtl_comm_set_timeout(d->c, env->timeout_s > DTL_DIST_START_TIMEOUT ? env->timeout_s
                                                                        : DTL_DIST_START_TIMEOUT);
     if (!(d->ddp = dtl_ddp_new(d->c, ts, d->n, bytes, d->grad_label, err)) ||
         (strcmp(be->name, "cuda") == 0 &&
-         !(d->cu = dtl_dist_cuda_new(d->c, grad, d->ddp,
-                                     env->timeout_s > DTL_DIST_START_TIMEOUT
-                                         ? env->timeout_s : DTL_DIST_START_TIMEOUT, err)))) {
+         !(d->cu = dtl_dist_cuda_new(d->c, grad, d->ddp, &cuo, err)))) {
         dtl_comm_abort(d->c, err->msg);
         d->c = NULL;
         goto fail;

@@ -48,8 +48,26 @@ bool dtl_dist_cuda_check(dtl_err *err)
     return api_get(err) != NULL;
 }
 
+/* A test's fault: DTL_TEST_NCCL_STALL=R:S makes rank R stop before its step S (1-based; 0:
+ * before ncclCommInitRank) for an hour, issuing no collective (tests/cuda_dp.sh: the others'
+ * watchdog must name it). */
+static void test_stall(int rank, unsigned long long step)
+{
+    const char *s = getenv("DTL_TEST_NCCL_STALL");
+    int r;
+    unsigned long long at;
+    if (s && sscanf(s, "%d:%llu", &r, &at) == 2 && r == rank && at == step) {
+        fprintf(stderr, "dtlc: rank %d: DTL_TEST_NCCL_STALL: stopping before %s %llu\n",
+                rank, step ? "step" : "ncclCommInitRank, step", step);
+        for (int i = 0; i < 3600; i++) {
+            struct timespec ts = {1, 0};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
 dtl_dist_cuda *dtl_dist_cuda_new(dtl_comm *c, const dtl_graph *grad, const dtl_ddp *ddp,
-                                 double timeout, dtl_err *err)
+                                 const dtl_dist_cuda_opts *o, dtl_err *err)
 {
     const dtl_cuda_dp_api *api = api_get(err);
     if (!api)
@@ -108,7 +126,10 @@ dtl_dist_cuda *dtl_dist_cuda_new(dtl_comm *c, const dtl_graph *grad, const dtl_d
     s.first = first;
     s.count = cnt;
     s.labels = labels;
-    s.timeout_s = timeout;
+    s.timeout_s = o->timeout_s;
+    s.init_timeout_s = o->init_timeout_s;
+    s.stuck_prefix = o->stuck_prefix;
+    s.stuck_status = o->stuck_status;
     if (s.rank == 0 && !api->unique_id(s.id, err))
         goto fail;
     /* (one-byte elements: a broadcast only moves bytes) */
@@ -117,6 +138,7 @@ dtl_dist_cuda *dtl_dist_cuda_new(dtl_comm *c, const dtl_graph *grad, const dtl_d
         goto fail;
     x->api = api;
     x->rank = s.rank;
+    test_stall(x->rank, 0);
     x->dp = api->create(&s, err);
 fail:   /* (and done: the spec's arrays are the plugin's copies now) */
     free(ts);
@@ -137,23 +159,6 @@ fail:   /* (and done: the spec's arrays are the plugin's copies now) */
 void dtl_dist_cuda_plan_opts(dtl_dist_cuda *x, dtl_plan_opts *o)
 {
     x->api->plan_opts(x->dp, o);
-}
-
-/* A test's fault: DTL_TEST_NCCL_STALL=R:S makes rank R stop before its step S (1-based) for
- * an hour, issuing no collective (tests/cuda_dp.sh: the others' watchdog must name it). */
-static void test_stall(int rank, unsigned long long step)
-{
-    const char *s = getenv("DTL_TEST_NCCL_STALL");
-    int r;
-    unsigned long long at;
-    if (s && sscanf(s, "%d:%llu", &r, &at) == 2 && r == rank && at == step) {
-        fprintf(stderr, "dtlc: rank %d: DTL_TEST_NCCL_STALL: stopping before step %llu\n",
-                rank, step);
-        for (int i = 0; i < 3600; i++) {
-            struct timespec ts = {1, 0};
-            nanosleep(&ts, NULL);
-        }
-    }
 }
 
 bool dtl_dist_cuda_step(dtl_dist_cuda *x, dtl_plan *grad, dtl_plan *update,

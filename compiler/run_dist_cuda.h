@@ -11,7 +11,9 @@
  *   - dtl_dist_cuda_new, once the world is joined: rank 0 makes the ncclUniqueId, the
  *     world's broadcast sends it (the world's timeout and failure reports apply), every rank
  *     creates its NCCL communicator on its GPU with the buckets the ddp planned (same
- *     tensors, same DTL_BUCKET_MB, the ddp's labels).
+ *     tensors, same DTL_BUCKET_MB, the ddp's labels). A communicator not made within
+ *     o->init_timeout_s (a rank never joined) ends the process with a message in the form
+ *     o->stuck_prefix and o->stuck_status give (NCCL cannot abort it before it exists).
  *   - dtl_dist_cuda_plan_opts for the GRAD and UPDATE plans; dtl_dist_cuda_step per step
  *     (GRAD, UPDATE, then the wait: the watchdog's deadline applies); *loss the global loss.
  *   - dtl_dist_cuda_free(x, abort): after the last step (abort false) or on any failure.
@@ -32,11 +34,18 @@
 
 typedef struct dtl_dist_cuda dtl_dist_cuda;
 
+typedef struct dtl_dist_cuda_opts {
+    double init_timeout_s;      /* ncclCommInitRank's (DTL_TIMEOUT) */
+    double timeout_s;           /* the steps', until dtl_dist_cuda_set_timeout */
+    const char *stuck_prefix;   /* a process the NCCL watchdog ends: its message's start */
+    int stuck_status;           /* and exit status (as dtl_comm_opts') */
+} dtl_dist_cuda_opts;
+
 bool dtl_dist_cuda_check(dtl_err *err);
 /* ddp: the world's bucket engine of the same tensors (its labels are reused; it is not used
  * for the steps). */
 dtl_dist_cuda *dtl_dist_cuda_new(dtl_comm *c, const dtl_graph *grad, const dtl_ddp *ddp,
-                                 double timeout, dtl_err *err);
+                                 const dtl_dist_cuda_opts *o, dtl_err *err);
 void dtl_dist_cuda_plan_opts(dtl_dist_cuda *x, dtl_plan_opts *o);
 bool dtl_dist_cuda_step(dtl_dist_cuda *x, dtl_plan *grad, dtl_plan *update,
                         const dtl_binding *in, size_t nin, double *loss, dtl_err *err);

@@ -19,7 +19,9 @@
 #     aborted;
 #  3. with two GPUs and a build with libfabric: -n 2 trains what one process trains (within
 #     1e-4: the halves' sums round differently), and DTL_TEST_NCCL_STALL=1:5 (rank 1 stops
-#     issuing collectives before step 5) makes rank 0 fail within DTL_TIMEOUT=3 naming rank 1.
+#     issuing collectives before step 5) makes rank 0 fail within DTL_TIMEOUT=3 naming rank 1;
+#     DTL_TEST_NCCL_STALL=1:0 (rank 1 never calls ncclCommInitRank) ends rank 0 after
+#     DTL_TIMEOUT=3 with dtlc's error form and status 2.
 set -u
 DTLC=${DTLC:-${DTL_BUILDDIR:-.}/dtlc}
 CMP=${DTL_BUILDDIR:-.}/tests/unit/st_compare
@@ -124,6 +126,18 @@ if [ "${ngpu:-0}" -ge 2 ]; then
     grep -q '\[0\].*rank 0: NCCL allreduce .*step 5.* (DTL_TIMEOUT=3): waiting for rank 1' stall.out ||
         bad "rank 0 did not name rank 1 and the collective"
     [ $((t1 - t0)) -le 60 ] || bad "the stalled run took $((t1 - t0)) s to fail"
+    # rank 1 never calls ncclCommInitRank: rank 0's watchdog ends it after DTL_TIMEOUT, in
+    # dtlc's error form and status (NCCL cannot abort a communicator it has not made)
+    t0=$(date +%s)
+    DTL_TEST_NCCL_STALL=1:0 DTL_TIMEOUT=3 timeout 120 "$DTLC" run -n 2 net.dtl \
+        --backend cuda --progress=none > istall.out 2>&1
+    rc=$?
+    t1=$(date +%s)
+    grep -v 'epoch ' istall.out | head -6
+    [ $rc -eq 2 ] || bad "the run with a rank missing at ncclCommInitRank exited $rc, not 2"
+    grep -q '\[0\] dtlc: error: rank 0: ncclCommInitRank (2 ranks, device [0-9]*) has not completed after [0-9.]* s (DTL_TIMEOUT=3): a rank has not joined' istall.out ||
+        bad "rank 0 did not say that ncclCommInitRank did not complete"
+    [ $((t1 - t0)) -le 60 ] || bad "the run with a rank missing at start took $((t1 - t0)) s to fail"
 else
     echo "(-n 2 and the stalled rank: need two GPUs; this machine has ${ngpu:-0})"
 fi

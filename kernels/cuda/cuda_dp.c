@@ -31,9 +31,15 @@
  * timeout or an NCCL error it records the message, aborts the communicator (which ends the
  * NCCL kernels, so the synchronize returns) and marks the dp failed. An arming generation
  * keeps a slow poll of one step from being taken for the next. Ten seconds after a failure
- * a process still alive is ended by the watchdog (message on stderr, _exit(1)): a GPU stuck
- * in a collective can keep a process from ever exiting. So an aborted dp is never freed (its
+ * a process still alive is ended by the watchdog (message on stderr in the program's error
+ * form, with its status: the spec's stuck_prefix and stuck_status): a GPU stuck in a
+ * collective can keep a process from ever exiting. So an aborted dp is never freed (its
  * thread must outlive everything else): destroy(dp, true) aborts and returns.
+ *
+ * Start-up. The watchdog starts before ncclCommInitRank, which returns only once every rank
+ * has joined and has no timeout: when it has not returned within the timeout (a rank died or
+ * never got there), the watchdog ends the process the same way (there is no communicator
+ * to abort yet).
  *
  * NCCL is loaded once per process (pthread_once, like the backend's context). */
 #define _POSIX_C_SOURCE 200809L
@@ -144,12 +150,15 @@ struct dtl_cuda_dp {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* under mu */
+    bool initing;             /* in ncclCommInitRank (since armed_at) */
     bool armed, failed, quit, aborted;
     int refs;                 /* the host's, and one per attached plan (dp_release) */
     uint64_t gen, step;
-    double armed_at, fail_at, timeout;
+    double armed_at, fail_at, timeout, init_timeout;
     double *done_at;
     char msg[DP_MSG];
+    char stuck_prefix[64];    /* the spec's: how a message the watchdog prints begins */
+    int stuck_status;         /* and the status it ends the process with */
     /* the caller's thread */
     double wait_s;
     uint64_t test_hang;       /* DTL_TEST_NCCL_HANG: the step whose launch a test blocks */
@@ -174,6 +183,15 @@ void dtl_cu_dp_plan_opts(dtl_cuda_dp *dp, dtl_plan_opts *o)
     o->ready_ctx = dp;
 }
 
+/* Ends a process that cannot get out of NCCL by itself: msg and why, in the form of the
+ * program's own error path (the spec's stuck_prefix and stuck_status). */
+static _Noreturn void stuck_exit(const dtl_cuda_dp *dp, const char *msg, const char *why)
+{
+    fprintf(stderr, "%s%s (%s: ended by the NCCL watchdog)\n", dp->stuck_prefix, msg, why);
+    fflush(stderr);
+    _exit(dp->stuck_status);
+}
+
 /* Started (detached) by the first failure: a process still alive 10 s later is stuck (in a
  * CUDA call waiting for a GPU that an NCCL kernel holds, or in ncclCommAbort itself): it is
  * ended with the failure's message. The dp of a failed run is never freed, so msg stays. */
@@ -183,10 +201,7 @@ static void *reaper_main(void *vdp)
     struct timespec ts = {10, 0};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
-    fprintf(stderr, "%s (the process did not stop within 10 s of it: ended by the NCCL "
-            "watchdog)\n", dp->msg);
-    fflush(stderr);
-    _exit(1);
+    stuck_exit(dp, dp->msg, "the process did not stop within 10 s of it");
 }
 
 static void fail_locked(dtl_cuda_dp *dp, const char *msg)
@@ -223,7 +238,19 @@ static void *watchdog_main(void *vdp)
     cudaSetDevice(dp->device);   /* (this thread's CUDA and NCCL calls: the rank's device) */
     pthread_mutex_lock(&dp->mu);
     while (!dp->quit) {
-        if (dp->failed) {
+        if (dp->initing) {
+            /* ncclCommInitRank returns once every rank has joined; it has no timeout and
+             * cannot be aborted before it returns a communicator: the process is ended */
+            double waited = now_s() - dp->armed_at;
+            if (waited > dp->init_timeout) {
+                char m[DP_MSG];
+                snprintf(m, sizeof m, "rank %d: ncclCommInitRank (%d ranks, device %d) has not "
+                         "completed after %.1f s (DTL_TIMEOUT=%g): a rank has not joined the "
+                         "NCCL communicator", dp->rank, dp->size, dp->device, waited,
+                         dp->init_timeout);
+                stuck_exit(dp, m, "it cannot be aborted");
+            }
+        } else if (dp->failed) {
             /* nothing more to watch (the reaper ends a process that does not stop) */
         } else if (dp->armed) {
             uint64_t gen = dp->gen, step = dp->step;
@@ -273,7 +300,7 @@ static void *watchdog_main(void *vdp)
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = dp->armed && !dp->failed ? 5000000L : 50000000L;
+        long ns = (dp->armed && !dp->failed) || dp->initing ? 5000000L : 50000000L;
         ts.tv_nsec += ns;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
@@ -453,30 +480,44 @@ dtl_cuda_dp *dtl_cu_dp_create(const dtl_cuda_dp_spec *s, int device, dtl_err *er
         dp_free_memory(dp);
         return NULL;
     }
-    dtl_nccl_id id;
-    memcpy(id.internal, s->id, DTL_NCCL_ID_BYTES);
-    dtl_nccl_result r = n->comm_init_rank(&dp->comm, s->size, id, s->rank);
-    if (r != DTL_NCCL_SUCCESS) {
-        dtl_err_set(err, DTL_ERR_IO, "rank %d: ncclCommInitRank (%d ranks, device %d): %s",
-                    s->rank, s->size, device, n->error_string(r));
-        dp->comm = NULL;
-        dp_free_memory(dp);
-        return NULL;
-    }
+    snprintf(dp->stuck_prefix, sizeof dp->stuck_prefix, "%s",
+             s->stuck_prefix ? s->stuck_prefix : "error: ");
+    dp->stuck_status = s->stuck_prefix ? s->stuck_status : 1;
     pthread_mutex_init(&dp->mu, NULL);
     pthread_cond_init(&dp->cv, NULL);
     dp->refs = 1;
+    dp->initing = true;   /* (the watchdog watches ncclCommInitRank too) */
+    dp->init_timeout = s->init_timeout_s > 0 ? s->init_timeout_s : s->timeout_s;
+    dp->armed_at = now_s();
     int e = pthread_create(&dp->watchdog, NULL, watchdog_main, dp);
     if (e != 0) {
         dtl_err_set(err, DTL_ERR_INTERNAL, "cuda data parallel: the watchdog thread: %s",
                     strerror(e));
-        n->comm_abort(dp->comm);
         pthread_cond_destroy(&dp->cv);
         pthread_mutex_destroy(&dp->mu);
         dp_free_memory(dp);
         return NULL;
     }
     dp->have_thread = true;
+    dtl_nccl_id id;
+    memcpy(id.internal, s->id, DTL_NCCL_ID_BYTES);
+    dtl_nccl_result r = n->comm_init_rank(&dp->comm, s->size, id, s->rank);
+    pthread_mutex_lock(&dp->mu);
+    dp->initing = false;
+    if (r != DTL_NCCL_SUCCESS)
+        dp->quit = true;
+    pthread_cond_broadcast(&dp->cv);
+    pthread_mutex_unlock(&dp->mu);
+    if (r != DTL_NCCL_SUCCESS) {
+        dtl_err_set(err, DTL_ERR_IO, "rank %d: ncclCommInitRank (%d ranks, device %d): %s",
+                    s->rank, s->size, device, n->error_string(r));
+        pthread_join(dp->watchdog, NULL);
+        pthread_cond_destroy(&dp->cv);
+        pthread_mutex_destroy(&dp->mu);
+        dp->comm = NULL;
+        dp_free_memory(dp);
+        return NULL;
+    }
     const char *v = getenv("DTL_CUDA_VERBOSE");
     if (v && *v && strcmp(v, "0") != 0)
         fprintf(stderr, "dtl cuda: rank %d of %d: NCCL %d.%d.%d on device %d, %zu bucket%s, "

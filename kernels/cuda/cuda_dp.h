@@ -12,7 +12,8 @@
  *    SLURM_LOCALID) modulo the number of devices, else device 0.
  *  - unique_id (rank 0 only) makes the ncclUniqueId; the caller sends it to every rank
  *    (dtl_comm_broadcast over the bootstrap world) and every rank calls create with it, its
- *    rank and size (collective: ncclCommInitRank returns once all ranks are in), the GRAD
+ *    rank and size (collective: ncclCommInitRank returns once all ranks are in; when it has
+ *    not within init_timeout_s, the watchdog ends the process: see below), the GRAD
  *    graph's outputs (names, in output order: the ddp tensors, runtime/comm/ddp.h) and the
  *    buckets the host planned with dtl_ddp_plan (first tensor, count of tensors, label each).
  *  - plan_opts gives the options that mark a plan as this dp's: prepare a GRAD plan (outputs
@@ -32,7 +33,8 @@
  *    (ncclCommAbort) and finish fails with a message naming the collective (size, bucket,
  *    step, label) and the rank(s) waited for. The process must then stop: destroy with
  *    abort = true (if it is still alive 10 s after the failure, the watchdog prints the
- *    message and ends it with _exit(1): a GPU hung in NCCL may never let it exit).
+ *    message after stuck_prefix and ends it with _exit(stuck_status): a GPU hung in NCCL may
+ *    never let it exit; so the user sees the program's usual error form).
  *  - set_timeout: seconds (the caller raises it for the first step, as for the CPU path).
  *  - destroy(dp, false) after the last step: ncclCommDestroy; destroy(dp, true) on any
  *    failure: ncclCommAbort, and the dp's memory is left to the process's exit (the watchdog
@@ -63,7 +65,10 @@ typedef struct dtl_cuda_dp_spec {
     size_t nbuckets;
     const size_t *first, *count; /* per bucket: its first tensor, its number of tensors */
     const char *const *labels;   /* per bucket: dtl_ddp_label's */
-    double timeout_s;
+    double timeout_s;            /* the steps' (set_timeout changes it) */
+    double init_timeout_s;       /* ncclCommInitRank's */
+    const char *stuck_prefix;    /* a process the watchdog ends: its message's start (NULL: */
+    int stuck_status;            /* "error: ", status 1), and its exit status */
 } dtl_cuda_dp_spec;
 
 typedef struct dtl_cuda_dp_api {

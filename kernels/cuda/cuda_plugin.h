@@ -35,8 +35,9 @@
 #include "../../runtime/exec.h"
 #include "cuda_dp.h"
 
-#define DTL_CUDA_ABI_VERSION 3   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready;
-                                    3: dtl_cuda_plugin.dp (cuda_dp.h) */
+#define DTL_CUDA_ABI_VERSION 4   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready;
+                                    3: dtl_cuda_plugin.dp (cuda_dp.h);
+                                    4: dtl_cuda_dp_spec's init timeout and stuck form */
 #define DTL_CUDA_PLUGIN_ENTRY "dtl_cuda_plugin_v1"
 #define DTL_CUDA_PLUGIN_FILE "libdtlcuda.so"
 
