@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "../kernels/ref/ref.h"
+#include "blocks.h"
 #include "init.h"
 
 enum { EXEC_ALIGN = 64 };
@@ -313,51 +314,6 @@ static size_t node_bytes(const dtl_node *n)
     return round_up((size_t)dtl_node_numel(n) * dtl_dtype_size(n->dtype));
 }
 
-/* The arena planner: live blocks sorted by offset; best fit among gaps, else the top. */
-typedef struct planner {
-    size_t *off, *size;
-    uint32_t n;
-    size_t top;
-} planner;
-
-static size_t planner_take(planner *pl, size_t size)
-{
-    size_t prev_end = 0, best = SIZE_MAX, best_gap = SIZE_MAX;
-    uint32_t best_at = pl->n, i;
-    for (i = 0; i < pl->n; i++) {
-        size_t gap = pl->off[i] - prev_end;
-        if (gap >= size && gap < best_gap) {
-            best = prev_end;
-            best_gap = gap;
-            best_at = i;
-        }
-        prev_end = pl->off[i] + pl->size[i];
-    }
-    if (best == SIZE_MAX) {
-        best = prev_end;
-        best_at = pl->n;
-    }
-    memmove(pl->off + best_at + 1, pl->off + best_at, (pl->n - best_at) * sizeof *pl->off);
-    memmove(pl->size + best_at + 1, pl->size + best_at, (pl->n - best_at) * sizeof *pl->size);
-    pl->off[best_at] = best;
-    pl->size[best_at] = size;
-    pl->n++;
-    if (best + size > pl->top)
-        pl->top = best + size;
-    return best;
-}
-
-static void planner_release(planner *pl, size_t off, size_t size)
-{
-    for (uint32_t i = 0; i < pl->n; i++)
-        if (pl->off[i] == off && pl->size[i] == size) {
-            memmove(pl->off + i, pl->off + i + 1, (pl->n - i - 1) * sizeof *pl->off);
-            memmove(pl->size + i, pl->size + i + 1, (pl->n - i - 1) * sizeof *pl->size);
-            pl->n--;
-            return;
-        }
-}
-
 static void *aligned_zeroed(size_t bytes)
 {
     size_t n = round_up(bytes ? bytes : 1);
@@ -448,8 +404,8 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
 
     /* Offsets of intermediates (and staging slots), constants' offsets. */
     size_t *off = dtl_arena_array(A, nn + no + 1, sizeof *off);
-    planner pl = {dtl_arena_array(A, nn + no + 1, sizeof(size_t)),
-                  dtl_arena_array(A, nn + no + 1, sizeof(size_t)), 0, 0};
+    dtl_blocks pl;
+    dtl_blocks_init(&pl, nn + no, A);
     size_t cbytes = 0;
     bool reuse = !(opts && opts->no_reuse);
     for (uint32_t v = 0; v < nn; v++) {
@@ -462,7 +418,7 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
         if (bound_leaf(n->op))
             continue;
         p->computed[v] = true;
-        off[v] = planner_take(&pl, node_bytes(n));
+        off[v] = (size_t)dtl_blocks_take(&pl, node_bytes(n));
         p->stats.naive_bytes += node_bytes(n);
         if (!reuse)
             continue;
@@ -472,14 +428,14 @@ static void *ref_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_op
             for (uint32_t j = 0; j < i; j++)
                 first = first && n->in[j] != u;
             if (first && p->computed[u] && last[u] == v)
-                planner_release(&pl, off[u], node_bytes(&g->nodes[u]));
+                dtl_blocks_release(&pl, off[u], node_bytes(&g->nodes[u]));
         }
         if (last[v] == v)   /* read by nobody: free once computed */
-            planner_release(&pl, off[v], node_bytes(n));
+            dtl_blocks_release(&pl, off[v], node_bytes(n));
     }
     for (uint32_t k = 0; k < no; k++)
         if (staged[k]) {
-            off[nn + k] = planner_take(&pl, node_bytes(&g->nodes[g->outs[k].val]));
+            off[nn + k] = (size_t)dtl_blocks_take(&pl, node_bytes(&g->nodes[g->outs[k].val]));
             p->stats.naive_bytes += node_bytes(&g->nodes[g->outs[k].val]);
         }
     p->stats.arena_bytes = pl.top;

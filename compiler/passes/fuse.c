@@ -41,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../runtime/blocks.h"
+
 enum { FUSE_ALIGN = 64 };
 #define NONE UINT32_MAX
 
@@ -590,52 +592,6 @@ static uint32_t order_groups(fuser *f, uint32_t *order)
     return count;
 }
 
-/* ---- the arena planner: live blocks sorted by offset; best fit among gaps, else the top -- */
-
-typedef struct planner {
-    uint64_t *off, *size;
-    uint32_t n;
-    uint64_t top;
-} planner;
-
-static uint64_t planner_take(planner *pl, uint64_t size)
-{
-    uint64_t prev_end = 0, best = UINT64_MAX, best_gap = UINT64_MAX;
-    uint32_t best_at = pl->n;
-    for (uint32_t i = 0; i < pl->n; i++) {
-        uint64_t gap = pl->off[i] - prev_end;
-        if (gap >= size && gap < best_gap) {
-            best = prev_end;
-            best_gap = gap;
-            best_at = i;
-        }
-        prev_end = pl->off[i] + pl->size[i];
-    }
-    if (best == UINT64_MAX) {
-        best = prev_end;
-        best_at = pl->n;
-    }
-    memmove(pl->off + best_at + 1, pl->off + best_at, (pl->n - best_at) * sizeof *pl->off);
-    memmove(pl->size + best_at + 1, pl->size + best_at, (pl->n - best_at) * sizeof *pl->size);
-    pl->off[best_at] = best;
-    pl->size[best_at] = size;
-    pl->n++;
-    if (best + size > pl->top)
-        pl->top = best + size;
-    return best;
-}
-
-static void planner_release(planner *pl, uint64_t off, uint64_t size)
-{
-    for (uint32_t i = 0; i < pl->n; i++)
-        if (pl->off[i] == off && pl->size[i] == size) {
-            memmove(pl->off + i, pl->off + i + 1, (pl->n - i - 1) * sizeof *pl->off);
-            memmove(pl->size + i, pl->size + i + 1, (pl->n - i - 1) * sizeof *pl->size);
-            pl->n--;
-            return;
-        }
-}
-
 /* Whether every member of kernel ki that reads x (a value read as it is stored, through no
  * view) reads it directly, at the loop index, and comes no later than position `by` (pos:
  * every member's position in its kernel). */
@@ -841,8 +797,8 @@ dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts)
     }
 
     /* Arena offsets, kernel by kernel. */
-    planner pl = {dtl_arena_array(S, nn + 1, sizeof(uint64_t)),
-                  dtl_arena_array(S, nn + 1, sizeof(uint64_t)), 0, 0};
+    dtl_blocks pl;
+    dtl_blocks_init(&pl, nn, S);
     bool *donated = dtl_arena_array(S, nn + 1, sizeof *donated);
     bool reuse = !o->no_reuse;
     for (uint32_t ki = 0; ki < nk; ki++) {
@@ -870,7 +826,7 @@ dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts)
                 placed = true;
             }
             if (!placed)
-                l->offset = planner_take(&pl, round_up(node_bytes(mn)));
+                l->offset = dtl_blocks_take(&pl, round_up(node_bytes(mn)));
         }
         if (!reuse)
             continue;
@@ -881,7 +837,7 @@ dtl_kprog *dtl_fuse(const dtl_graph *g, const dtl_fuse_opts *opts)
                 first = first && f->base[k->ins[t]] != x;
             if (first && stored[x] && last[x] == ki && !donated[x] &&
                 p->loc[x].kind == DTL_LOC_ARENA)
-                planner_release(&pl, p->loc[x].offset, round_up(node_bytes(&g->nodes[x])));
+                dtl_blocks_release(&pl, p->loc[x].offset, round_up(node_bytes(&g->nodes[x])));
         }
     }
     p->arena_bytes = pl.top;

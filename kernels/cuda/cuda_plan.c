@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../runtime/blocks.h"
 #include "../ref/ref.h"
 
 static uint64_t align_up(uint64_t n)
@@ -22,50 +23,6 @@ static uint64_t align_up(uint64_t n)
 static uint64_t value_bytes(const dtl_node *n)
 {
     return align_up(dtl_node_numel(n) * dtl_dtype_size(n->dtype));
-}
-
-typedef struct live_set {
-    uint64_t *off, *size;
-    uint32_t n;
-    uint64_t top;
-} live_set;
-
-static uint64_t live_take(live_set *s, uint64_t size)
-{
-    uint64_t prev_end = 0, best = UINT64_MAX, best_gap = UINT64_MAX;
-    uint32_t best_at = s->n;
-    for (uint32_t i = 0; i < s->n; i++) {
-        uint64_t gap = s->off[i] - prev_end;
-        if (gap >= size && gap < best_gap) {
-            best = prev_end;
-            best_gap = gap;
-            best_at = i;
-        }
-        prev_end = s->off[i] + s->size[i];
-    }
-    if (best == UINT64_MAX) {
-        best = prev_end;
-        best_at = s->n;
-    }
-    memmove(s->off + best_at + 1, s->off + best_at, (s->n - best_at) * sizeof *s->off);
-    memmove(s->size + best_at + 1, s->size + best_at, (s->n - best_at) * sizeof *s->size);
-    s->off[best_at] = best;
-    s->size[best_at] = size;
-    s->n++;
-    if (best + size > s->top)
-        s->top = best + size;
-    return best;
-}
-
-static void live_release(live_set *s, uint64_t off, uint64_t size)
-{
-    for (uint32_t i = 0; i < s->n; i++)
-        if (s->off[i] == off && s->size[i] == size) {
-            memmove(s->off + i, s->off + i + 1, (s->n - i - 1) * sizeof *s->off);
-            memmove(s->size + i, s->size + i + 1, (s->n - i - 1) * sizeof *s->size);
-            s->n--;
-            return;
-        }
 }
 
 static bool supported(dtl_dtype t)
@@ -133,13 +90,13 @@ bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_ar
     }
 
     /* The arena, by liveness. */
-    live_set s = {dtl_arena_array(A, nn + no + 1, sizeof(uint64_t)),
-                  dtl_arena_array(A, nn + no + 1, sizeof(uint64_t)), 0, 0};
+    dtl_blocks s;
+    dtl_blocks_init(&s, nn + no, A);
     for (uint32_t v = 0; v < nn; v++) {
         const dtl_node *n = &g->nodes[v];
         if (L->loc[v] != DTL_CU_LOC_ARENA)
             continue;
-        L->off[v] = live_take(&s, value_bytes(n));
+        L->off[v] = dtl_blocks_take(&s, value_bytes(n));
         L->naive_bytes += value_bytes(n);
         if (!reuse)
             continue;
@@ -149,10 +106,10 @@ bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_ar
             for (uint32_t j = 0; j < i; j++)
                 first = first && L->root[n->in[j]] != u;
             if (first && L->loc[u] == DTL_CU_LOC_ARENA && L->last[u] == v)
-                live_release(&s, L->off[u], value_bytes(&g->nodes[u]));
+                dtl_blocks_release(&s, L->off[u], value_bytes(&g->nodes[u]));
         }
         if (L->last[v] == v)   /* read by nobody: free once computed */
-            live_release(&s, L->off[v], value_bytes(n));
+            dtl_blocks_release(&s, L->off[v], value_bytes(n));
     }
     for (uint32_t k = 0; k < no; k++) {
         dtl_val r = L->root[g->outs[k].val];
@@ -160,7 +117,7 @@ bool dtl_cu_layout_plan(dtl_cu_layout *L, const dtl_graph *g, bool reuse, dtl_ar
         L->stage_off[k] = UINT64_MAX;
         if (op == DTL_OP_INPUT || op == DTL_OP_PARAM || op == DTL_OP_STATE) {
             uint64_t b = value_bytes(&g->nodes[g->outs[k].val]);
-            L->stage_off[k] = live_take(&s, b);
+            L->stage_off[k] = dtl_blocks_take(&s, b);
             L->naive_bytes += b;
         }
     }

@@ -1,7 +1,9 @@
 /* tests/unit/test_arena.c — runtime/arena.c: alignment, zeroing, growth, large blocks,
  * overflow checks, strings, ptrvec, and the out-of-memory paths (oom_jump, exit(2), and
- * DTL_FAIL_ALLOC fault injection). */
+ * DTL_FAIL_ALLOC fault injection); and the memory plans' offset planner (runtime/blocks.c)
+ * against a brute-force model of best fit. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include "../../runtime/arena.h"
+#include "../../runtime/blocks.h"
 #include "unit.h"
 
 static int aligned16(const void *p)
@@ -299,6 +302,91 @@ static void test_strbuf(void)
     dtl_arena_free(&a);
 }
 
+/* ---- runtime/blocks.c ---- */
+
+/* A hand-made case: the smallest gap that holds the block wins, the lowest of equal gaps,
+ * else the top; releasing an unknown block changes nothing. */
+static void test_blocks_cases(void)
+{
+    dtl_arena A;
+    dtl_arena_init(&A);
+    dtl_blocks b;
+    dtl_blocks_init(&b, 8, &A);
+    CHECK(dtl_blocks_take(&b, 64) == 0);
+    CHECK(dtl_blocks_take(&b, 128) == 64);
+    CHECK(dtl_blocks_take(&b, 64) == 192);
+    CHECK(dtl_blocks_take(&b, 256) == 256);
+    CHECK(dtl_blocks_take(&b, 64) == 512 && b.top == 576);
+    dtl_blocks_release(&b, 64, 128);    /* gap [64, 192) */
+    dtl_blocks_release(&b, 256, 256);   /* gap [256, 512) */
+    dtl_blocks_release(&b, 0, 32);      /* no such block */
+    CHECK(b.n == 3);
+    CHECK(dtl_blocks_take(&b, 100) == 64);    /* the smaller gap that fits */
+    CHECK(dtl_blocks_take(&b, 200) == 256);   /* only the larger one fits */
+    CHECK(dtl_blocks_take(&b, 64) == 576 && b.top == 640);   /* gaps of 28 and 56: the top */
+    CHECK(dtl_blocks_take(&b, 56) == 456);    /* an exact fit */
+    CHECK(dtl_blocks_take(&b, 16) == 164 && b.top == 640);
+    dtl_arena_free(&A);
+}
+
+/* Random takes and releases against a model that tries every offset: the offset chosen is
+ * always the start of a smallest fitting gap (lowest first), no two live blocks overlap, and
+ * top is the highest end so far. */
+static void test_blocks_random(void)
+{
+    enum { N = 48, ROUNDS = 4000 };
+    dtl_arena A;
+    dtl_arena_init(&A);
+    dtl_blocks b;
+    dtl_blocks_init(&b, N, &A);
+    uint64_t off[N], size[N], top = 0, rng = 12345;
+    bool live[N] = {false};
+    int bad = 0;
+    for (int r = 0; r < ROUNDS && !bad; r++) {
+        rng = rng * 6364136223846793005u + 1442695040888963407u;
+        int i = (int)(rng >> 33) % N;
+        if (live[i]) {
+            dtl_blocks_release(&b, off[i], size[i]);
+            live[i] = false;
+            continue;
+        }
+        uint64_t sz = ((rng >> 13) % 16 + 1) * 16;
+        /* the model: every live block's end (and 0) is a candidate start */
+        uint64_t want = UINT64_MAX, want_gap = UINT64_MAX;
+        for (int c = -1; c < N; c++) {
+            if (c >= 0 && !live[c])
+                continue;
+            uint64_t start = c < 0 ? 0 : off[c] + size[c], next = UINT64_MAX;
+            bool inside = false;
+            for (int j = 0; j < N; j++)
+                if (live[j]) {
+                    if (off[j] >= start && off[j] < next)
+                        next = off[j];
+                    inside |= off[j] < start && off[j] + size[j] > start;
+                }
+            if (inside)
+                continue;
+            uint64_t gap = next - start;   /* UINT64_MAX - start past the last: the top */
+            if (next == UINT64_MAX)
+                gap = UINT64_MAX;
+            if (gap >= sz && (gap < want_gap || (gap == want_gap && start < want))) {
+                want = start;
+                want_gap = gap;
+            }
+        }
+        off[i] = dtl_blocks_take(&b, sz);
+        size[i] = sz;
+        live[i] = true;
+        if (off[i] + sz > top)
+            top = off[i] + sz;
+        bad |= off[i] != want || b.top != top;
+        for (int j = 0; j < N; j++)
+            bad |= j != i && live[j] && off[j] < off[i] + sz && off[i] < off[j] + size[j];
+    }
+    CHECK(!bad);
+    dtl_arena_free(&A);
+}
+
 int main(void)
 {
     unsetenv("DTL_FAIL_ALLOC");
@@ -312,5 +400,7 @@ int main(void)
     test_strbuf();
     test_fault_injection();
     test_oom_exit();
+    test_blocks_cases();
+    test_blocks_random();
     CHECK_DONE();
 }
