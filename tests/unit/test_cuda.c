@@ -1099,6 +1099,23 @@ static void adam_graph(dtl_graph *g, dtl_opt_kind kind, uint32_t n, const int64_
     CHECK(dtl_opt_build(g, &cfg, params, grads, n, NULL, &err));
 }
 
+/* What the backend does to a graph before fusing it (fuse_plan, adam_rewrite): the passes
+ * (into pg), the matcher (*mt, in A; the count returned), and the graph without the matched
+ * updates (into ng, whose outputs are dtl_cu_adam_outputs'). */
+static uint32_t adam_rewritten(const dtl_graph *g, dtl_graph *pg, dtl_graph *ng,
+                               dtl_cu_adam_match **mt, dtl_arena *A)
+{
+    dtl_err err;
+    bool ok = dtl_passes_run(pg, g, NULL, &err);
+    CHECK(ok);
+    uint32_t n = ok ? dtl_cu_adam_find(pg, mt, A) : 0;
+    dtl_graph tmp = *pg;
+    tmp.outs = dtl_cu_adam_outputs(pg, *mt, n, &tmp.nouts, A);
+    tmp.capouts = tmp.nouts;
+    CHECK(ok && dtl_passes_run(ng, &tmp, NULL, &err) && ng->nouts == tmp.nouts);
+    return n;
+}
+
 /* Without a GPU: the matcher finds every Adam/AdamW update (of the example MLP's step graph
  * after the passes, and of small graphs) and nothing for SGD; adam_at.h's element update,
  * fed the scalars the reference graph computes, gives the reference's p, m and v bit for
@@ -1109,41 +1126,30 @@ static void test_adam_host(void)
     bool ok = mlp_load(&m, 32);
     CHECK(ok);
     if (ok) {
-        dtl_graph pg;
-        dtl_err err;
-        CHECK(dtl_passes_run(&pg, &m.low.step, NULL, &err));
+        dtl_graph pg, ng;
         dtl_arena A;
         dtl_arena_init(&A);
         dtl_cu_adam_match *mt;
-        uint32_t n = dtl_cu_adam_find(&pg, &mt, &A);
+        uint32_t n = adam_rewritten(&m.low.step, &pg, &ng, &mt, &A);
         printf("mlp step: %u Adam updates found (of 4 params)\n", n);
         CHECK(n == 4);
         for (uint32_t i = 0; i < n; i++)
             CHECK(mt[i].s[7] == DTL_VAL_NONE && pg.nodes[mt[i].param].op == DTL_OP_PARAM &&
                   pg.nodes[mt[i].m].op == DTL_OP_STATE && pg.nodes[mt[i].v].op == DTL_OP_STATE);
-        uint32_t no;
-        dtl_output *outs = dtl_cu_adam_outputs(&pg, mt, n, &no, &A);
-        CHECK(no == pg.nouts - 3 * n + n + 7);
-        uint32_t internal = 0;
-        for (uint32_t k = 0; k < no; k++) {
-            internal += dtl_cu_adam_internal(outs[k].name);
-            CHECK(dtl_cu_adam_internal(outs[k].name) || outs[k].kind == DTL_OUT_LOSS ||
-                  outs[k].kind == DTL_OUT_VALUE);
+        CHECK(ng.nouts == pg.nouts - 3 * n + n + 7);
+        /* what the backend fuses instead: the gradients and scalars as outputs, no updates
+         * left, nothing reads m or v, and the interpreter can run all of it */
+        uint32_t internal = 0, updates = 0, reads_state = 0;
+        for (uint32_t k = 0; k < ng.nouts; k++) {
+            internal += dtl_cu_adam_internal(ng.outs[k].name);
+            CHECK(dtl_cu_adam_internal(ng.outs[k].name) || ng.outs[k].kind == DTL_OUT_LOSS ||
+                  ng.outs[k].kind == DTL_OUT_VALUE);
+            updates += ng.outs[k].kind == DTL_OUT_PARAM || ng.outs[k].kind == DTL_OUT_STATE;
         }
-        CHECK(internal == n + 7);
-        /* what the backend fuses instead (adam_rewrite): no updates left, nothing reads m
-         * or v, and the interpreter can run all of it */
-        dtl_graph tmp = pg, ng;
-        tmp.outs = outs;
-        tmp.nouts = tmp.capouts = no;
-        CHECK(dtl_passes_run(&ng, &tmp, NULL, &err));
-        uint32_t updates = 0, reads_state = 0;
         for (uint32_t v = 0; v < ng.nnodes; v++)
             for (uint32_t i = 0; i < ng.nodes[v].nin; i++)
                 reads_state += ng.nodes[ng.nodes[v].in[i]].op == DTL_OP_STATE;
-        for (uint32_t k = 0; k < ng.nouts; k++)
-            updates += ng.outs[k].kind == DTL_OUT_PARAM || ng.outs[k].kind == DTL_OUT_STATE;
-        CHECK(reads_state == 0 && updates == 0 && ng.nouts == no);
+        CHECK(internal == n + 7 && reads_state == 0 && updates == 0);
         char why[200];
         CHECK(dtl_cuda_fusable(&ng, why, sizeof why));
         printf("mlp step without its updates: %u nodes (%u before), fused: %s\n", ng.nnodes,
@@ -1161,12 +1167,10 @@ static void test_adam_host(void)
     CHECK(ok && m.low.split);
     if (ok) {
         dtl_graph pg, ng;
-        dtl_err err;
-        CHECK(dtl_passes_run(&pg, &m.low.update, NULL, &err));
         dtl_arena A;
         dtl_arena_init(&A);
         dtl_cu_adam_match *mt;
-        uint32_t n = dtl_cu_adam_find(&pg, &mt, &A);
+        uint32_t n = adam_rewritten(&m.low.update, &pg, &ng, &mt, &A);
         printf("mlp UPDATE graph (data parallel): %u Adam updates found (of 4 params)\n", n);
         CHECK(n == 4);
         for (uint32_t i = 0; i < n; i++) {
@@ -1176,10 +1180,6 @@ static void test_adam_host(void)
                 named |= gr->name && strcmp(m.low.grad.outs[k].name, gr->name) == 0;
             CHECK(gr->op == DTL_OP_INPUT && named);
         }
-        dtl_graph tmp = pg;
-        tmp.outs = dtl_cu_adam_outputs(&pg, mt, n, &tmp.nouts, &A);
-        tmp.capouts = tmp.nouts;
-        CHECK(dtl_passes_run(&ng, &tmp, NULL, &err));
         uint32_t gin = 0, updates = 0;
         for (uint32_t k = 0; k < ng.nouts; k++) {
             const dtl_node *v = &ng.nodes[ng.outs[k].val];
@@ -1201,17 +1201,11 @@ static void test_adam_host(void)
         CHECK(dtl_cuda_fusable(&m.low.step, why, sizeof why));
         printf("lenet step, fused: %s\n", why);
         dtl_graph pg, ng;
-        dtl_err err;
-        CHECK(dtl_passes_run(&pg, &m.low.step, NULL, &err));
         dtl_arena A;
         dtl_arena_init(&A);
         dtl_cu_adam_match *mt;
-        uint32_t n = dtl_cu_adam_find(&pg, &mt, &A);
+        uint32_t n = adam_rewritten(&m.low.step, &pg, &ng, &mt, &A);
         CHECK(n == 8);
-        dtl_graph tmp = pg;
-        tmp.outs = dtl_cu_adam_outputs(&pg, mt, n, &tmp.nouts, &A);
-        tmp.capouts = tmp.nouts;
-        CHECK(dtl_passes_run(&ng, &tmp, NULL, &err));
         CHECK(dtl_cuda_fusable(&ng, why, sizeof why));
         printf("lenet step: %u Adam updates found; without them, fused: %s\n", n, why);
         dtl_graph_free(&ng);
