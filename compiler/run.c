@@ -220,7 +220,8 @@ static bool save_checkpoint(runner *r, const char *path)
         r->saved_step = r->step;
         return true;
     }
-    if (!dtl_store_sync(r->store, DTL_SYNC_TO_HOST, r->err))   /* a device backend's values */
+    /* a device backend's values (the host's when another backend ran last: REPL) */
+    if (!dtl_store_handover(r->store, r->be->name, NULL, r->err))
         return false;
     size_t n = dtl_store_count(r->store);
     dtl_st_tensor *ts = calloc(n ? n : 1, sizeof *ts);
@@ -1550,6 +1551,10 @@ bool dtl_trainer_set_backend(dtl_trainer *tr, const char *name, dtl_err *err)
     if (!be && strcmp(name, "cuda") != 0)
         dtl_err_set(err, DTL_ERR_USAGE, "unknown backend '%s'", name);
     if (!be)
+        return false;
+    /* the current values from where the old backend keeps them to where the new one does
+     * (a failure below leaves the old backend's plans, its values still current) */
+    if (!dtl_store_handover(r->store, r->be->name, be->name, err))
         return false;
     dtl_plan *sp = dtl_plan_new(be, &r->L.step, r->store, NULL, err);
     dtl_plan *ep = sp ? dtl_plan_new(be, &r->L.eval, r->store, NULL, err) : NULL;

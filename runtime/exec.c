@@ -103,6 +103,18 @@ bool dtl_store_sync(dtl_store *s, dtl_sync_dir dir, dtl_err *err)
     return !s->mirror.owner || !s->mirror.sync || s->mirror.sync(s->mirror.impl, s, dir, err);
 }
 
+static bool owns(const dtl_store *s, const char *backend)
+{
+    return backend && s->mirror.owner && strcmp(s->mirror.owner, backend) == 0;
+}
+
+bool dtl_store_handover(dtl_store *s, const char *from, const char *to, dtl_err *err)
+{
+    if (owns(s, from) == owns(s, to))
+        return true;   /* (the same side, or no mirror) */
+    return dtl_store_sync(s, owns(s, from) ? DTL_SYNC_TO_HOST : DTL_SYNC_TO_DEVICE, err);
+}
+
 uint64_t dtl_store_seed(const dtl_store *s)
 {
     return s->seed;

@@ -30,7 +30,10 @@
  *    runs (checkpoints) calls dtl_store_sync(DTL_SYNC_TO_HOST) first; code that writes them
  *    (--load, --resume) calls dtl_store_sync(DTL_SYNC_TO_DEVICE) after. Without a mirror
  *    (ref, llvm) both are no-ops. PARAM/STATE outputs read through dtl_plan_output are
- *    brought to the host by the backend itself.
+ *    brought to the host by the backend itself. A store whose plans change backend (the
+ *    REPL's `:backend` while training) hands its values over with dtl_store_handover: the
+ *    mirror is stale once another backend has run on the host entries, and the host entries
+ *    are stale while the mirror's owner runs.
  * Errors: prepare, run and output return false/NULL with err set; nothing here prints.
  */
 #ifndef DTL_EXEC_H
@@ -93,6 +96,10 @@ const dtl_store_mirror *dtl_store_mirror_get(const dtl_store *s);   /* NULL: non
 /* TO_HOST: the host entries get the device values; TO_DEVICE: the other way (every entry).
  * True without a mirror. */
 bool dtl_store_sync(dtl_store *s, dtl_sync_dir dir, dtl_err *err);
+/* The current values go from the plans of backend `from` to those of backend `to` (names;
+ * NULL: the host entries, read or written by the caller): to the host when from owns the
+ * mirror, then to the device when to owns it. True when there is nothing to do. */
+bool dtl_store_handover(dtl_store *s, const char *from, const char *to, dtl_err *err);
 
 /* ---- backends and plans ---- */
 

@@ -213,8 +213,17 @@ typedef struct cu_mirror {
     size_t n, cap;
     void **blocks;
     size_t nblocks, capblocks;
-    bool dev_newer;      /* a run committed since the last sync to the host */
 } cu_mirror;
+
+/* Waits for the set-up work of prepare and of a sync: cudaMemset and cudaMemcpy from
+ * pageable memory run on the legacy stream and may return before they are done (a copy once
+ * the bytes are staged), and the plans' streams are non-blocking, so nothing else orders them
+ * before the first launch that reads the memory. */
+static bool setup_done(dtl_err *err)
+{
+    CU_TRY(cudaStreamSynchronize(0), "setting up device memory");
+    return true;
+}
 
 static void mirror_free(void *impl)
 {
@@ -247,9 +256,7 @@ static bool mirror_sync(void *impl, dtl_store *s, dtl_sync_dir dir, dtl_err *err
             CU_TRY(cudaMemcpy(me->dev, me->e->t.data, me->bytes, cudaMemcpyHostToDevice),
                    me->e->name);
     }
-    if (dir == DTL_SYNC_TO_HOST)
-        m->dev_newer = false;
-    return true;
+    return dir == DTL_SYNC_TO_HOST || setup_done(err);
 }
 
 static cu_ment *mirror_find(cu_mirror *m, const dtl_store_entry *e)
@@ -450,7 +457,6 @@ typedef struct cu_plan {
     const void **outsrc;       /* per output: device source */
     bool *outfresh;            /* per output: outhost holds this run's value */
     unsigned long long *status_host;
-    bool commits;
     bool use_graph, sync_each;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
@@ -1947,7 +1953,6 @@ static bool prepare_fused(cu_plan *p, dtl_err *err)
         if (o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE) {
             build_memcpy(p, UINT32_MAX, "committing an update", p->ptr[o->target],
                          p->outsrc[k], bytes);   /* nothing when updated in place */
-            p->commits = true;
         } else if (!dtl_cu_adam_internal(o->name)) {   /* (those are never read back) */
             CU_TRY(cudaHostAlloc(&p->outhost[k], bytes ? bytes : 1, cudaHostAllocDefault),
                    "pinned memory for an output");
@@ -2064,7 +2069,6 @@ static bool prepare_adam(cu_plan *p, dtl_err *err)
     CU_TRY(cudaMemcpy(p->adam_dev, t, p->nadam * sizeof *t, cudaMemcpyHostToDevice),
            "the Adam table");
     s->u.adam.table = p->adam_dev;
-    p->commits = true;
     return true;
 }
 
@@ -2241,7 +2245,6 @@ static bool prepare_device(cu_plan *p, const dtl_plan_opts *opts, dtl_err *err)
         if (o->kind == DTL_OUT_PARAM || o->kind == DTL_OUT_STATE) {
             void *dst = p->ptr[o->target];
             build_memcpy(p, UINT32_MAX, "committing an update", dst, p->outsrc[k], bytes);
-            p->commits = true;
         } else {
             CU_TRY(cudaHostAlloc(&p->outhost[k], bytes ? bytes : 1, cudaHostAllocDefault),
                    "pinned memory for an output");
@@ -2322,6 +2325,10 @@ static void *cu_prepare(const dtl_graph *g, dtl_store *store, const dtl_plan_opt
     cu_plan *p = cu_build(g, store, opts, c, gen_only, &retry, err);
     if (!p && retry)
         p = cu_build(g, store, opts, c, false, &retry, err);
+    if (p && !setup_done(err)) {
+        cu_free(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -2532,8 +2539,6 @@ static bool cu_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
         if (p->stats.runs == 0 && !p->dpp)
             CU_TRY(cudaStreamSynchronize(p->ctx->stream), "the first run of the step");
     }
-    if (p->commits || dtl_cu_dp_is_producer(p->dpp))
-        p->mirror->dev_newer = true;
     memset(p->outfresh, 0, p->g->nouts * sizeof *p->outfresh);
     p->stats.runs++;
     if (p->L.nstatus && !check_status(p, err))

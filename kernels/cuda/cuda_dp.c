@@ -449,6 +449,8 @@ static bool dp_setup(dtl_cuda_dp *dp, const dtl_cuda_dp_spec *s, dtl_err *err)
     const uint32_t one = 1;
     DP_CU(cudaMalloc((void **)&dp->one, sizeof one), "device memory");
     DP_CU(cudaMemcpy(dp->one, &one, sizeof one, cudaMemcpyHostToDevice), "device memory");
+    /* (the legacy stream's memset and copies, before the non-blocking streams read them) */
+    DP_CU(cudaStreamSynchronize(0), "setting up device memory");
     return true;
 }
 
