@@ -582,14 +582,6 @@ bool repl_set_backend(repl *R, const char *name)
             continue;
         const dtl_backend *be = b->be;
         if (strcmp(name, "cuda") == 0) {
-            /* Refused for now: on a GPU (2026-11-27, tests/repl/cuda.pending) expressions
-             * that read session tensors printed zeros, and training switched between ref
-             * and cuda diverged. `dtlc run --backend cuda` is not affected. */
-            repl_error(R, "backend 'cuda' is not available at the prompt yet (session tensors "
-                       "do not reach the GPU); `dtlc run --backend cuda` trains on it");
-            return false;
-        }
-        if (strcmp(name, "cuda") == 0) {
             /* Refused now, rather than at the next evaluation, when no GPU can be used. */
             char why[256];
             dtl_err err = {DTL_ERR_NONE, ""};

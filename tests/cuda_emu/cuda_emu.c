@@ -1,0 +1,1222 @@
+/* tests/cuda_emu/cuda_emu.c — a CPU stand-in for the CUDA runtime, cuBLAS and the CUDA
+ * plugin's kernel launchers (kernels/cuda/ops.h, dnn.h), linked into a second build of the
+ * plugin (tests/cuda_emu/libdtlcuda_emu.so) so that the plugin's host code — plans, memory
+ * layouts, fusion programs, input copies on the second stream, CUDA Graph capture and replay,
+ * the store's device mirror — runs in `make check` on a machine without a GPU
+ * (tests/cuda_emu.sh; docs/cuda.md "Tests").
+ *
+ * Contract:
+ *  - Only what the plugin calls, with the semantics it relies on. Device memory is host
+ *    memory filled with all-ones bytes (NaN, -1) by cudaMalloc, so an element read before it
+ *    is written shows. NVRTC, cuBLASLt, NCCL, bf16/tf32 products (cublasGemmStridedBatchedEx)
+ *    and event records inside a capture are not emulated: the emulated plugin is built
+ *    without NVRTC and cuBLASLt, and the rest fails with an error saying so.
+ *  - Streams are queues run lazily: work runs only when something waits for it
+ *    (cudaStreamSynchronize, cudaEventSynchronize, a wait of another stream that then runs,
+ *    cudaDeviceSynchronize, cudaFree, a device-to-host cudaMemcpy). The legacy (NULL)
+ *    stream's work — cudaMemset, cudaMemcpy to the device (the host bytes are taken at the
+ *    call, as the real one stages them) — runs only when the legacy stream itself is waited
+ *    for: the plugin's streams are non-blocking, so work on them never waits for it. This is
+ *    the order the real runtime may choose, at its least convenient: code that forgets a
+ *    wait computes with stale or poisoned memory here instead of by luck on a GPU.
+ *  - Kernels compute what the reference backend computes (kernels/ref/ref.h), because they
+ *    are the reference kernels: each launcher gathers its strided operands into contiguous
+ *    tensors and calls dtl_ref_kernel on a node made for them (windowed ops and Adam: the
+ *    element functions of window_at.h and adam_at.h, which are ref's). So a difference from
+ *    the reference backend in a test on this plugin is a fault of the plugin's host code.
+ *  - Matrix products (cuBLAS, column-major) accumulate in the element type in k order, as
+ *    ref's matmul does.
+ *  - One thread at a time is enough for the tests; every entry point takes one recursive lock
+ *    anyway (host functions enqueued with cudaLaunchHostFunc run under it).
+ * Errors: an unsupported call returns cudaErrorNotSupported (CUBLAS_STATUS_NOT_SUPPORTED),
+ * and cudaGetErrorString says "not emulated"; a kernel the reference rejects (an index out
+ * of range is the launchers' own business) aborts with a message.
+ */
+#define _GNU_SOURCE 1
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "../../kernels/cuda/dnn.h"
+#include "../../kernels/cuda/ops.h"
+#include "../../kernels/ref/ref.h"
+#include "../../runtime/philox.h"
+
+static pthread_mutex_t mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+#define LOCK() pthread_mutex_lock(&mu)
+#define UNLOCK() pthread_mutex_unlock(&mu)
+
+static _Noreturn void die(const char *what, const char *why)
+{
+    fprintf(stderr, "cuda_emu: %s: %s\n", what, why);
+    abort();
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        die("malloc", "out of memory");
+    return p;
+}
+
+/* ---- streams: queues of work, run when waited for ------------------------------------------ */
+
+typedef struct emu_stream emu_stream;
+
+typedef struct emu_op {
+    void (*fn)(const void *arg);   /* NULL: a wait for stream `on` up to position `seq` */
+    void *arg;
+    size_t size;                   /* arg's bytes */
+    bool owned;                    /* arg freed once run (a graph's are the graph's) */
+    emu_stream *on;
+    size_t seq;
+} emu_op;
+
+typedef struct emu_graph {
+    emu_op *ops;
+    size_t n, cap;
+} emu_graph;
+
+/* Positions are counted from the stream's creation: ops [done, end) wait in q, q[0] being
+ * position base. */
+struct emu_stream {
+    emu_op *q;
+    size_t base, done, end, cap;
+    emu_graph *capture;   /* capturing into it */
+};
+
+static emu_stream legacy;
+static emu_stream **streams;   /* the streams made (not the legacy one) */
+static size_t nstreams, capstreams;
+
+static emu_stream *S(cudaStream_t s)
+{
+    return s ? (emu_stream *)s : &legacy;
+}
+
+static void grow(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return;
+    size_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *n = realloc(*arr, c * elem);
+    if (!n)
+        die("cuda_emu", "out of memory");
+    *arr = n;
+    *cap = c;
+}
+
+static void push(emu_stream *s, emu_op o)
+{
+    if (s->done == s->end)   /* (everything ran: the queue starts at the end) */
+        s->base = s->done;
+    grow((void **)&s->q, &s->cap, s->end - s->base + 1, sizeof *s->q);
+    s->q[s->end++ - s->base] = o;
+}
+
+/* Runs s's work up to (not including) position upto. */
+static void run_until(emu_stream *s, size_t upto)
+{
+    while (s->done < upto && s->done < s->end) {
+        emu_op o = s->q[s->done++ - s->base];
+        if (!o.fn) {
+            run_until(o.on, o.seq);
+            continue;
+        }
+        o.fn(o.arg);
+        if (o.owned)
+            free(o.arg);
+    }
+}
+
+static void run_all(void)
+{
+    for (size_t i = 0; i < nstreams; i++)
+        run_until(streams[i], streams[i]->end);
+    run_until(&legacy, legacy.end);
+}
+
+/* Enqueues fn on s with a copy of the size bytes at arg (or records it in s's capture). */
+static void enqueue(cudaStream_t st, void (*fn)(const void *), const void *arg, size_t size)
+{
+    emu_stream *s = S(st);
+    emu_op o = {fn, xmalloc(size), size, true, NULL, 0};
+    memcpy(o.arg, arg, size);
+    if (s->capture) {
+        o.owned = false;
+        grow((void **)&s->capture->ops, &s->capture->cap, s->capture->n + 1, sizeof o);
+        s->capture->ops[s->capture->n++] = o;
+    } else {
+        push(s, o);
+    }
+}
+
+/* ---- memory --------------------------------------------------------------------------------- */
+
+/* Pinned host allocations: an asynchronous copy reads them when it runs (pageable memory is
+ * read at the call, as the runtime stages it). */
+typedef struct emu_block {
+    const char *p;
+    size_t n;
+} emu_block;
+static emu_block *pinned;
+static size_t npinned, cappinned;
+
+static bool is_pinned(const void *p)
+{
+    for (size_t i = 0; i < npinned; i++)
+        if ((const char *)p >= pinned[i].p && (const char *)p < pinned[i].p + pinned[i].n)
+            return true;
+    return false;
+}
+
+static void *poisoned(size_t n)
+{
+    size_t r = (n + 255) / 256 * 256;
+    void *p = aligned_alloc(256, r ? r : 256);
+    if (p)
+        memset(p, 0xff, r ? r : 256);
+    return p;
+}
+
+cudaError_t cudaMalloc(void **p, size_t n)
+{
+    *p = poisoned(n);
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaFree(void *p)
+{
+    LOCK();
+    run_all();   /* (cudaFree waits for the device) */
+    free(p);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned int flags)
+{
+    (void)flags;
+    LOCK();
+    *p = poisoned(n);
+    if (*p) {
+        grow((void **)&pinned, &cappinned, npinned + 1, sizeof *pinned);
+        pinned[npinned++] = (emu_block){*p, n ? n : 1};
+    }
+    UNLOCK();
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaFreeHost(void *p)
+{
+    LOCK();
+    run_all();
+    for (size_t i = 0; i < npinned; i++)
+        if (pinned[i].p == p)
+            pinned[i] = pinned[--npinned];
+    free(p);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct copy_arg {
+    void *dst;
+    const void *src;   /* NULL: the bytes follow this struct (taken at the call) */
+    size_t n;
+} copy_arg;
+
+static void do_copy(const void *a)
+{
+    const copy_arg *c = a;
+    memmove(c->dst, c->src ? c->src : (const void *)(c + 1), c->n);
+}
+
+/* A copy on s; from pageable host memory the bytes are taken now. */
+static void copy_on(cudaStream_t s, void *dst, const void *src, size_t n, enum cudaMemcpyKind k)
+{
+    if (k != cudaMemcpyHostToDevice || is_pinned(src)) {
+        copy_arg c = {dst, src, n};
+        enqueue(s, do_copy, &c, sizeof c);
+        return;
+    }
+    copy_arg *c = xmalloc(sizeof *c + n);
+    *c = (copy_arg){dst, NULL, n};
+    memcpy(c + 1, src, n);
+    enqueue(s, do_copy, c, sizeof *c + n);
+    free(c);
+}
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k)
+{
+    LOCK();
+    copy_on(NULL, dst, src, n, k);
+    if (k == cudaMemcpyDeviceToHost)   /* returns once the bytes are on the host */
+        run_until(&legacy, legacy.end);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind k,
+                            cudaStream_t s)
+{
+    LOCK();
+    copy_on(s, dst, src, n, k);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct copy2d_arg {
+    void *dst;
+    const void *src;
+    size_t dpitch, spitch, width, height;
+} copy2d_arg;
+
+static void do_copy2d(const void *a)
+{
+    const copy2d_arg *c = a;
+    for (size_t r = 0; r < c->height; r++)
+        memmove((char *)c->dst + r * c->dpitch, (const char *)c->src + r * c->spitch, c->width);
+}
+
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+                              size_t width, size_t height, enum cudaMemcpyKind k,
+                              cudaStream_t s)
+{
+    if (k != cudaMemcpyDeviceToDevice)
+        return cudaErrorNotSupported;
+    LOCK();
+    copy2d_arg c = {dst, src, dpitch, spitch, width, height};
+    enqueue(s, do_copy2d, &c, sizeof c);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct set_arg {
+    void *dst;
+    int value;
+    size_t n;
+} set_arg;
+
+static void do_set(const void *a)
+{
+    const set_arg *m = a;
+    memset(m->dst, m->value, m->n);
+}
+
+cudaError_t cudaMemsetAsync(void *dst, int value, size_t n, cudaStream_t s)
+{
+    LOCK();
+    set_arg m = {dst, value, n};
+    enqueue(s, do_set, &m, sizeof m);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t cudaMemset(void *dst, int value, size_t n)
+{
+    return cudaMemsetAsync(dst, value, n, NULL);   /* (asynchronous, on the legacy stream) */
+}
+
+/* ---- the device, errors ------------------------------------------------------------------------ */
+
+cudaError_t cudaGetDeviceCount(int *n)
+{
+    *n = 1;
+    return cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int d)
+{
+    return d == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d)
+{
+    if (d != 0)
+        return cudaErrorInvalidDevice;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "dtl CPU emulation (tests/cuda_emu)");
+    p->major = 9;
+    p->minor = 0;
+    p->totalGlobalMem = (size_t)1 << 34;
+    p->multiProcessorCount = 1;
+    p->maxThreadsPerBlock = 1024;
+    p->warpSize = 32;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void)
+{
+    return cudaSuccess;   /* (every call returns its own error) */
+}
+
+const char *cudaGetErrorString(cudaError_t e)
+{
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorNotSupported: return "not emulated (tests/cuda_emu)";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "error (tests/cuda_emu)";
+    }
+}
+
+cudaError_t cudaDeviceSynchronize(void)
+{
+    LOCK();
+    run_all();
+    UNLOCK();
+    return cudaSuccess;
+}
+
+/* ---- streams and events ------------------------------------------------------------------------- */
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags)
+{
+    (void)flags;   /* (every stream behaves as non-blocking: the legacy one is never waited for) */
+    LOCK();
+    emu_stream *e = calloc(1, sizeof *e);
+    if (e) {
+        grow((void **)&streams, &capstreams, nstreams + 1, sizeof *streams);
+        streams[nstreams++] = e;
+    }
+    UNLOCK();
+    *s = (cudaStream_t)e;
+    return e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaStreamDestroy(cudaStream_t s)
+{
+    LOCK();
+    emu_stream *e = S(s);
+    run_until(e, e->end);
+    for (size_t i = 0; i < nstreams; i++)
+        if (streams[i] == e)
+            streams[i] = streams[--nstreams];
+    free(e->q);
+    free(e);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    LOCK();
+    emu_stream *e = S(s);
+    run_until(e, e->end);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct emu_event {
+    emu_stream *s;   /* NULL: never recorded (complete) */
+    size_t seq;
+} emu_event;
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int flags)
+{
+    (void)flags;
+    *ev = calloc(1, sizeof(emu_event));
+    return *ev ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t ev)
+{
+    free(ev);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
+{
+    emu_event *e = (emu_event *)ev;
+    LOCK();
+    emu_stream *st = S(s);
+    cudaError_t r = cudaErrorNotSupported;   /* (a record inside a capture: not emulated) */
+    if (!st->capture) {
+        e->s = st;
+        e->seq = st->end;
+        r = cudaSuccess;
+    }
+    UNLOCK();
+    return r;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t ev)
+{
+    emu_event *e = (emu_event *)ev;
+    LOCK();
+    if (e->s)
+        run_until(e->s, e->seq);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+static bool event_done(const emu_event *e)
+{
+    return !e->s || e->s->done >= e->seq;
+}
+
+cudaError_t cudaEventQuery(cudaEvent_t ev)
+{
+    LOCK();
+    bool done = event_done((const emu_event *)ev);
+    UNLOCK();
+    return done ? cudaSuccess : cudaErrorNotReady;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags)
+{
+    (void)flags;
+    emu_event *e = (emu_event *)ev;
+    LOCK();
+    emu_stream *st = S(s);
+    cudaError_t r = cudaSuccess;
+    if (st->capture) {
+        r = cudaErrorNotSupported;
+    } else if (!event_done(e)) {
+        push(st, (emu_op){NULL, NULL, 0, false, e->s, e->seq});
+    }
+    UNLOCK();
+    return r;
+}
+
+typedef struct host_arg {
+    cudaHostFn_t fn;
+    void *data;
+} host_arg;
+
+static void do_host(const void *a)
+{
+    const host_arg *h = a;
+    h->fn(h->data);
+}
+
+cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void *data)
+{
+    LOCK();
+    host_arg h = {fn, data};
+    enqueue(s, do_host, &h, sizeof h);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+/* Generated kernels (NVRTC) are not emulated: the emulated plugin is built without NVRTC, so
+ * this is never reached. */
+cudaError_t cudaLaunchKernel(const void *fn, dim3 grid, dim3 block, void **args, size_t shared,
+                             cudaStream_t s)
+{
+    (void)fn, (void)grid, (void)block, (void)args, (void)shared, (void)s;
+    return cudaErrorNotSupported;
+}
+
+/* ---- CUDA Graphs: a capture records the stream's work; a launch enqueues it again ------------- */
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode)
+{
+    (void)mode;
+    LOCK();
+    emu_stream *e = S(s);
+    cudaError_t r = cudaErrorNotSupported;
+    if (e != &legacy && !e->capture && (e->capture = calloc(1, sizeof *e->capture)))
+        r = cudaSuccess;
+    UNLOCK();
+    return r;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+    LOCK();
+    emu_stream *e = S(s);
+    *g = (cudaGraph_t)e->capture;
+    e->capture = NULL;
+    UNLOCK();
+    return *g ? cudaSuccess : cudaErrorNotSupported;
+}
+
+static void graph_free(emu_graph *g)
+{
+    run_all();   /* (its ops on the streams read its arguments) */
+    for (size_t i = 0; i < g->n; i++)
+        free(g->ops[i].arg);
+    free(g->ops);
+    free(g);
+}
+
+/* The exec has its own copy of the graph's work: either may be destroyed first. */
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *x, cudaGraph_t g, unsigned long long flags)
+{
+    (void)flags;
+    LOCK();
+    const emu_graph *src = (const emu_graph *)g;
+    emu_graph *c = calloc(1, sizeof *c);
+    if (c) {
+        grow((void **)&c->ops, &c->cap, src->n + 1, sizeof *c->ops);
+        for (size_t i = 0; i < src->n; i++) {
+            c->ops[i] = src->ops[i];
+            c->ops[i].arg = xmalloc(src->ops[i].size);
+            memcpy(c->ops[i].arg, src->ops[i].arg, src->ops[i].size);
+        }
+        c->n = src->n;
+    }
+    UNLOCK();
+    *x = (cudaGraphExec_t)c;
+    return c ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaGraphUpload(cudaGraphExec_t x, cudaStream_t s)
+{
+    (void)x, (void)s;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
+{
+    LOCK();
+    const emu_graph *g = (const emu_graph *)x;
+    emu_stream *e = S(s);
+    for (size_t i = 0; i < g->n; i++)
+        push(e, g->ops[i]);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t g)
+{
+    LOCK();
+    graph_free((emu_graph *)g);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x)
+{
+    LOCK();
+    graph_free((emu_graph *)x);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+/* ---- cuBLAS: column-major strided batched products ----------------------------------------- */
+
+typedef struct emu_blas {
+    cudaStream_t stream;
+    cublasPointerMode_t pointer_mode;
+} emu_blas;
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t *h)
+{
+    *h = calloc(1, sizeof(emu_blas));
+    return *h ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_ALLOC_FAILED;
+}
+
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s)
+{
+    ((emu_blas *)h)->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t h, void *w, size_t n)
+{
+    (void)h, (void)w, (void)n;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode)
+{
+    (void)h, (void)mode;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSetPointerMode_v2(cublasHandle_t h, cublasPointerMode_t mode)
+{
+    ((emu_blas *)h)->pointer_mode = mode;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+const char *cublasGetStatusString(cublasStatus_t s)
+{
+    return s == CUBLAS_STATUS_SUCCESS ? "success" : s == CUBLAS_STATUS_NOT_SUPPORTED
+                                                        ? "not emulated (tests/cuda_emu)"
+                                                        : "error (tests/cuda_emu)";
+}
+
+typedef struct gemm_arg {
+    bool f64, ta, tb;
+    int m, n, k, lda, ldb, ldc, batch;
+    long long sa, sb, sc;
+    const void *a, *b;
+    void *c;
+    const void *alpha, *beta;   /* device pointers (read when it runs); else the values: */
+    double alpha_v, beta_v;
+} gemm_arg;
+
+#define GEMM(T)                                                                               \
+    do {                                                                                      \
+        const T *A = g->a, *B = g->b;                                                         \
+        T *C = g->c;                                                                          \
+        T alpha = g->alpha ? *(const T *)g->alpha : (T)g->alpha_v;                            \
+        T beta = g->beta ? *(const T *)g->beta : (T)g->beta_v;                                \
+        for (int bt = 0; bt < g->batch; bt++)                                                 \
+            for (int j = 0; j < g->n; j++)                                                    \
+                for (int i = 0; i < g->m; i++) {                                              \
+                    T acc = 0;                                                                \
+                    for (int l = 0; l < g->k; l++) {                                          \
+                        T x = A[bt * g->sa + (g->ta ? l + (long long)i * g->lda               \
+                                                    : i + (long long)l * g->lda)];            \
+                        T y = B[bt * g->sb + (g->tb ? j + (long long)l * g->ldb               \
+                                                    : l + (long long)j * g->ldb)];            \
+                        T prod = x * y;                                                       \
+                        acc = acc + prod;                                                     \
+                    }                                                                         \
+                    T *c = &C[bt * g->sc + i + (long long)j * g->ldc];                        \
+                    *c = beta == 0 ? alpha * acc : alpha * acc + beta * *c;                   \
+                }                                                                             \
+    } while (0)
+
+static void do_gemm(const void *p)
+{
+    const gemm_arg *g = p;
+    if (g->f64)
+        GEMM(double);
+    else
+        GEMM(float);
+}
+
+static cublasStatus_t gemm(cublasHandle_t h, bool f64, cublasOperation_t ta, cublasOperation_t tb,
+                           int m, int n, int k, const void *alpha, double alpha_v,
+                           const void *a, int lda, long long sa, const void *b, int ldb,
+                           long long sb, const void *beta, double beta_v, void *c, int ldc,
+                           long long sc, int batch)
+{
+    const emu_blas *e = (const emu_blas *)h;
+    bool dev = e->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+    gemm_arg g = {f64, ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, lda, ldb, ldc, batch,
+                  sa, sb, sc, a, b, c, dev ? alpha : NULL, dev ? beta : NULL, alpha_v, beta_v};
+    LOCK();
+    enqueue(e->stream, do_gemm, &g, sizeof g);
+    UNLOCK();
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
+                                         cublasOperation_t tb, int m, int n, int k,
+                                         const float *alpha, const float *a, int lda,
+                                         long long sa, const float *b, int ldb, long long sb,
+                                         const float *beta, float *c, int ldc, long long sc,
+                                         int batch)
+{
+    bool dev = ((const emu_blas *)h)->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+    return gemm(h, false, ta, tb, m, n, k, alpha, dev ? 0 : *alpha, a, lda, sa, b, ldb, sb,
+                beta, dev ? 0 : *beta, c, ldc, sc, batch);
+}
+
+cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
+                                         cublasOperation_t tb, int m, int n, int k,
+                                         const double *alpha, const double *a, int lda,
+                                         long long sa, const double *b, int ldb, long long sb,
+                                         const double *beta, double *c, int ldc, long long sc,
+                                         int batch)
+{
+    bool dev = ((const emu_blas *)h)->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+    return gemm(h, true, ta, tb, m, n, k, alpha, dev ? 0 : *alpha, a, lda, sa, b, ldb, sb,
+                beta, dev ? 0 : *beta, c, ldc, sc, batch);
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
+                                          cublasOperation_t tb, int m, int n, int k,
+                                          const void *alpha, const void *a, cudaDataType at,
+                                          int lda, long long sa, const void *b,
+                                          cudaDataType bt, int ldb, long long sb,
+                                          const void *beta, void *c, cudaDataType ct, int ldc,
+                                          long long sc, int batch, cublasComputeType_t comp,
+                                          cublasGemmAlgo_t algo)
+{
+    (void)h, (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)at;
+    (void)lda, (void)sa, (void)b, (void)bt, (void)ldb, (void)sb, (void)beta, (void)c, (void)ct;
+    (void)ldc, (void)sc, (void)batch, (void)comp, (void)algo;
+    return CUBLAS_STATUS_NOT_SUPPORTED;   /* (bf16 and tf32 products) */
+}
+
+/* ---- the kernels: the reference's, on gathered operands ------------------------------------- */
+
+static dtl_dtype dt_of(int cu)
+{
+    static const dtl_dtype map[] = {
+        [DTL_CU_F32] = DTL_DTYPE_F32, [DTL_CU_F64] = DTL_DTYPE_F64,
+        [DTL_CU_I32] = DTL_DTYPE_I32, [DTL_CU_I64] = DTL_DTYPE_I64,
+        [DTL_CU_BOOL] = DTL_DTYPE_BOOL, [DTL_CU_BF16] = DTL_DTYPE_BF16,
+    };
+    if (cu < 0 || cu >= DTL_CU_DT_COUNT)
+        die("a kernel", "unknown element type");
+    return map[cu];
+}
+
+static dtl_op op_of(int cu)
+{
+    static const dtl_op map[] = {
+        [DTL_CU_NEG] = DTL_OP_NEG, [DTL_CU_ABS] = DTL_OP_ABS, [DTL_CU_EXP] = DTL_OP_EXP,
+        [DTL_CU_LOG] = DTL_OP_LOG, [DTL_CU_SQRT] = DTL_OP_SQRT, [DTL_CU_TANH] = DTL_OP_TANH,
+        [DTL_CU_SIGMOID] = DTL_OP_SIGMOID, [DTL_CU_RELU] = DTL_OP_RELU,
+        [DTL_CU_SIN] = DTL_OP_SIN, [DTL_CU_COS] = DTL_OP_COS, [DTL_CU_NOT] = DTL_OP_NOT,
+        [DTL_CU_ADD] = DTL_OP_ADD, [DTL_CU_SUB] = DTL_OP_SUB, [DTL_CU_MUL] = DTL_OP_MUL,
+        [DTL_CU_DIV] = DTL_OP_DIV, [DTL_CU_POW] = DTL_OP_POW, [DTL_CU_MAX] = DTL_OP_MAX,
+        [DTL_CU_MIN] = DTL_OP_MIN, [DTL_CU_LT] = DTL_OP_LT, [DTL_CU_LE] = DTL_OP_LE,
+        [DTL_CU_GT] = DTL_OP_GT, [DTL_CU_GE] = DTL_OP_GE, [DTL_CU_EQ] = DTL_OP_EQ,
+        [DTL_CU_NE] = DTL_OP_NE, [DTL_CU_AND] = DTL_OP_AND, [DTL_CU_OR] = DTL_OP_OR,
+        [DTL_CU_CAST] = DTL_OP_CAST, [DTL_CU_WHERE] = DTL_OP_WHERE, [DTL_CU_SUM] = DTL_OP_SUM,
+        [DTL_CU_REDUCE_MAX] = DTL_OP_REDUCE_MAX,
+    };
+    if (cu < 0 || cu > DTL_CU_REDUCE_MAX)
+        die("a kernel", "an op the reference has no kernel for");
+    return map[cu];
+}
+
+/* Element i of a row-major loop over (rank, shape) read through strides st: its offset. */
+static int64_t offset_of(int rank, const int64_t *shape, const int64_t *st, int64_t i)
+{
+    int64_t off = 0;
+    for (int d = rank - 1; d >= 0; d--) {
+        int64_t q = i / shape[d];
+        off += (i - q * shape[d]) * st[d];
+        i = q;
+    }
+    return off;
+}
+
+/* A contiguous copy (malloc'ed) of the n elements of a loop over (rank, shape) read from src
+ * through strides st. */
+static void *gathered(const void *src, dtl_dtype dt, int rank, const int64_t *shape,
+                      const int64_t *st, int64_t n)
+{
+    size_t es = dtl_dtype_size(dt);
+    char *out = xmalloc((size_t)n * es);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + (size_t)i * es, (const char *)src + offset_of(rank, shape, st, i) * es, es);
+    return out;
+}
+
+/* The reference kernel of op for a result of (dtype, rank, shape) from nin operands of that
+ * shape (rank-2 [rows, cols] for the reductions' [outputs, reduced] operand). */
+static void ref_run(dtl_op op, dtl_dtype dtype, uint32_t rank, const int64_t *shape,
+                    uint32_t nin, const dtl_ref_arg *in, void *out, const dtl_node *attrs)
+{
+    static const dtl_val none[3];
+    dtl_node n;
+    memset(&n, 0, sizeof n);
+    if (attrs)
+        n.attr = attrs->attr;
+    n.op = op;
+    n.dtype = dtype;
+    n.rank = rank;
+    memcpy(n.shape, shape, rank * sizeof *shape);
+    n.nin = nin;
+    n.in = none;
+    dtl_err err = {DTL_ERR_NONE, ""};
+    if (!dtl_ref_kernel(&n, in, out, 0, &err))
+        die(dtl_op_name(op), err.msg);
+}
+
+typedef struct ew_arg {
+    dtl_cu_ew a;
+} ew_arg;
+
+static void do_elementwise(const void *p)
+{
+    const dtl_cu_ew *e = &((const ew_arg *)p)->a;
+    if (e->n == 0)
+        return;
+    bool cmp = e->op >= DTL_CU_LT && e->op <= DTL_CU_NE;
+    dtl_dtype dt = dt_of(e->dt);
+    dtl_dtype out = e->op == DTL_CU_CAST ? dt_of(e->odt) : cmp ? DTL_DTYPE_BOOL : dt;
+    void *buf[3] = {NULL, NULL, NULL};
+    dtl_ref_arg in[3];
+    for (int k = 0; k < e->nin; k++) {
+        dtl_dtype kd = e->op == DTL_CU_WHERE && k == 0 ? DTL_DTYPE_BOOL : dt;
+        buf[k] = gathered(e->in[k], kd, e->rank, e->shape, e->st[k], e->n);
+        in[k] = (dtl_ref_arg){buf[k], kd, (uint32_t)e->rank, e->shape};
+    }
+    ref_run(op_of(e->op), out, (uint32_t)e->rank, e->shape, (uint32_t)e->nin, in, e->out, NULL);
+    for (int k = 0; k < 3; k++)
+        free(buf[k]);
+}
+
+cudaError_t dtl_cu_elementwise(const dtl_cu_ew *a, cudaStream_t s)
+{
+    LOCK();
+    enqueue(s, do_elementwise, a, sizeof *a);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+/* out[nout] = op over the [nout, rcount] elements of x (dtype dt) where element (o, r) is x's
+ * at kept(o) + reduced(r). */
+static void reduce_into(dtl_op op, dtl_dtype dt, const void *x, int nk, const int64_t *ksize,
+                        const int64_t *kstride, int nr, const int64_t *rsize,
+                        const int64_t *rstride, int64_t nout, int64_t rcount, void *out)
+{
+    size_t es = dtl_dtype_size(dt);
+    char *buf = xmalloc((size_t)(nout * rcount) * es);
+    for (int64_t o = 0; o < nout; o++) {
+        int64_t base = offset_of(nk, ksize, kstride, o);
+        for (int64_t r = 0; r < rcount; r++)
+            memcpy(buf + (size_t)(o * rcount + r) * es,
+                   (const char *)x + (base + offset_of(nr, rsize, rstride, r)) * es, es);
+    }
+    int64_t shape[2] = {nout, rcount};
+    dtl_ref_arg in = {buf, dt, 2, shape};
+    dtl_node attrs;
+    memset(&attrs, 0, sizeof attrs);
+    attrs.attr.red.axes = 1u << 1;
+    ref_run(op, dt, 1, shape, 1, &in, out, &attrs);
+    free(buf);
+}
+
+typedef struct red_arg {
+    dtl_cu_red a;
+} red_arg;
+
+static void do_reduce(const void *p)
+{
+    const dtl_cu_red *r = &((const red_arg *)p)->a;
+    if (r->nout > 0)
+        reduce_into(op_of(r->op), dt_of(r->dt), r->in, r->nk, r->ksize, r->kstride, r->nr,
+                    r->rsize, r->rstride, r->nout, r->rcount, r->out);
+}
+
+cudaError_t dtl_cu_reduce(const dtl_cu_red *a, cudaStream_t s)
+{
+    LOCK();
+    enqueue(s, do_reduce, a, sizeof *a);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct argmax_arg {
+    dtl_cu_dt dt;
+    const void *x;
+    int64_t outer, dim, inner;
+    int64_t *out;
+} argmax_arg;
+
+static void do_argmax(const void *p)
+{
+    const argmax_arg *a = p;
+    int64_t xs[3] = {a->outer, a->dim, a->inner}, ys[2] = {a->outer, a->inner};
+    dtl_ref_arg in = {a->x, dt_of(a->dt), 3, xs};
+    dtl_node attrs;
+    memset(&attrs, 0, sizeof attrs);
+    attrs.attr.axis = 1;
+    if (a->outer * a->inner > 0)
+        ref_run(DTL_OP_ARGMAX, DTL_DTYPE_I64, 2, ys, 1, &in, a->out, &attrs);
+}
+
+cudaError_t dtl_cu_argmax(dtl_cu_dt dt, const void *x, int64_t outer, int64_t dim,
+                          int64_t inner, int64_t *out, cudaStream_t s)
+{
+    argmax_arg a = {dt, x, outer, dim, inner, out};
+    LOCK();
+    enqueue(s, do_argmax, &a, sizeof a);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct strided_arg {
+    dtl_cu_copy a;
+} strided_arg;
+
+static void do_strided(const void *p)
+{
+    const dtl_cu_copy *c = &((const strided_arg *)p)->a;
+    for (int64_t i = 0; i < c->n; i++)
+        memcpy((char *)c->out + i * c->esz,
+               (const char *)c->src + (c->base + offset_of(c->rank, c->shape, c->st, i)) * c->esz,
+               (size_t)c->esz);
+}
+
+cudaError_t dtl_cu_strided_copy(const dtl_cu_copy *a, cudaStream_t s)
+{
+    LOCK();
+    enqueue(s, do_strided, a, sizeof *a);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct index_arg {
+    bool scatter;
+    dtl_cu_dt dt, idt;
+    const void *x, *idx;
+    int64_t outer, dim, inner, count;
+    void *out;
+    unsigned long long *status;
+} index_arg;
+
+#define SCATTER_ADD(T, U)                                                                     \
+    do {                                                                                      \
+        T *y = g->out;                                                                        \
+        const T *u = g->x;                                                                    \
+        U sum = (U)y[xi] + (U)u[t];   /* (integers: unsigned, so they wrap) */                \
+        y[xi] = (T)sum;                                                                       \
+    } while (0)
+
+static void do_index(const void *p)
+{
+    const index_arg *g = p;
+    dtl_dtype dt = dt_of(g->dt);
+    size_t es = dtl_dtype_size(dt);
+    if (g->scatter)
+        memset(g->out, 0, (size_t)(g->outer * g->dim * g->inner) * es);
+    int64_t n = g->outer * g->count * g->inner;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t i = t % g->inner, oj = t / g->inner, j = oj % g->count, o = oj / g->count;
+        int64_t v = g->idt == DTL_CU_I32 ? ((const int32_t *)g->idx)[j]
+                                         : ((const int64_t *)g->idx)[j];
+        if (v < 0 || v >= g->dim) {
+            if (g->status && (unsigned long long)j < g->status[0]) {
+                g->status[0] = (unsigned long long)j;
+                g->status[1] = (unsigned long long)v;
+            }
+            if (!g->scatter)
+                memset((char *)g->out + t * es, 0, es);
+            continue;
+        }
+        int64_t xi = (o * g->dim + v) * g->inner + i;
+        if (!g->scatter) {
+            memcpy((char *)g->out + t * es, (const char *)g->x + xi * es, es);
+            continue;
+        }
+        switch (dt) {
+        case DTL_DTYPE_F32: SCATTER_ADD(float, float); break;
+        case DTL_DTYPE_F64: SCATTER_ADD(double, double); break;
+        case DTL_DTYPE_I32: SCATTER_ADD(int32_t, uint32_t); break;
+        case DTL_DTYPE_I64: SCATTER_ADD(int64_t, uint64_t); break;
+        default: die("scatter_add", "element type");
+        }
+    }
+}
+
+cudaError_t dtl_cu_gather(dtl_cu_dt dt, const void *x, const void *idx, dtl_cu_dt idx_dt,
+                          int64_t outer, int64_t dim, int64_t inner, int64_t count, void *out,
+                          unsigned long long *status, cudaStream_t s)
+{
+    index_arg g = {false, dt, idx_dt, x, idx, outer, dim, inner, count, out, status};
+    LOCK();
+    enqueue(s, do_index, &g, sizeof g);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+cudaError_t dtl_cu_scatter_add(dtl_cu_dt dt, const void *upd, const void *idx,
+                               dtl_cu_dt idx_dt, int64_t outer, int64_t dim, int64_t inner,
+                               int64_t count, void *out, unsigned long long *status,
+                               cudaStream_t s)
+{
+    index_arg g = {true, dt, idx_dt, upd, idx, outer, dim, inner, count, out, status};
+    LOCK();
+    enqueue(s, do_index, &g, sizeof g);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct rng_arg {
+    dtl_cu_dt dt;
+    uint64_t seed, sid;
+    const int64_t *step;   /* read when it runs (a replayed graph draws anew) */
+    int64_t n;
+    void *out;
+} rng_arg;
+
+static void do_rng(const void *p)
+{
+    const rng_arg *r = p;
+    dtl_node n;
+    memset(&n, 0, sizeof n);
+    static const dtl_val one[1];
+    n.op = DTL_OP_RNG_UNIFORM;
+    n.dtype = dt_of(r->dt);
+    n.rank = 1;
+    n.shape[0] = r->n;
+    n.nin = 1;
+    n.in = one;
+    n.attr.stream = r->sid;
+    dtl_ref_arg step = {r->step, DTL_DTYPE_I64, 0, NULL};
+    dtl_err err = {DTL_ERR_NONE, ""};
+    if (r->n > 0 && !dtl_ref_kernel(&n, &step, r->out, r->seed, &err))
+        die("rng_uniform", err.msg);
+}
+
+cudaError_t dtl_cu_rng_uniform(dtl_cu_dt dt, uint64_t seed, uint64_t stream_id,
+                               const int64_t *step, int64_t n, void *out, cudaStream_t s)
+{
+    rng_arg r = {dt, seed, stream_id, step, n, out};
+    LOCK();
+    enqueue(s, do_rng, &r, sizeof r);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct philox_arg {
+    uint64_t seed, sid, block0;
+    int64_t nb;
+    uint32_t *out;
+} philox_arg;
+
+static void do_philox(const void *p)
+{
+    const philox_arg *a = p;
+    uint32_t key[2] = {(uint32_t)a->seed, (uint32_t)(a->seed >> 32)};
+    for (int64_t b = 0; b < a->nb; b++) {
+        uint64_t block = a->block0 + (uint64_t)b;
+        uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)a->sid,
+                           (uint32_t)(a->sid >> 32)};
+        dtl_philox4x32(ctr, key, a->out + 4 * b);
+    }
+}
+
+cudaError_t dtl_cu_philox_blocks(uint64_t seed, uint64_t stream_id, uint64_t block0,
+                                 int64_t nblocks, uint32_t *out, cudaStream_t s)
+{
+    philox_arg a = {seed, stream_id, block0, nblocks, out};
+    LOCK();
+    enqueue(s, do_philox, &a, sizeof a);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct window_arg {
+    dtl_cu_wop op;
+    dtl_cu_win g;
+    const void *a, *b;
+    void *out;
+} window_arg;
+
+static void do_window(const void *p)
+{
+    const window_arg *w = p;
+    int64_t n = dtl_cu_win_numel(&w->g, w->op);
+    for (int64_t i = 0; i < n; i++) {
+        double v = dtl_cu_w_at(&w->g, w->op, w->a, w->b, i);
+        if (w->g.f64)
+            ((double *)w->out)[i] = v;
+        else
+            ((float *)w->out)[i] = (float)v;
+    }
+}
+
+cudaError_t dtl_cu_window(dtl_cu_wop op, const dtl_cu_win *g, const void *a, const void *b,
+                          void *out, cudaStream_t s)
+{
+    if (op < 0 || op >= DTL_CU_W_COUNT)
+        return cudaErrorInvalidValue;
+    window_arg w = {op, *g, a, b, out};
+    LOCK();
+    enqueue(s, do_window, &w, sizeof w);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+typedef struct adam_arg {
+    const dtl_cu_adam_t *table;   /* device memory: read when it runs */
+    int n;
+    dtl_cu_adam_s s;
+} adam_arg;
+
+static void do_adam(const void *p)
+{
+    const adam_arg *a = p;
+    const dtl_cu_adam_s *s = &a->s;
+    for (int k = 0; k < a->n; k++)
+        for (int64_t i = 0; i < a->table[k].n; i++)
+            dtl_cu_adam_at(&a->table[k], i, *s->b1, *s->c1, *s->b2, *s->c2, *s->bc2s, *s->eps,
+                           *s->ss, s->decay);
+}
+
+cudaError_t dtl_cu_adam(const dtl_cu_adam_t *table, int n, int64_t nblocks,
+                        const dtl_cu_adam_s *s, cudaStream_t stream)
+{
+    if (n <= 0 || nblocks <= 0)
+        return cudaSuccess;
+    adam_arg a = {table, n, *s};
+    LOCK();
+    enqueue(stream, do_adam, &a, sizeof a);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+/* ---- the fused interpreter program: one reference kernel per instruction, over the loop ------ */
+
+typedef struct fused_arg {
+    dtl_cu_fprog p;
+} fused_arg;
+
+static void do_fused(const void *arg)
+{
+    const dtl_cu_fprog *p = &((const fused_arg *)arg)->p;
+    int64_t n = p->n;
+    if (n == 0)
+        return;
+    enum { NREG = DTL_CU_FMAX_INS + DTL_CU_FMAX_CODE };
+    void *reg[NREG] = {NULL};
+    dtl_dtype rdt[NREG];
+    int64_t flat[1] = {n};
+    for (int k = 0; k < p->nins; k++) {
+        rdt[k] = dt_of(p->in_dt[k]);
+        reg[k] = gathered(p->in[k], rdt[k], p->rank, p->shape, p->st[k], n);
+    }
+    for (int j = 0; j < p->ncode; j++) {
+        const dtl_cu_instr *I = &p->code[j];
+        int r = p->nins + j;
+        rdt[r] = dt_of(I->odt);
+        reg[r] = xmalloc((size_t)n * dtl_dtype_size(rdt[r]));
+        if (I->op == DTL_CU_IOTA) {
+            dtl_ref_arg none = {NULL, DTL_DTYPE_I64, 0, NULL};
+            int64_t *v = xmalloc((size_t)n * sizeof *v);
+            for (int64_t e = 0; e < n; e++)
+                v[e] = e / I->div % I->mod;
+            none.data = v;
+            none.rank = 1;
+            none.shape = flat;
+            ref_run(DTL_OP_CAST, rdt[r], 1, flat, 1, &none, reg[r], NULL);
+            free(v);
+            continue;
+        }
+        if (I->op == DTL_CU_COPY) {
+            memcpy(reg[r], reg[I->a], (size_t)n * dtl_dtype_size(rdt[r]));
+            continue;
+        }
+        const int16_t src[3] = {I->a, I->b, I->c};
+        uint32_t nin = I->op == DTL_CU_WHERE ? 3 : I->op <= DTL_CU_NOT || I->op == DTL_CU_CAST
+                                                       ? 1 : 2;
+        dtl_ref_arg in[3];
+        for (uint32_t i = 0; i < nin; i++)
+            in[i] = (dtl_ref_arg){reg[src[i]], rdt[src[i]], 1, flat};
+        ref_run(op_of(I->op), rdt[r], 1, flat, nin, in, reg[r], NULL);
+    }
+    for (int o = 0; o < p->nouts; o++) {
+        int r = p->out_reg[o];
+        dtl_ref_arg in = {reg[r], rdt[r], 1, flat};
+        ref_run(DTL_OP_CAST, dt_of(p->out_dt[o]), 1, flat, 1, &in, p->out[o], NULL);
+    }
+    if (p->red_op >= 0 && p->nout > 0)
+        reduce_into(op_of(p->red_op), dt_of(p->red_dt), reg[p->red_reg], p->nk, p->ksize,
+                    p->kstride, p->nr, p->rsize, p->rstride, p->nout, p->rcount, p->red_out);
+    for (int k = 0; k < NREG; k++)
+        free(reg[k]);
+}
+
+cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
+{
+    LOCK();
+    enqueue(s, do_fused, p, sizeof *p);
+    UNLOCK();
+    return cudaSuccess;
+}
