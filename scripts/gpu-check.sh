@@ -13,7 +13,8 @@
 #     /usr/share/datasets) for the training stage.
 #   - python3 with torch (CUDA) for PyTorch's side of the benchmark ($DTL_PYTHON to choose).
 #   - $OUT: a directory for the logs (default: gpu-check-out/); at most 8 files are written.
-# Stages: build; test_cuda; NCCL data parallel (tests/cuda_dp.sh); the example trains 10 epochs, then 3 with --precision bf16
+# Stages: build; test_cuda; NCCL data parallel (tests/cuda_dp.sh); the REPL session
+# tests/repl/cuda.in; the example trains 10 epochs, then 3 with --precision bf16
 # (against the f32 run); benchmark (a) (the example's
 # steps/s vs PyTorch eager and compiled); (b) MLP 4096-4096-4096-10 at batch 4096 in f32,
 # tf32 and bf16 vs PyTorch (bench/gpu_train_dtl, bench/gpu_mlp_big.py); (c) one full epoch
@@ -142,6 +143,19 @@ case $rc in
 124) failed=1; row "nccl data parallel" FAIL "timed out; see test_cuda.log";;
 *) failed=1; row "nccl data parallel" FAIL "exit $rc; see test_cuda.log"
    grep -E '^FAIL' "$OUT/test_cuda.log" | head -8 | tee -a "$SUMMARY";;
+esac
+
+# ---- 2c. the REPL on the GPU: tests/repl/cuda.in (expressions on session tensors, training
+# switched between ref and cuda; its output must be ref's). Output to test_cuda.log.
+t0=$(date +%s)
+echo "--- the REPL session tests/repl/cuda.in ---" >> "$OUT/test_cuda.log"
+DTLC=$BUILD/dtlc DTL_TEST_TIMEOUT=$(limit 60) sh "$SRC/tests/repl.sh" "$SRC/tests/repl/cuda.in" \
+    >> "$OUT/test_cuda.log" 2>&1
+rc=$?
+case $rc in
+0) row "repl :backend cuda" ok "tests/repl/cuda.in equals ref's session ($(($(date +%s) - t0)) s)";;
+*) failed=1; row "repl :backend cuda" FAIL "exit $rc; see test_cuda.log (the diff)"
+   grep -E '^[-+][^-+]' "$OUT/test_cuda.log" | head -8 | tee -a "$SUMMARY";;
 esac
 
 # ---- 3. the example trains on the GPU -----------------------------------------------------------

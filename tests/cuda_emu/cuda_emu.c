@@ -13,7 +13,7 @@
  *    without NVRTC and cuBLASLt, and the rest fails with an error saying so.
  *  - Streams are queues run lazily: work runs only when something waits for it
  *    (cudaStreamSynchronize, cudaEventSynchronize, a wait of another stream that then runs,
- *    cudaDeviceSynchronize, cudaFree, a device-to-host cudaMemcpy). The legacy (NULL)
+ *    cudaDeviceSynchronize, cudaFree, a copy to pageable host memory). The legacy (NULL)
  *    stream's work — cudaMemset, cudaMemcpy to the device (the host bytes are taken at the
  *    call, as the real one stages them) — runs only when the legacy stream itself is waited
  *    for: the plugin's streams are non-blocking, so work on them never waits for it. This is
@@ -270,6 +270,9 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
 {
     LOCK();
     copy_on(s, dst, src, n, k);
+    /* into pageable memory the copy is synchronous: it returns once done */
+    if (k == cudaMemcpyDeviceToHost && !is_pinned(dst) && !S(s)->capture)
+        run_until(S(s), S(s)->end);
     UNLOCK();
     return cudaSuccess;
 }
