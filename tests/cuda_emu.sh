@@ -3,17 +3,24 @@
 # is the plugin built on tests/cuda_emu/cuda_emu.c instead of the GPU: a stand-in for the CUDA
 # runtime, cuBLAS and the kernels that computes what the reference backend computes and runs
 # each stream's work only when something waits for it (so a forgotten wait shows as stale or
-# poisoned memory). No NVRTC, cuBLASLt, NCCL or bf16/tf32 products in it. Needs a build with
-# CUDA (77 otherwise). Checked, with DTL_CUDA_PLUGIN set to it:
-#  1. tests/unit/test_cuda (DTL_CUDA_TEST_EMU=1): every op, forward and gradient, every dtype,
-#     fused and one launch per node, each plan run twice (the second a replayed CUDA Graph),
-#     poisoned memory, the multi-tensor Adam launch and the example MLP's training, against
-#     the reference backend;
+# poisoned memory), and whose "NVRTC" compiles the generated kernels for the CPU with the
+# host's C++ compiler and tests/unit/cuda_emu.h (not under AddressSanitizer, nor without a
+# C++ compiler: then the plans run without them, and the stages that need them say so). No
+# cuBLASLt, NCCL or bf16/tf32 products in it. Needs a build with CUDA (77 otherwise).
+# Checked, with DTL_CUDA_PLUGIN set to it:
+#  1. tests/unit/test_cuda (DTL_CUDA_TEST_EMU=1: the interpreter kernels): every op, forward
+#     and gradient, every dtype, fused and one launch per node, each plan run twice (the
+#     second a replayed CUDA Graph), poisoned memory, the multi-tensor Adam launch and the
+#     example MLP's training, against the reference backend;
 #  2. the REPL session tests/repl/cuda.in: expressions on session tensors, training switched
 #     between ref and cuda and back, checkpoints saved on either;
-#  3. `dtlc run --backend cuda` of a toy MLP with dropout trains what `--backend ref` trains
-#     (the same epoch lines, checkpoints within 1e-6), and a run stopped at step 7 and
-#     resumed on cuda ends where the whole run ends.
+#  3. `dtlc run --backend cuda` of a toy MLP with dropout, with generated kernels and on the
+#     interpreter, trains what `--backend ref` trains (the same epoch lines, checkpoints
+#     within 1e-6), and a run stopped at step 7 and resumed on cuda ends where the whole run
+#     ends;
+#  4. with generated kernels, the example character transformer (ROW kernels: softmax, layer
+#     norm; the 51-input gradient clipping kernel) for 2 steps: the plan is the fused program
+#     with generated kernels and its losses are ref's.
 . "$(dirname "$0")/train_lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 B=${DTL_BUILDDIR:-$(dirname "$DTLC")}
@@ -24,7 +31,8 @@ if [ ! -f "$EMU" ]; then
     exit 77
 fi
 DTL_CUDA_PLUGIN=$EMU
-export DTL_CUDA_PLUGIN
+DTL_CUDA_CACHE=0   # (the emulated "cubins" are host shared objects: kept out of the cache)
+export DTL_CUDA_PLUGIN DTL_CUDA_CACHE
 
 # 1. test_cuda
 if ! DTL_CUDA_TEST_EMU=1 "$B/tests/unit/test_cuda" > "$T/test_cuda.out" 2>&1; then
@@ -34,6 +42,19 @@ if ! DTL_CUDA_TEST_EMU=1 "$B/tests/unit/test_cuda" > "$T/test_cuda.out" 2>&1; th
 fi
 echo "test_cuda: $(grep -E '^device:' "$T/test_cuda.out"); $(tail -n 1 "$T/test_cuda.out")"
 
+# Are generated kernels emulated here?
+toy_data "$T" 96 3 train.csv
+toy_data "$T" 40 4 test.csv
+toy_model "$T/net.dtl" 12 0.2
+R="run $T/net.dtl --progress none"
+DTL_CUDA_VERBOSE=1 "$DTLC" $R --backend cuda --steps 1 > "$T/probe" 2>&1
+if grep -q 'fused kernel program, generated kernels' "$T/probe"; then
+    gen=yes
+else
+    gen=no
+    echo "(generated kernels are not emulated here: $(grep -m1 'generated kernels fall back\|no generated kernels' "$T/probe" | cut -c1-160))"
+fi
+
 # 2. the REPL session
 if ! DTLC=$DTLC sh "$here/repl.sh" "$here/repl/cuda.in"; then
     echo "FAIL: the REPL session tests/repl/cuda.in on the emulated plugin"
@@ -41,27 +62,56 @@ if ! DTLC=$DTLC sh "$here/repl.sh" "$here/repl/cuda.in"; then
 fi
 
 # 3. dtlc run: cuda trains what ref trains; a resumed cuda run is the whole run
-toy_data "$T" 96 3 train.csv
-toy_data "$T" 40 4 test.csv
-toy_model "$T/net.dtl" 12 0.2
-R="run $T/net.dtl --progress none"
 epochs() { grep 'epoch ' "$1" | sed 's/  seconds.*//'; }
 check "ref run" "$DTLC" $R --backend ref --save "$T/ref.st" && cp "$T/out" "$T/ref.out"
-check "cuda run" "$DTLC" $R --backend cuda --save "$T/cuda.st" && cp "$T/out" "$T/cuda.out"
-if [ -z "$(epochs "$T/ref.out")" ] || [ "$(epochs "$T/ref.out")" != "$(epochs "$T/cuda.out")" ]
-then
-    echo "FAIL: the cuda run's epoch lines differ from ref's (or there are none):"
-    epochs "$T/ref.out"
-    epochs "$T/cuda.out"
-    fail=1
+for codegen in 1 0; do
+    [ $codegen = 1 ] && [ $gen = no ] && continue
+    c="cuda run (DTL_CUDA_CODEGEN=$codegen)"
+    export DTL_CUDA_CODEGEN=$codegen
+    check "$c" "$DTLC" $R --backend cuda --save "$T/cuda.st" && cp "$T/out" "$T/cuda.out"
+    if [ -z "$(epochs "$T/ref.out")" ] || [ "$(epochs "$T/ref.out")" != "$(epochs "$T/cuda.out")" ]
+    then
+        echo "FAIL: $c: the epoch lines differ from ref's (or there are none):"
+        epochs "$T/ref.out"
+        epochs "$T/cuda.out"
+        fail=1
+    fi
+    if ! "$CMP" "$T/ref.st" "$T/cuda.st" 1e-6 step epoch > "$T/cmp" 2>&1; then
+        cat "$T/cmp"
+        echo "FAIL: $c: the checkpoint differs from ref's"
+        fail=1
+    fi
+    check "$c, stopped at step 7" "$DTLC" $R --backend cuda --steps 7 --save "$T/half.st"
+    check "$c, resumed" "$DTLC" $R --backend cuda --resume "$T/half.st" --save "$T/rest.st"
+    same "$c: resumed" "$T/cuda.st" "$T/rest.st"
+    echo "$c: $(epochs "$T/cuda.out" | tail -n 1)"
+done
+unset DTL_CUDA_CODEGEN
+
+# 4. the character transformer with generated kernels
+if [ $gen = yes ]; then
+    mkdir -p "$T/ct/corpus"
+    cat "$here"/../docs/*.md | sed 's/^$/%/' > "$T/ct/corpus/docs.txt"
+    sed "s|\"/usr/share/games/fortunes\"|\"$T/ct/corpus\"|" "$here/../examples/char_transformer.dtl" \
+        > "$T/ct/ct.dtl"
+    ct() { (cd "$T/ct" && DTL_CUDA_VERBOSE=1 "$DTLC" run ct.dtl --backend "$1" --batch 2 --steps 2 \
+            --limit-test 2 --seed 3 --progress none --save "ct-$1.st" > "out-$1" 2>&1); }
+    if ! ct ref || ! ct cuda; then
+        tail -n 5 "$T/ct/out-ref" "$T/ct/out-cuda"
+        echo "FAIL: the character transformer did not run"
+        fail=1
+    elif ! grep -q 'plan of [0-9]* nodes: fused kernel program, generated kernels' "$T/ct/out-cuda"
+    then
+        grep 'dtl cuda' "$T/ct/out-cuda" | head -n 8
+        echo "FAIL: the character transformer's step is not a fused program of generated kernels"
+        fail=1
+    elif [ "$(epochs "$T/ct/out-ref")" != "$(epochs "$T/ct/out-cuda")" ]; then
+        epochs "$T/ct/out-ref"
+        epochs "$T/ct/out-cuda"
+        echo "FAIL: the character transformer's losses on cuda are not ref's"
+        fail=1
+    else
+        echo "character transformer: $(epochs "$T/ct/out-cuda")"
+    fi
 fi
-if ! "$CMP" "$T/ref.st" "$T/cuda.st" 1e-6 step epoch > "$T/cmp" 2>&1; then
-    cat "$T/cmp"
-    echo "FAIL: the cuda run's checkpoint differs from ref's"
-    fail=1
-fi
-check "cuda run, stopped at step 7" "$DTLC" $R --backend cuda --steps 7 --save "$T/half.st"
-check "cuda run, resumed" "$DTLC" $R --backend cuda --resume "$T/half.st" --save "$T/rest.st"
-same "a resumed cuda run" "$T/cuda.st" "$T/rest.st"
-echo "dtlc run: $(epochs "$T/cuda.out" | tail -n 1)"
 finish

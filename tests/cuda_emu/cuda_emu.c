@@ -42,6 +42,11 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#ifdef HAVE_NVRTC
+#include <dlfcn.h>
+#include <nvrtc.h>
+#include <unistd.h>
+#endif
 
 #include "../../kernels/cuda/dnn.h"
 #include "../../kernels/cuda/ops.h"
@@ -357,6 +362,14 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d)
     return cudaSuccess;
 }
 
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int d)
+{
+    if (d != 0)
+        return cudaErrorInvalidDevice;
+    *v = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;   /* sm_90 */
+    return cudaSuccess;
+}
+
 cudaError_t cudaGetLastError(void)
 {
     return cudaSuccess;   /* (every call returns its own error) */
@@ -511,15 +524,6 @@ cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void *data)
     enqueue(s, do_host, &h, sizeof h);
     UNLOCK();
     return cudaSuccess;
-}
-
-/* Generated kernels (NVRTC) are not emulated: the emulated plugin is built without NVRTC, so
- * this is never reached. */
-cudaError_t cudaLaunchKernel(const void *fn, dim3 grid, dim3 block, void **args, size_t shared,
-                             cudaStream_t s)
-{
-    (void)fn, (void)grid, (void)block, (void)args, (void)shared, (void)s;
-    return cudaErrorNotSupported;
 }
 
 /* ---- CUDA Graphs: a capture records the stream's work; a launch enqueues it again ------------- */
@@ -1223,3 +1227,282 @@ cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
     UNLOCK();
     return cudaSuccess;
 }
+
+/* ---- generated kernels: "NVRTC" compiles them for the CPU --------------------------------------
+ *
+ * The module's CUDA C++ is compiled by the host's C++ compiler (DTL_EMU_CXX, else c++) with
+ * tests/unit/cuda_emu.h (CUDA threads as coroutines: test_cuda_gen's emulator) into a shared
+ * object, with a launcher for each kernel it defines; its bytes are the "cubin", so the
+ * plugin's caches hold them like a real one. cudaLibraryLoadData writes them to a file and
+ * dlopen()s it; cudaLaunchKernel enqueues the launcher with the arguments' values (the kernels'
+ * parameters are device pointers: cuda_gen.h). At most 64 blocks run (the kernels' loops are
+ * grid-stride). Not under AddressSanitizer, which does not follow the coroutines' stacks:
+ * there the compile fails, saying so, and the plugin runs its plans without generated
+ * kernels. */
+#ifdef HAVE_NVRTC
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_SANITIZED 1
+#endif
+#endif
+
+struct _nvrtcProgram {
+    char *src, *log, *bin;
+    size_t nlog, nbin;
+};
+
+const char *nvrtcGetErrorString(nvrtcResult r)
+{
+    return r == NVRTC_SUCCESS ? "NVRTC_SUCCESS" : r == NVRTC_ERROR_COMPILATION
+                                                      ? "NVRTC_ERROR_COMPILATION (tests/cuda_emu)"
+                                                      : "NVRTC error (tests/cuda_emu)";
+}
+
+nvrtcResult nvrtcVersion(int *major, int *minor)
+{
+    *major = 0;   /* (never a real NVRTC's: the plugin's disk cache keys on it) */
+    *minor = 0;
+    return NVRTC_SUCCESS;
+}
+
+nvrtcResult nvrtcCreateProgram(nvrtcProgram *prog, const char *src, const char *name,
+                               int nheaders, const char *const *headers,
+                               const char *const *include_names)
+{
+    (void)name, (void)nheaders, (void)headers, (void)include_names;
+    struct _nvrtcProgram *p = calloc(1, sizeof *p);
+    if (!p || !(p->src = strdup(src))) {
+        free(p);
+        return NVRTC_ERROR_OUT_OF_MEMORY;
+    }
+    *prog = p;
+    return NVRTC_SUCCESS;
+}
+
+nvrtcResult nvrtcDestroyProgram(nvrtcProgram *prog)
+{
+    if (*prog) {
+        free((*prog)->src);
+        free((*prog)->log);
+        free((*prog)->bin);
+        free(*prog);
+    }
+    *prog = NULL;
+    return NVRTC_SUCCESS;
+}
+
+/* The whole of file path (malloc'ed), its size in *n; NULL when unreadable. */
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    char *b = NULL;
+    long sz = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (sz >= 0 && fseek(f, 0, SEEK_SET) == 0 && (b = malloc((size_t)sz + 1)) &&
+        fread(b, 1, (size_t)sz, f) == (size_t)sz) {
+        b[sz] = '\0';
+        *n = (size_t)sz;
+    } else {
+        free(b);
+        b = NULL;
+    }
+    if (f)
+        fclose(f);
+    return b;
+}
+
+/* Writes the module (the source, then per kernel `extern "C" __global__ void … NAME(` in
+ * it: emu_run_NAME, which launches it, and emu_nargs_NAME) to f. */
+static void write_module(FILE *f, const char *src)
+{
+    fputs(src, f);
+    fputs("\n#include <utility>\n"
+          "template <class... P, size_t... I>\n"
+          "static void emu_call(void (*f)(P...), void **a, std::index_sequence<I...>)\n"
+          "{\n    f(static_cast<P>(a[I])...);\n}\n"
+          "template <class... P> static void emu_call(void (*f)(P...), void **a)\n"
+          "{\n    emu_call(f, a, std::index_sequence_for<P...>{});\n}\n"
+          "template <class... P> static unsigned emu_count(void (*)(P...))\n"
+          "{\n    return sizeof...(P);\n}\n", f);
+    const char *key = "__global__ void";
+    for (const char *at = strstr(src, key); at; at = strstr(at + 1, key)) {
+        const char *paren = strchr(at, '(');
+        if (!paren)
+            break;
+        const char *q = paren;
+        if (strncmp(at + strlen(key), " __launch_bounds__", 18) == 0 &&
+            !(paren = strchr(paren + 1, '(')))   /* (the bound's own parentheses first) */
+            break;
+        const char *e = paren;
+        while (e > q && (e[-1] == '_' || (e[-1] >= '0' && e[-1] <= '9') ||
+                         (e[-1] >= 'a' && e[-1] <= 'z') || (e[-1] >= 'A' && e[-1] <= 'Z')))
+            e--;
+        int len = (int)(paren - e);
+        fprintf(f, "extern \"C\" void emu_entry_%.*s(void **a)\n{\n"
+                   "    emu_call(%.*s, a);\n}\n", len, e, len, e);
+        fprintf(f, "extern \"C\" int emu_run_%.*s(void **a, unsigned grid, unsigned block)\n"
+                   "{\n    return dtl_emu_launch(emu_entry_%.*s, a, grid, block);\n}\n"
+                   "extern \"C\" unsigned emu_nargs_%.*s(void)\n{\n"
+                   "    return emu_count(%.*s);\n}\n", len, e, len, e, len, e, len, e);
+    }
+}
+
+nvrtcResult nvrtcCompileProgram(nvrtcProgram p, int nopts, const char *const *opts)
+{
+    (void)nopts, (void)opts;
+#ifdef EMU_SANITIZED
+    p->log = strdup("tests/cuda_emu: generated kernels are not emulated under AddressSanitizer");
+    p->nlog = p->log ? strlen(p->log) : 0;
+    return NVRTC_ERROR_COMPILATION;
+#else
+    char dir[] = "/tmp/dtl-cuda-emu.XXXXXX";
+    if (!mkdtemp(dir))
+        return NVRTC_ERROR_INTERNAL_ERROR;
+    char cpp[64], so[64], log[64], cmd[1400];
+    snprintf(cpp, sizeof cpp, "%s/m.cpp", dir);
+    snprintf(so, sizeof so, "%s/m.so", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    FILE *f = fopen(cpp, "w");
+    if (!f)
+        return NVRTC_ERROR_INTERNAL_ERROR;
+    write_module(f, p->src);
+    fclose(f);
+    const char *cxx = getenv("DTL_EMU_CXX");
+    snprintf(cmd, sizeof cmd, "%s -std=c++17 -O1 -ffp-contract=off -fPIC -shared -w -include "
+             "%s -o %s %s > %s 2>&1", cxx && *cxx ? cxx : "c++", DTL_EMU_HEADER, so, cpp, log);
+    int rc = system(cmd);
+    p->log = slurp(log, &p->nlog);
+    if (rc == 0)
+        p->bin = slurp(so, &p->nbin);
+    unlink(cpp);
+    unlink(so);
+    unlink(log);
+    rmdir(dir);
+    return p->bin ? NVRTC_SUCCESS : NVRTC_ERROR_COMPILATION;
+#endif
+}
+
+nvrtcResult nvrtcGetProgramLogSize(nvrtcProgram p, size_t *n)
+{
+    *n = p->nlog + 1;
+    return NVRTC_SUCCESS;
+}
+
+nvrtcResult nvrtcGetProgramLog(nvrtcProgram p, char *log)
+{
+    memcpy(log, p->log ? p->log : "", p->nlog);
+    log[p->nlog] = '\0';
+    return NVRTC_SUCCESS;
+}
+
+nvrtcResult nvrtcGetCUBINSize(nvrtcProgram p, size_t *n)
+{
+    *n = p->nbin;
+    return p->bin ? NVRTC_SUCCESS : NVRTC_ERROR_INVALID_PROGRAM;
+}
+
+nvrtcResult nvrtcGetCUBIN(nvrtcProgram p, char *bin)
+{
+    if (!p->bin)
+        return NVRTC_ERROR_INVALID_PROGRAM;
+    memcpy(bin, p->bin, p->nbin);
+    return NVRTC_SUCCESS;
+}
+
+/* A loaded module (the library) and one of its kernels. The plugin never unloads a module,
+ * so neither does this. */
+typedef struct emu_kernel {
+    int (*run)(void **args, unsigned grid, unsigned block);
+    unsigned nargs;
+} emu_kernel;
+
+/* The cubin's size is not passed: the ELF header says where the section headers end. */
+static size_t elf_size(const unsigned char *b)
+{
+    uint64_t shoff;
+    uint16_t shentsize, shnum;
+    memcpy(&shoff, b + 0x28, 8);
+    memcpy(&shentsize, b + 0x3a, 2);
+    memcpy(&shnum, b + 0x3c, 2);
+    return (size_t)shoff + (size_t)shentsize * shnum;
+}
+
+cudaError_t cudaLibraryLoadData(cudaLibrary_t *lib, const void *code,
+                                enum cudaJitOption *jit, void **jitv, unsigned int njit,
+                                enum cudaLibraryOption *lo, void **lov, unsigned int nlo)
+{
+    (void)jit, (void)jitv, (void)njit, (void)lo, (void)lov, (void)nlo;
+    if (memcmp(code, "\x7f" "ELF", 4) != 0)
+        return cudaErrorInvalidKernelImage;
+    char path[] = "/tmp/dtl-cuda-emu-XXXXXX.so";
+    int fd = mkstemps(path, 3);
+    if (fd < 0)
+        return cudaErrorUnknown;
+    size_t n = elf_size(code);
+    bool ok = write(fd, code, n) == (ssize_t)n;
+    close(fd);
+    void *h = ok ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+    unlink(path);
+    *lib = (cudaLibrary_t)h;
+    return h ? cudaSuccess : cudaErrorInvalidKernelImage;
+}
+
+cudaError_t cudaLibraryGetKernel(cudaKernel_t *kernel, cudaLibrary_t lib, const char *name)
+{
+    char run[160], nargs[160];
+    snprintf(run, sizeof run, "emu_run_%s", name);
+    snprintf(nargs, sizeof nargs, "emu_nargs_%s", name);
+    void *r = dlsym((void *)lib, run), *c = dlsym((void *)lib, nargs);
+    emu_kernel *k = r && c ? malloc(sizeof *k) : NULL;
+    if (!k)
+        return cudaErrorSymbolNotFound;
+    memcpy(&k->run, &r, sizeof r);
+    unsigned (*count)(void);
+    memcpy(&count, &c, sizeof c);
+    k->nargs = count();
+    *kernel = (cudaKernel_t)k;
+    return cudaSuccess;
+}
+
+typedef struct launch_arg {
+    const emu_kernel *k;
+    unsigned grid, block;
+    void *args[64];
+} launch_arg;
+
+static void do_launch(const void *p)
+{
+    const launch_arg *l = p;
+    void *args[64];
+    memcpy(args, l->args, sizeof args);
+    if (l->k->run(args, l->grid < 64 ? l->grid : 64, l->block) != 0)
+        die("a generated kernel", "its threads wait on each other for ever");
+}
+
+cudaError_t cudaLaunchKernel(const void *fn, dim3 grid, dim3 block, void **args, size_t shared,
+                             cudaStream_t s)
+{
+    const emu_kernel *k = fn;
+    if (shared || grid.y != 1 || grid.z != 1 || block.y != 1 || block.z != 1 || k->nargs > 64)
+        return cudaErrorNotSupported;
+    launch_arg l = {k, grid.x, block.x, {NULL}};
+    for (unsigned i = 0; i < k->nargs; i++)
+        memcpy(&l.args[i], args[i], sizeof(void *));   /* (the values, at the launch) */
+    LOCK();
+    enqueue(s, do_launch, &l, sizeof l);
+    UNLOCK();
+    return cudaSuccess;
+}
+
+#else
+
+cudaError_t cudaLaunchKernel(const void *fn, dim3 grid, dim3 block, void **args, size_t shared,
+                             cudaStream_t s)
+{
+    (void)fn, (void)grid, (void)block, (void)args, (void)shared, (void)s;
+    return cudaErrorNotSupported;
+}
+
+#endif
