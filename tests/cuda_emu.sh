@@ -20,7 +20,12 @@
 #     ends;
 #  4. with generated kernels, the example character transformer (ROW kernels: softmax, layer
 #     norm; the 51-input gradient clipping kernel) for 2 steps: the plan is the fused program
-#     with generated kernels and its losses are ref's.
+#     with generated kernels and its losses are ref's;
+#  5. tests/cuda_dp.sh with the emulator's one-rank NCCL (DTL_NCCL_LIB naming this plugin):
+#     `dtlc run -n 1` through the whole data-parallel path (GRAD and UPDATE plans, buckets
+#     and their allreduces on the communication stream, the fork and join in a captured
+#     graph, the Adam launch on averaged gradients) equals the plain run; the watchdog ends a
+#     step that never completes.
 . "$(dirname "$0")/train_lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 B=${DTL_BUILDDIR:-$(dirname "$DTLC")}
@@ -114,4 +119,12 @@ if [ $gen = yes ]; then
         echo "character transformer: $(epochs "$T/ct/out-cuda")"
     fi
 fi
+
+# 5. NCCL data parallelism, one rank
+if ! DTL_NCCL_LIB=$EMU DTL_BUILDDIR=$B sh "$here/cuda_dp.sh" > "$T/dp.out" 2>&1; then
+    cat "$T/dp.out"
+    echo "FAIL: tests/cuda_dp.sh on the emulated plugin"
+    fail=1
+fi
+grep -E '^dp1' "$T/dp.out" | sed 's/^/cuda_dp.sh: /'
 finish

@@ -8,9 +8,11 @@
  * Contract:
  *  - Only what the plugin calls, with the semantics it relies on. Device memory is host
  *    memory filled with all-ones bytes (NaN, -1) by cudaMalloc, so an element read before it
- *    is written shows. NVRTC, cuBLASLt, NCCL, bf16/tf32 products (cublasGemmStridedBatchedEx)
- *    and event records inside a capture are not emulated: the emulated plugin is built
- *    without NVRTC and cuBLASLt, and the rest fails with an error saying so.
+ *    is written shows. cuBLASLt and bf16/tf32 products (cublasGemmStridedBatchedEx) are not
+ *    emulated: the emulated plugin is built without cuBLASLt, and the products fail with an
+ *    error saying so. NVRTC and NCCL (one rank) are, below.
+ *  - A capture takes the work of every stream that joins it (a wait for an event recorded in
+ *    it), in the order the host issued it; a replay runs it on the launching stream.
  *  - Streams are queues run lazily: work runs only when something waits for it
  *    (cudaStreamSynchronize, cudaEventSynchronize, a wait of another stream that then runs,
  *    cudaDeviceSynchronize, cudaFree, a copy to pageable host memory). The legacy (NULL)
@@ -435,8 +437,9 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
 }
 
 typedef struct emu_event {
-    emu_stream *s;   /* NULL: never recorded (complete) */
+    emu_stream *s;   /* NULL: never recorded (complete), or recorded in a capture: */
     size_t seq;
+    emu_graph *g;    /* the capture it was last recorded in (a fork point), or NULL */
 } emu_event;
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int flags)
@@ -457,14 +460,11 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s)
     emu_event *e = (emu_event *)ev;
     LOCK();
     emu_stream *st = S(s);
-    cudaError_t r = cudaErrorNotSupported;   /* (a record inside a capture: not emulated) */
-    if (!st->capture) {
-        e->s = st;
-        e->seq = st->end;
-        r = cudaSuccess;
-    }
+    e->g = st->capture;
+    e->s = st->capture ? NULL : st;
+    e->seq = st->end;
     UNLOCK();
-    return r;
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t ev)
@@ -482,12 +482,10 @@ static bool event_done(const emu_event *e)
     return !e->s || e->s->done >= e->seq;
 }
 
+/* (The device makes progress when asked: a query runs the work before the event.) */
 cudaError_t cudaEventQuery(cudaEvent_t ev)
 {
-    LOCK();
-    bool done = event_done((const emu_event *)ev);
-    UNLOCK();
-    return done ? cudaSuccess : cudaErrorNotReady;
+    return cudaEventSynchronize(ev);
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags)
@@ -497,8 +495,12 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int fla
     LOCK();
     emu_stream *st = S(s);
     cudaError_t r = cudaSuccess;
-    if (st->capture) {
-        r = cudaErrorNotSupported;
+    if (e->g) {   /* a fork inside a capture: st joins it (its work goes into the graph) */
+        if (st->capture && st->capture != e->g)
+            r = cudaErrorNotSupported;
+        st->capture = e->g;
+    } else if (st->capture) {
+        r = cudaErrorNotSupported;   /* (a capture waiting for outside work) */
     } else if (!event_done(e)) {
         push(st, (emu_op){NULL, NULL, 0, false, e->s, e->seq});
     }
@@ -540,14 +542,18 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mo
     return r;
 }
 
+/* The graph is the work of every stream in the capture, in the order the host issued it (a
+ * valid order: the host issues nothing before what it waits for). */
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
 {
     LOCK();
-    emu_stream *e = S(s);
-    *g = (cudaGraph_t)e->capture;
-    e->capture = NULL;
+    emu_graph *c = S(s)->capture;
+    for (size_t i = 0; c && i < nstreams; i++)
+        if (streams[i]->capture == c)
+            streams[i]->capture = NULL;
+    *g = (cudaGraph_t)c;
     UNLOCK();
-    return *g ? cudaSuccess : cudaErrorNotSupported;
+    return c ? cudaSuccess : cudaErrorNotSupported;
 }
 
 static void graph_free(emu_graph *g)
@@ -1506,3 +1512,92 @@ cudaError_t cudaLaunchKernel(const void *fn, dim3 grid, dim3 block, void **args,
 }
 
 #endif
+
+/* ---- NCCL, one rank ----------------------------------------------------------------------------
+ *
+ * The plugin dlopen()s NCCL (kernels/cuda/cuda_nccl.c): with DTL_NCCL_LIB naming this plugin,
+ * it finds these (tests/cuda_emu/plugin.map exports them). A world of one rank: ncclAvg of
+ * one contribution is the contribution (a copy when not in place), enqueued on the stream
+ * like any work; more ranks are refused. */
+typedef struct emu_comm {
+    int aborted;
+} emu_comm;
+
+typedef struct nccl_id {
+    char internal[128];
+} nccl_id;
+
+int ncclGetVersion(int *v);
+int ncclGetVersion(int *v)
+{
+    *v = 22800;   /* 2.28.0 */
+    return 0;
+}
+
+int ncclGetUniqueId(nccl_id *id);
+int ncclGetUniqueId(nccl_id *id)
+{
+    memset(id, 0, sizeof *id);
+    memcpy(id->internal, "tests/cuda_emu", 14);
+    return 0;
+}
+
+int ncclCommInitRank(emu_comm **comm, int nranks, nccl_id id, int rank);
+int ncclCommInitRank(emu_comm **comm, int nranks, nccl_id id, int rank)
+{
+    (void)id;
+    if (nranks != 1 || rank != 0)
+        return 5;   /* ncclInvalidUsage */
+    *comm = calloc(1, sizeof **comm);
+    return *comm ? 0 : 2;
+}
+
+int ncclAllReduce(const void *send, void *recv, size_t count, int dtype, int op, emu_comm *comm,
+                  cudaStream_t s);
+int ncclAllReduce(const void *send, void *recv, size_t count, int dtype, int op, emu_comm *comm,
+                  cudaStream_t s)
+{
+    (void)op;
+    if (comm->aborted)
+        return 5;
+    /* ncclInt8 Uint8 Int32 Uint32 Int64 Uint64 Float16 Float32 Float64 Bfloat16: 0 .. 9 */
+    static const size_t size[10] = {1, 1, 4, 4, 8, 8, 2, 4, 8, 2};
+    if (dtype < 0 || dtype > 9)
+        return 4;   /* ncclInvalidArgument */
+    size_t es = size[dtype];
+    if (send != recv) {
+        LOCK();
+        copy_on(s, recv, send, count * es, cudaMemcpyDeviceToDevice);
+        UNLOCK();
+    }
+    return 0;
+}
+
+int ncclCommGetAsyncError(emu_comm *comm, int *err);
+int ncclCommGetAsyncError(emu_comm *comm, int *err)
+{
+    (void)comm;
+    *err = 0;
+    return 0;
+}
+
+int ncclCommAbort(emu_comm *comm);
+int ncclCommAbort(emu_comm *comm)
+{
+    comm->aborted = 1;   /* (never freed: a failed run's communicator stays) */
+    return 0;
+}
+
+int ncclCommDestroy(emu_comm *comm);
+int ncclCommDestroy(emu_comm *comm)
+{
+    free(comm);
+    return 0;
+}
+
+const char *ncclGetErrorString(int r);
+const char *ncclGetErrorString(int r)
+{
+    return r == 0 ? "no error" : r == 5 ? "invalid usage (tests/cuda_emu: one rank only)"
+                                        : "error (tests/cuda_emu)";
+}
