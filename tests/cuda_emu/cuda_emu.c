@@ -13,9 +13,10 @@
  *    error saying so. NVRTC and NCCL (one rank) are, below.
  *  - A capture takes the work of every stream that joins it (a wait for an event recorded in
  *    it), in the order the host issued it; a replay runs it on the launching stream.
- *  - Streams are queues run lazily: work runs only when something waits for it
- *    (cudaStreamSynchronize, cudaEventSynchronize, a wait of another stream that then runs,
- *    cudaDeviceSynchronize, cudaFree, a copy to pageable host memory). The legacy (NULL)
+ *  - Streams are queues run lazily: work runs only when something waits for it or asks
+ *    about it (cudaStreamSynchronize, cudaEventSynchronize and cudaEventQuery, a wait of
+ *    another stream that then runs, cudaDeviceSynchronize, cudaFree, a copy to pageable
+ *    host memory). The legacy (NULL)
  *    stream's work — cudaMemset, cudaMemcpy to the device (the host bytes are taken at the
  *    call, as the real one stages them) — runs only when the legacy stream itself is waited
  *    for: the plugin's streams are non-blocking, so work on them never waits for it. This is
@@ -28,8 +29,9 @@
  *    the reference backend in a test on this plugin is a fault of the plugin's host code.
  *  - Matrix products (cuBLAS, column-major) accumulate in the element type in k order, as
  *    ref's matmul does.
- *  - One thread at a time is enough for the tests; every entry point takes one recursive lock
- *    anyway (host functions enqueued with cudaLaunchHostFunc run under it).
+ *  - Every entry point that touches the streams takes one recursive lock (host functions
+ *    enqueued with cudaLaunchHostFunc run under it); the data-parallel watchdog's thread
+ *    calls only cudaSetDevice and NCCL's status functions, which take none.
  * Errors: an unsupported call returns cudaErrorNotSupported (CUBLAS_STATUS_NOT_SUPPORTED),
  * and cudaGetErrorString says "not emulated"; a kernel the reference rejects (an index out
  * of range is the launchers' own business) aborts with a message.

@@ -235,7 +235,8 @@ static dtl_val tg_input(tg *t, dtl_dtype dt, uint32_t rank, const int64_t *shape
     b->data = rnd_data(&t->g, dt, rank, shape, lo, hi);
     b->dtype = dt;
     b->rank = rank;
-    memcpy(b->shape, shape, rank * sizeof *shape);
+    if (rank)   /* (shape may be NULL for a scalar) */
+        memcpy(b->shape, shape, rank * sizeof *shape);
     return dtl_g_input(&t->g, name, dt, rank, shape);
 }
 
