@@ -56,6 +56,7 @@
 #include "../../kernels/cuda/ops.h"
 #include "../../kernels/ref/ref.h"
 #include "../../runtime/philox.h"
+#include "../unit/sanitizer.h"
 
 static pthread_mutex_t mu = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 #define LOCK() pthread_mutex_lock(&mu)
@@ -1249,13 +1250,6 @@ cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
  * kernels. */
 #ifdef HAVE_NVRTC
 
-#if defined(__SANITIZE_ADDRESS__)
-#define EMU_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EMU_SANITIZED 1
-#endif
-#endif
 
 struct _nvrtcProgram {
     char *src, *log, *bin;
@@ -1360,7 +1354,7 @@ static void write_module(FILE *f, const char *src)
 nvrtcResult nvrtcCompileProgram(nvrtcProgram p, int nopts, const char *const *opts)
 {
     (void)nopts, (void)opts;
-#ifdef EMU_SANITIZED
+#ifdef DTL_TEST_SANITIZED
     p->log = strdup("tests/cuda_emu: generated kernels are not emulated under AddressSanitizer");
     p->nlog = p->log ? strlen(p->log) : 0;
     return NVRTC_ERROR_COMPILATION;

@@ -23,6 +23,7 @@
 #include "../../lang/check.h"
 #include "../../lang/ctx.h"
 #include "../../runtime/dtype.h"
+#include "sanitizer.h"
 #include "unit.h"
 
 #include <dlfcn.h>
@@ -117,20 +118,13 @@ static bool compile(const char *what, const char *src, const char *arch)
  * part says so and is skipped; the rest of the test still runs. It is skipped under
  * AddressSanitizer too, which does not follow the coroutines' stack switches (the plain build
  * runs it). */
-#if defined(__SANITIZE_ADDRESS__)
-#define EMU_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EMU_SANITIZED 1
-#endif
-#endif
 
 static const char *emu_cxx;   /* NULL: not looked for yet; "": none */
 static int emu_kernels, emu_modules;
 
 static bool emu_have_cxx(void)
 {
-#ifdef EMU_SANITIZED
+#ifdef DTL_TEST_SANITIZED
     if (!emu_cxx)
         printf("AddressSanitizer: the generated kernels were not run on the CPU\n");
     emu_cxx = "";

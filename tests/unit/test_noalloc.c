@@ -31,22 +31,15 @@
 #include <unistd.h>
 
 #include "backend_testlib.h"
+#include "sanitizer.h"
 #include "unit.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define NOALLOC_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || \
-    __has_feature(thread_sanitizer)
-#define NOALLOC_SANITIZED 1
-#endif
-#endif
 
 #define WARMUP 2
 #define STEPS 50
 #define EVALS 5
 
-#ifndef NOALLOC_SANITIZED
+#ifndef DTL_TEST_SANITIZED
 
 /* ---- the interposers --------------------------------------------------------------------- */
 
