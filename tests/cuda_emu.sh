@@ -5,13 +5,15 @@
 # each stream's work only when something waits for it (so a forgotten wait shows as stale or
 # poisoned memory), and whose "NVRTC" compiles the generated kernels for the CPU with the
 # host's C++ compiler and tests/unit/cuda_emu.h (not under AddressSanitizer, nor without a
-# C++ compiler: then the plans run without them, and the stages that need them say so). No
-# cuBLASLt, NCCL or bf16/tf32 products in it. Needs a build with CUDA (77 otherwise).
+# C++ compiler: then the plans run without them, and the stages that need them say so), and
+# whose cuBLAS, cuBLASLt and NCCL (one rank) are emulated. Needs a build with CUDA (77
+# otherwise).
 # Checked, with DTL_CUDA_PLUGIN set to it:
 #  1. tests/unit/test_cuda (DTL_CUDA_TEST_EMU=1: the interpreter kernels): every op, forward
 #     and gradient, every dtype, fused and one launch per node, each plan run twice (the
-#     second a replayed CUDA Graph), poisoned memory, the multi-tensor Adam launch and the
-#     example MLP's training, against the reference backend;
+#     second a replayed CUDA Graph), poisoned memory, the multi-tensor Adam launch, the
+#     example MLP's training and its mixed-precision (bf16, tf32) steps, against the
+#     reference backend;
 #  2. the REPL session tests/repl/cuda.in: expressions on session tensors, training switched
 #     between ref and cuda and back, checkpoints saved on either;
 #  3. `dtlc run --backend cuda` of a toy MLP with dropout, with generated kernels and on the

@@ -6,11 +6,10 @@
  * (tests/cuda_emu.sh; docs/cuda.md "Tests").
  *
  * Contract:
- *  - Only what the plugin calls, with the semantics it relies on. Device memory is host
+ *  - Only what the plugin calls, with the semantics the real ones document. Device memory is host
  *    memory filled with all-ones bytes (NaN, -1) by cudaMalloc, so an element read before it
- *    is written shows. cuBLASLt and bf16/tf32 products (cublasGemmStridedBatchedEx) are not
- *    emulated: the emulated plugin is built without cuBLASLt, and the products fail with an
- *    error saying so. NVRTC and NCCL (one rank) are, below.
+ *    is written shows. NVRTC, cuBLASLt (the bias / ReLU epilogues) and NCCL (one rank) are
+ *    emulated too, below.
  *  - A capture takes the work of every stream that joins it (a wait for an event recorded in
  *    it), in the order the host issued it; a replay runs it on the launching stream.
  *  - Streams are queues run lazily: work runs only when something waits for it or asks
@@ -27,8 +26,9 @@
  *    tensors and calls dtl_ref_kernel on a node made for them (windowed ops and Adam: the
  *    element functions of window_at.h and adam_at.h, which are ref's). So a difference from
  *    the reference backend in a test on this plugin is a fault of the plugin's host code.
- *  - Matrix products (cuBLAS, column-major) accumulate in the element type in k order, as
- *    ref's matmul does.
+ *  - Matrix products (cuBLAS and cuBLASLt, column-major, with their documented semantics)
+ *    accumulate in the element type in k order, as ref's matmul does; bf16 operands are their
+ *    exact f32 values, TF32 ones dtl_tf32_round's (kernels/ref/ref.h's definitions).
  *  - Every entry point that touches the streams takes one recursive lock (host functions
  *    enqueued with cudaLaunchHostFunc run under it); the data-parallel watchdog's thread
  *    calls only cudaSetDevice and NCCL's status functions, which take none.
@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #ifdef HAVE_NVRTC
@@ -55,6 +56,7 @@
 #include "../../kernels/cuda/dnn.h"
 #include "../../kernels/cuda/ops.h"
 #include "../../kernels/ref/ref.h"
+#include "../../runtime/dtype.h"
 #include "../../runtime/philox.h"
 #include "../unit/sanitizer.h"
 
@@ -666,58 +668,84 @@ const char *cublasGetStatusString(cublasStatus_t s)
                                                         : "error (tests/cuda_emu)";
 }
 
+/* Operand element types: f32, f64, bf16 (read as its f32 value), tf32 (f32 read rounded). */
+enum { EL_F32, EL_F64, EL_BF16, EL_TF32 };
+
 typedef struct gemm_arg {
     bool f64, ta, tb;
+    int el;         /* the operands' EL_*: f64 only with f64 */
     int m, n, k, lda, ldb, ldc, batch;
     long long sa, sb, sc;
     const void *a, *b;
     void *c;
     const void *alpha, *beta;   /* device pointers (read when it runs); else the values: */
     double alpha_v, beta_v;
+    const float *bias;          /* cuBLASLt: a bias per row of C (column-major), or NULL */
+    bool relu;                  /* cuBLASLt: then max(x, 0) */
 } gemm_arg;
 
-#define GEMM(T)                                                                               \
-    do {                                                                                      \
-        const T *A = g->a, *B = g->b;                                                         \
-        T *C = g->c;                                                                          \
-        T alpha = g->alpha ? *(const T *)g->alpha : (T)g->alpha_v;                            \
-        T beta = g->beta ? *(const T *)g->beta : (T)g->beta_v;                                \
-        for (int bt = 0; bt < g->batch; bt++)                                                 \
-            for (int j = 0; j < g->n; j++)                                                    \
-                for (int i = 0; i < g->m; i++) {                                              \
-                    T acc = 0;                                                                \
-                    for (int l = 0; l < g->k; l++) {                                          \
-                        T x = A[bt * g->sa + (g->ta ? l + (long long)i * g->lda               \
-                                                    : i + (long long)l * g->lda)];            \
-                        T y = B[bt * g->sb + (g->tb ? j + (long long)l * g->ldb               \
-                                                    : l + (long long)j * g->ldb)];            \
-                        T prod = x * y;                                                       \
-                        acc = acc + prod;                                                     \
-                    }                                                                         \
-                    T *c = &C[bt * g->sc + i + (long long)j * g->ldc];                        \
-                    *c = beta == 0 ? alpha * acc : alpha * acc + beta * *c;                   \
-                }                                                                             \
-    } while (0)
+static float operand(const void *p, int el, long long i)
+{
+    switch (el) {
+    case EL_BF16: return dtl_f32_from_bf16(((const uint16_t *)p)[i]);
+    case EL_TF32: return dtl_tf32_round(((const float *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
 
+/* C[i + j ldc] = alpha sum_l op(A)[i, l] op(B)[l, j] (+ beta C), per batch, column-major. */
 static void do_gemm(const void *p)
 {
     const gemm_arg *g = p;
-    if (g->f64)
-        GEMM(double);
-    else
-        GEMM(float);
+    for (int bt = 0; bt < g->batch; bt++)
+        for (int j = 0; j < g->n; j++)
+            for (int i = 0; i < g->m; i++) {
+                long long ci = bt * g->sc + i + (long long)j * g->ldc;
+                if (g->f64) {
+                    const double *A = g->a, *B = g->b;
+                    double *C = g->c, acc = 0;
+                    double alpha = g->alpha ? *(const double *)g->alpha : g->alpha_v;
+                    double beta = g->beta ? *(const double *)g->beta : g->beta_v;
+                    for (int l = 0; l < g->k; l++) {
+                        double prod = A[bt * g->sa + (g->ta ? l + (long long)i * g->lda
+                                                            : i + (long long)l * g->lda)] *
+                                      B[bt * g->sb + (g->tb ? j + (long long)l * g->ldb
+                                                            : l + (long long)j * g->ldb)];
+                        acc = acc + prod;
+                    }
+                    C[ci] = beta == 0 ? alpha * acc : alpha * acc + beta * C[ci];
+                    continue;
+                }
+                float *C = g->c, acc = 0;
+                float alpha = g->alpha ? *(const float *)g->alpha : (float)g->alpha_v;
+                float beta = g->beta ? *(const float *)g->beta : (float)g->beta_v;
+                for (int l = 0; l < g->k; l++) {
+                    float prod = operand(g->a, g->el, bt * g->sa + (g->ta ? l + (long long)i * g->lda
+                                                                       : i + (long long)l * g->lda)) *
+                                 operand(g->b, g->el, bt * g->sb + (g->tb ? j + (long long)l * g->ldb
+                                                                       : l + (long long)j * g->ldb));
+                    acc = acc + prod;
+                }
+                float v = beta == 0 ? alpha * acc : alpha * acc + beta * C[ci];
+                if (g->bias)
+                    v = v + g->bias[i];
+                if (g->relu)
+                    v = v > 0 || v != v ? v : 0;
+                C[ci] = v;
+            }
 }
 
 static cublasStatus_t gemm(cublasHandle_t h, bool f64, cublasOperation_t ta, cublasOperation_t tb,
                            int m, int n, int k, const void *alpha, double alpha_v,
                            const void *a, int lda, long long sa, const void *b, int ldb,
                            long long sb, const void *beta, double beta_v, void *c, int ldc,
-                           long long sc, int batch)
+                           long long sc, int batch, int el)
 {
     const emu_blas *e = (const emu_blas *)h;
     bool dev = e->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
-    gemm_arg g = {f64, ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, m, n, k, lda, ldb, ldc, batch,
-                  sa, sb, sc, a, b, c, dev ? alpha : NULL, dev ? beta : NULL, alpha_v, beta_v};
+    gemm_arg g = {f64, ta != CUBLAS_OP_N, tb != CUBLAS_OP_N, el, m, n, k, lda, ldb, ldc,
+                  batch, sa, sb, sc, a, b, c, dev ? alpha : NULL, dev ? beta : NULL, alpha_v,
+                  beta_v, NULL, false};
     LOCK();
     enqueue(e->stream, do_gemm, &g, sizeof g);
     UNLOCK();
@@ -733,7 +761,7 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
 {
     bool dev = ((const emu_blas *)h)->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
     return gemm(h, false, ta, tb, m, n, k, alpha, dev ? 0 : *alpha, a, lda, sa, b, ldb, sb,
-                beta, dev ? 0 : *beta, c, ldc, sc, batch);
+                beta, dev ? 0 : *beta, c, ldc, sc, batch, EL_F32);
 }
 
 cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
@@ -745,9 +773,10 @@ cublasStatus_t cublasDgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
 {
     bool dev = ((const emu_blas *)h)->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
     return gemm(h, true, ta, tb, m, n, k, alpha, dev ? 0 : *alpha, a, lda, sa, b, ldb, sb,
-                beta, dev ? 0 : *beta, c, ldc, sc, batch);
+                beta, dev ? 0 : *beta, c, ldc, sc, batch, EL_F64);
 }
 
+/* The mixed-precision products: bf16 operands or f32 ones on TF32, f32 C and scalars. */
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta,
                                           cublasOperation_t tb, int m, int n, int k,
                                           const void *alpha, const void *a, cudaDataType at,
@@ -757,10 +786,168 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           long long sc, int batch, cublasComputeType_t comp,
                                           cublasGemmAlgo_t algo)
 {
-    (void)h, (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)at;
-    (void)lda, (void)sa, (void)b, (void)bt, (void)ldb, (void)sb, (void)beta, (void)c, (void)ct;
-    (void)ldc, (void)sc, (void)batch, (void)comp, (void)algo;
-    return CUBLAS_STATUS_NOT_SUPPORTED;   /* (bf16 and tf32 products) */
+    (void)algo;
+    int el = at == CUDA_R_16BF ? EL_BF16 : comp == CUBLAS_COMPUTE_32F_FAST_TF32 ? EL_TF32
+                                                                              : EL_F32;
+    if (at != bt || ct != CUDA_R_32F || (at != CUDA_R_16BF && at != CUDA_R_32F) ||
+        (comp != CUBLAS_COMPUTE_32F && comp != CUBLAS_COMPUTE_32F_FAST_TF32))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    bool dev = ((const emu_blas *)h)->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+    return gemm(h, false, ta, tb, m, n, k, alpha, dev ? 0 : *(const float *)alpha, a, lda, sa,
+                b, ldb, sb, beta, dev ? 0 : *(const float *)beta, c, ldc, sc, batch, el);
+}
+
+/* ---- cuBLASLt: f32 products with the bias (+ ReLU) epilogue --------------------------------- */
+
+typedef struct emu_lt_desc {
+    cublasOperation_t ta, tb;
+    cublasLtEpilogue_t epilogue;
+    const float *bias;
+} emu_lt_desc;
+
+typedef struct emu_lt_layout {
+    uint64_t rows, cols;
+    int64_t ld;
+} emu_lt_layout;
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h)
+{
+    static int handle;
+    *h = (cublasLtHandle_t)&handle;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t comp,
+                                        cudaDataType_t scale)
+{
+    if (comp != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    emu_lt_desc *e = calloc(1, sizeof *e);
+    if (!e)
+        return CUBLAS_STATUS_ALLOC_FAILED;
+    e->epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+    *d = (cublasLtMatmulDesc_t)e;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+                                              cublasLtMatmulDescAttributes_t attr,
+                                              const void *buf, size_t size)
+{
+    emu_lt_desc *e = (emu_lt_desc *)d;
+    switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+        if (size != sizeof(cublasOperation_t))
+            return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(attr == CUBLASLT_MATMUL_DESC_TRANSA ? &e->ta : &e->tb, buf, size);
+        return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+        if (size != sizeof e->epilogue)
+            return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&e->epilogue, buf, size);
+        return e->epilogue == CUBLASLT_EPILOGUE_DEFAULT || e->epilogue == CUBLASLT_EPILOGUE_BIAS ||
+                       e->epilogue == CUBLASLT_EPILOGUE_RELU_BIAS
+                   ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        if (size != sizeof e->bias)
+            return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&e->bias, buf, size);
+        return CUBLAS_STATUS_SUCCESS;
+    default:
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+}
+
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d)
+{
+    free(d);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType type,
+                                          uint64_t rows, uint64_t cols, int64_t ld)
+{
+    if (type != CUDA_R_32F)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    emu_lt_layout *e = malloc(sizeof *e);
+    if (!e)
+        return CUBLAS_STATUS_ALLOC_FAILED;
+    *e = (emu_lt_layout){rows, cols, ld};
+    *l = (cublasLtMatrixLayout_t)e;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l)
+{
+    free(l);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p)
+{
+    static int pref;
+    *p = (cublasLtMatmulPreference_t)&pref;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void *buf, size_t size)
+{
+    (void)p, (void)attr, (void)buf, (void)size;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p)
+{
+    (void)p;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl,
+                                              cublasLtMatmulPreference_t p, int want,
+                                              cublasLtMatmulHeuristicResult_t res[], int *n)
+{
+    (void)h, (void)d, (void)a, (void)b, (void)c, (void)dl, (void)p;
+    if (want < 1)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    memset(&res[0], 0, sizeof res[0]);
+    res[0].state = CUBLAS_STATUS_SUCCESS;
+    *n = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* D = alpha op(A) op(B) + beta C, then the epilogue: + bias (one per row of D), ReLU. */
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha,
+                              const void *a, cublasLtMatrixLayout_t al, const void *b,
+                              cublasLtMatrixLayout_t bl, const void *beta, const void *c,
+                              cublasLtMatrixLayout_t cl, void *dst, cublasLtMatrixLayout_t dl,
+                              const cublasLtMatmulAlgo_t *algo, void *ws, size_t wss,
+                              cudaStream_t s)
+{
+    (void)h, (void)algo, (void)ws, (void)wss;
+    const emu_lt_desc *e = (const emu_lt_desc *)d;
+    const emu_lt_layout *A = (const emu_lt_layout *)al, *B = (const emu_lt_layout *)bl,
+                        *C = (const emu_lt_layout *)cl, *D = (const emu_lt_layout *)dl;
+    bool ta = e->ta != CUBLAS_OP_N, tb = e->tb != CUBLAS_OP_N;
+    uint64_t k = ta ? A->rows : A->cols;
+    if (c != dst || C->rows != D->rows || C->cols != D->cols || C->ld != D->ld ||
+        (ta ? A->cols : A->rows) != D->rows || (tb ? B->cols : B->rows) != k ||
+        (tb ? B->rows : B->cols) != D->cols ||
+        (e->epilogue != CUBLASLT_EPILOGUE_DEFAULT && !e->bias))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    gemm_arg g = {false, ta, tb, EL_F32, (int)D->rows, (int)D->cols, (int)k, (int)A->ld,
+                  (int)B->ld, (int)D->ld, 1, 0, 0, 0, a, b, dst, NULL, NULL,
+                  *(const float *)alpha, *(const float *)beta,
+                  e->epilogue == CUBLASLT_EPILOGUE_DEFAULT ? NULL : e->bias,
+                  e->epilogue == CUBLASLT_EPILOGUE_RELU_BIAS};
+    LOCK();
+    enqueue(s, do_gemm, &g, sizeof g);
+    UNLOCK();
+    return CUBLAS_STATUS_SUCCESS;
 }
 
 /* ---- the kernels: the reference's, on gathered operands ------------------------------------- */

@@ -128,8 +128,7 @@ static void mlp_free(mlp *m)
 
 /* DTL_CUDA_TEST_EMU=1: the plugin is tests/cuda_emu's CPU emulation (tests/cuda_emu.sh):
  * the "generated" way runs the interpreter (its "NVRTC" would compile a module per case for
- * the CPU: tests/cuda_emu.sh runs generated kernels on whole models instead), and it has no
- * bf16 or tf32 products (mixed precision is skipped). */
+ * the CPU: tests/cuda_emu.sh runs generated kernels on whole models instead). */
 static bool emulated(void)
 {
     const char *e = getenv("DTL_CUDA_TEST_EMU");
@@ -1496,7 +1495,12 @@ static void test_layout(void)
  * random batches: each step's loss within 1e-2 (relative) and the weights at the end
  * within 1e-2 of the largest weight of their tensor. bf16 against bf16, tf32 against tf32
  * (cuBLAS's TF32 conversion may truncate where the reference rounds to nearest even) and
- * tf32 against f32. */
+ * tf32 against f32: there the gradients differ by tf32's rounding, and Adam moves an element
+ * by up to about lr (the example's 1e-3) a step whatever its gradient's size, so where a
+ * gradient is near zero the two runs part by up to 2 lr a step: the params are held to
+ * that, and the moments (whose relative differences are those of near-zero gradients) only
+ * through the losses. (Found on the emulated device, tests/cuda_emu.sh: 0.0023 after 10
+ * steps where the largest fc1.w is 0.088.) */
 static void test_mixed_precision(dtl_precision prec, dtl_precision ref_prec)
 {
     printf("mixed precision: cuda %s against ref %s\n", dtl_precision_name(prec),
@@ -1532,11 +1536,16 @@ static void test_mixed_precision(dtl_precision prec, dtl_precision ref_prec)
             CHECK(!"mixed precision: the losses differ");
         }
     }
+    bool across = prec != ref_prec;
+    double slack = across ? 2 * 1e-3 * STEPS : 0;
     if (pc && dtl_store_sync(sc, DTL_SYNC_TO_HOST, &err)) {
         for (size_t i = 0; i < dtl_store_count(sr); i++) {
             dtl_store_entry *w = dtl_store_at(sr, i), *g = dtl_store_find(sc, w->name);
             CHECK(g && g->t.dtype == F32 && w->t.dtype == F32);   /* f32 master weights */
-            if (!g || g->t.dtype != F32)
+            size_t nl = strlen(w->name);
+            bool moment = nl > 2 && (strcmp(w->name + nl - 2, ".m") == 0 ||
+                                     strcmp(w->name + nl - 2, ".v") == 0);
+            if (!g || g->t.dtype != F32 || (across && moment))
                 continue;
             uint64_t n = dtl_tensor_numel(&w->t);
             double scale = 0, worst = 0;
@@ -1545,7 +1554,7 @@ static void test_mixed_precision(dtl_precision prec, dtl_precision ref_prec)
             for (uint64_t k = 0; k < n; k++)
                 worst = fmax(worst, fabs(((const float *)g->t.data)[k] -
                                          ((const float *)w->t.data)[k]));
-            if (!(worst <= 1e-2 * scale + 1e-6)) {
+            if (!(worst <= 1e-2 * scale + 1e-6 + slack)) {
                 fprintf(stderr, "%s: off by %g (largest %g)\n", w->name, worst, scale);
                 CHECK(!"mixed precision: the weights differ");
             }
@@ -1626,9 +1635,7 @@ int main(void)
         test_mlp_training(true, true);
         test_mlp_training(true, false);
         test_mlp_training(false, false);
-        if (emulated())
-            printf("mixed precision: skipped (not emulated)\n");
-        for (int fused = 1; fused >= 0 && !emulated(); fused--) {
+        for (int fused = 1; fused >= 0; fused--) {
             setenv("DTL_CUDA_FUSE", fused ? "1" : "0", 1);
             test_mixed_precision(DTL_PREC_BF16, DTL_PREC_BF16);
             test_mixed_precision(DTL_PREC_TF32, DTL_PREC_TF32);
