@@ -172,6 +172,16 @@ static void enqueue(cudaStream_t st, void (*fn)(const void *), const void *arg, 
     }
 }
 
+/* enqueue under the lock, for the launchers: cudaSuccess. */
+static cudaError_t submit(cudaStream_t s, void (*fn)(const void *), const void *arg,
+                          size_t size)
+{
+    LOCK();
+    enqueue(s, fn, arg, size);
+    UNLOCK();
+    return cudaSuccess;
+}
+
 /* ---- memory --------------------------------------------------------------------------------- */
 
 /* Pinned host allocations: an asynchronous copy reads them when it runs (pageable memory is
@@ -1029,13 +1039,9 @@ static void ref_run(dtl_op op, dtl_dtype dtype, uint32_t rank, const int64_t *sh
         die(dtl_op_name(op), err.msg);
 }
 
-typedef struct ew_arg {
-    dtl_cu_ew a;
-} ew_arg;
-
 static void do_elementwise(const void *p)
 {
-    const dtl_cu_ew *e = &((const ew_arg *)p)->a;
+    const dtl_cu_ew *e = p;
     if (e->n == 0)
         return;
     bool cmp = e->op >= DTL_CU_LT && e->op <= DTL_CU_NE;
@@ -1055,10 +1061,7 @@ static void do_elementwise(const void *p)
 
 cudaError_t dtl_cu_elementwise(const dtl_cu_ew *a, cudaStream_t s)
 {
-    LOCK();
-    enqueue(s, do_elementwise, a, sizeof *a);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_elementwise, a, sizeof *a);
 }
 
 /* out[nout] = op over the [nout, rcount] elements of x (dtype dt) where element (o, r) is x's
@@ -1084,13 +1087,9 @@ static void reduce_into(dtl_op op, dtl_dtype dt, const void *x, int nk, const in
     free(buf);
 }
 
-typedef struct red_arg {
-    dtl_cu_red a;
-} red_arg;
-
 static void do_reduce(const void *p)
 {
-    const dtl_cu_red *r = &((const red_arg *)p)->a;
+    const dtl_cu_red *r = p;
     if (r->nout > 0)
         reduce_into(op_of(r->op), dt_of(r->dt), r->in, r->nk, r->ksize, r->kstride, r->nr,
                     r->rsize, r->rstride, r->nout, r->rcount, r->out);
@@ -1098,10 +1097,7 @@ static void do_reduce(const void *p)
 
 cudaError_t dtl_cu_reduce(const dtl_cu_red *a, cudaStream_t s)
 {
-    LOCK();
-    enqueue(s, do_reduce, a, sizeof *a);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_reduce, a, sizeof *a);
 }
 
 typedef struct argmax_arg {
@@ -1127,19 +1123,12 @@ cudaError_t dtl_cu_argmax(dtl_cu_dt dt, const void *x, int64_t outer, int64_t di
                           int64_t inner, int64_t *out, cudaStream_t s)
 {
     argmax_arg a = {dt, x, outer, dim, inner, out};
-    LOCK();
-    enqueue(s, do_argmax, &a, sizeof a);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_argmax, &a, sizeof a);
 }
-
-typedef struct strided_arg {
-    dtl_cu_copy a;
-} strided_arg;
 
 static void do_strided(const void *p)
 {
-    const dtl_cu_copy *c = &((const strided_arg *)p)->a;
+    const dtl_cu_copy *c = p;
     for (int64_t i = 0; i < c->n; i++)
         memcpy((char *)c->out + i * c->esz,
                (const char *)c->src + (c->base + offset_of(c->rank, c->shape, c->st, i)) * c->esz,
@@ -1148,10 +1137,7 @@ static void do_strided(const void *p)
 
 cudaError_t dtl_cu_strided_copy(const dtl_cu_copy *a, cudaStream_t s)
 {
-    LOCK();
-    enqueue(s, do_strided, a, sizeof *a);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_strided, a, sizeof *a);
 }
 
 typedef struct index_arg {
@@ -1212,10 +1198,7 @@ cudaError_t dtl_cu_gather(dtl_cu_dt dt, const void *x, const void *idx, dtl_cu_d
                           unsigned long long *status, cudaStream_t s)
 {
     index_arg g = {false, dt, idx_dt, x, idx, outer, dim, inner, count, out, status};
-    LOCK();
-    enqueue(s, do_index, &g, sizeof g);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_index, &g, sizeof g);
 }
 
 cudaError_t dtl_cu_scatter_add(dtl_cu_dt dt, const void *upd, const void *idx,
@@ -1224,10 +1207,7 @@ cudaError_t dtl_cu_scatter_add(dtl_cu_dt dt, const void *upd, const void *idx,
                                cudaStream_t s)
 {
     index_arg g = {true, dt, idx_dt, upd, idx, outer, dim, inner, count, out, status};
-    LOCK();
-    enqueue(s, do_index, &g, sizeof g);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_index, &g, sizeof g);
 }
 
 typedef struct rng_arg {
@@ -1261,10 +1241,7 @@ cudaError_t dtl_cu_rng_uniform(dtl_cu_dt dt, uint64_t seed, uint64_t stream_id,
                                const int64_t *step, int64_t n, void *out, cudaStream_t s)
 {
     rng_arg r = {dt, seed, stream_id, step, n, out};
-    LOCK();
-    enqueue(s, do_rng, &r, sizeof r);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_rng, &r, sizeof r);
 }
 
 typedef struct philox_arg {
@@ -1289,10 +1266,7 @@ cudaError_t dtl_cu_philox_blocks(uint64_t seed, uint64_t stream_id, uint64_t blo
                                  int64_t nblocks, uint32_t *out, cudaStream_t s)
 {
     philox_arg a = {seed, stream_id, block0, nblocks, out};
-    LOCK();
-    enqueue(s, do_philox, &a, sizeof a);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_philox, &a, sizeof a);
 }
 
 typedef struct window_arg {
@@ -1321,10 +1295,7 @@ cudaError_t dtl_cu_window(dtl_cu_wop op, const dtl_cu_win *g, const void *a, con
     if (op < 0 || op >= DTL_CU_W_COUNT)
         return cudaErrorInvalidValue;
     window_arg w = {op, *g, a, b, out};
-    LOCK();
-    enqueue(s, do_window, &w, sizeof w);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_window, &w, sizeof w);
 }
 
 typedef struct adam_arg {
@@ -1349,21 +1320,14 @@ cudaError_t dtl_cu_adam(const dtl_cu_adam_t *table, int n, int64_t nblocks,
     if (n <= 0 || nblocks <= 0)
         return cudaSuccess;
     adam_arg a = {table, n, *s};
-    LOCK();
-    enqueue(stream, do_adam, &a, sizeof a);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(stream, do_adam, &a, sizeof a);
 }
 
 /* ---- the fused interpreter program: one reference kernel per instruction, over the loop ------ */
 
-typedef struct fused_arg {
-    dtl_cu_fprog p;
-} fused_arg;
-
 static void do_fused(const void *arg)
 {
-    const dtl_cu_fprog *p = &((const fused_arg *)arg)->p;
+    const dtl_cu_fprog *p = arg;
     int64_t n = p->n;
     if (n == 0)
         return;
@@ -1418,10 +1382,7 @@ static void do_fused(const void *arg)
 
 cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
 {
-    LOCK();
-    enqueue(s, do_fused, p, sizeof *p);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_fused, p, sizeof *p);
 }
 
 /* ---- generated kernels: "NVRTC" compiles them for the CPU --------------------------------------
@@ -1679,10 +1640,7 @@ cudaError_t cudaLaunchKernel(const void *fn, dim3 grid, dim3 block, void **args,
     launch_arg l = {k, grid.x, block.x, {NULL}};
     for (unsigned i = 0; i < k->nargs; i++)
         memcpy(&l.args[i], args[i], sizeof(void *));   /* (the values, at the launch) */
-    LOCK();
-    enqueue(s, do_launch, &l, sizeof l);
-    UNLOCK();
-    return cudaSuccess;
+    return submit(s, do_launch, &l, sizeof l);
 }
 
 #else
