@@ -1345,14 +1345,11 @@ static void do_fused(const void *arg)
         rdt[r] = dt_of(I->odt);
         reg[r] = xmalloc((size_t)n * dtl_dtype_size(rdt[r]));
         if (I->op == DTL_CU_IOTA) {
-            dtl_ref_arg none = {NULL, DTL_DTYPE_I64, 0, NULL};
             int64_t *v = xmalloc((size_t)n * sizeof *v);
             for (int64_t e = 0; e < n; e++)
                 v[e] = e / I->div % I->mod;
-            none.data = v;
-            none.rank = 1;
-            none.shape = flat;
-            ref_run(DTL_OP_CAST, rdt[r], 1, flat, 1, &none, reg[r], NULL);
+            dtl_ref_arg index = {v, DTL_DTYPE_I64, 1, flat};   /* cast to the register's type */
+            ref_run(DTL_OP_CAST, rdt[r], 1, flat, 1, &index, reg[r], NULL);
             free(v);
             continue;
         }
