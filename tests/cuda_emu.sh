@@ -28,6 +28,11 @@
 #     and their allreduces on the communication stream, the fork and join in a captured
 #     graph, the Adam launch on averaged gradients) equals the plain run; the watchdog ends a
 #     step that never completes.
+#  6. on the second build, tests/cuda_emu/libdtlcuda_emu_dev.so, whose kernels are the GPU's own
+#     source (kernels/cuda/ops.cu and dnn.cu compiled for the CPU: tests/cuda_emu/device.h)
+#     instead of the reference's: test_cuda again (every op, forward and gradient, conv2d and
+#     pooling, the multi-tensor Adam, the MLP's training, against the reference backend), and
+#     the toy run of 3 on the interpreter kernels trains what ref trains.
 . "$(dirname "$0")/train_lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 B=${DTL_BUILDDIR:-$(dirname "$DTLC")}
@@ -130,4 +135,26 @@ if ! DTL_NCCL_LIB=$EMU DTL_BUILDDIR=$B sh "$here/cuda_dp.sh" > "$T/dp.out" 2>&1;
     fail=1
 fi
 grep -E '^dp1' "$T/dp.out" | sed 's/^/cuda_dp.sh: /'
+
+# 6. the GPU's kernels themselves, on the CPU
+DEV=$B/tests/cuda_emu/libdtlcuda_emu_dev.so
+if [ ! -f "$DEV" ]; then
+    echo "(no $DEV: a build without a C++17 compiler; kernels/cuda/*.cu's device code not run)"
+else
+    if ! DTL_CUDA_PLUGIN=$DEV DTL_CUDA_TEST_EMU=1 "$B/tests/unit/test_cuda" \
+            > "$T/test_cuda_dev.out" 2>&1; then
+        grep -E 'FAIL|failed' "$T/test_cuda_dev.out" | head -20
+        echo "FAIL: tests/unit/test_cuda on the GPU's kernels (libdtlcuda_emu_dev.so)"
+        fail=1
+    fi
+    echo "test_cuda on the GPU's kernels: $(tail -n 1 "$T/test_cuda_dev.out")"
+    c="cuda run on the GPU's kernels"
+    check "$c" env DTL_CUDA_PLUGIN="$DEV" DTL_CUDA_CODEGEN=0 "$DTLC" $R --backend cuda
+    if [ "$(epochs "$T/ref.out")" != "$(epochs "$T/out")" ]; then
+        echo "FAIL: $c: the epoch lines differ from ref's:"
+        epochs "$T/ref.out"
+        epochs "$T/out"
+        fail=1
+    fi
+fi
 finish

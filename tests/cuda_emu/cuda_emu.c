@@ -26,6 +26,9 @@
  *    tensors and calls dtl_ref_kernel on a node made for them (windowed ops and Adam: the
  *    element functions of window_at.h and adam_at.h, which are ref's). So a difference from
  *    the reference backend in a test on this plugin is a fault of the plugin's host code.
+ *    The second build (DTL_EMU_DEVICE_CODE: libdtlcuda_emu_dev.so) has the GPU's own kernels
+ *    instead, kernels/cuda/ops.cu and dnn.cu compiled for the CPU (tests/cuda_emu/device.h),
+ *    whose launches come here (dtl_emu_kernel) to be queued like any work.
  *  - Matrix products (cuBLAS and cuBLASLt, column-major, with their documented semantics)
  *    accumulate in the element type in k order, as ref's matmul does; bf16 operands are their
  *    exact f32 values, TF32 ones dtl_tf32_round's (kernels/ref/ref.h's definitions).
@@ -387,9 +390,16 @@ cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr attr, int d)
     return cudaSuccess;
 }
 
+/* A launch CUDA would refuse (dtl_emu_kernel); every other call returns its own error. */
+static cudaError_t last_error;
+
 cudaError_t cudaGetLastError(void)
 {
-    return cudaSuccess;   /* (every call returns its own error) */
+    LOCK();
+    cudaError_t e = last_error;
+    last_error = cudaSuccess;
+    UNLOCK();
+    return e;
 }
 
 const char *cudaGetErrorString(cudaError_t e)
@@ -960,6 +970,30 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     return CUBLAS_STATUS_SUCCESS;
 }
 
+#ifdef DTL_EMU_DEVICE_CODE
+/* ---- the kernels: kernels/cuda/ops.cu and dnn.cu's own, compiled for the CPU -----------------
+ *
+ * (tests/cuda_emu/device.h: their launches call this.) */
+
+/* tests/cuda_emu/dev/cuda_runtime.h's values are these */
+_Static_assert(cudaSuccess == 0 && cudaErrorInvalidValue == 1 &&
+                   cudaErrorInvalidConfiguration == 9,
+               "tests/cuda_emu/dev/cuda_runtime.h's error values are CUDA's");
+
+void dtl_emu_kernel(cudaStream_t s, unsigned grid, unsigned block, size_t shared,
+                    void (*fn)(const void *), const void *arg, size_t size);
+void dtl_emu_kernel(cudaStream_t s, unsigned grid, unsigned block, size_t shared,
+                    void (*fn)(const void *), const void *arg, size_t size)
+{
+    LOCK();
+    if (grid == 0 || block == 0 || block > 1024 || shared != 0)
+        last_error = cudaErrorInvalidConfiguration;
+    else
+        enqueue(s, fn, arg, size);
+    UNLOCK();
+}
+
+#else
 /* ---- the kernels: the reference's, on gathered operands ------------------------------------- */
 
 static dtl_dtype dt_of(int cu)
@@ -1381,6 +1415,8 @@ cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
 {
     return submit(s, do_fused, p, sizeof *p);
 }
+
+#endif /* DTL_EMU_DEVICE_CODE */
 
 /* ---- generated kernels: "NVRTC" compiles them for the CPU --------------------------------------
  *

@@ -69,12 +69,11 @@ enum { DTL_EMU_MAX_BLOCK = 1024, DTL_EMU_STACK = 64 * 1024 };
  * to's; dtl_emu_init(c, stack, bytes, fn) makes a context that starts fn (which must not
  * return: it switches away at its end). */
 #if defined(__x86_64__) && !defined(DTL_EMU_UCONTEXT)
+/* (a local symbol: each object that includes this has its own) */
 typedef struct { void *sp; } dtl_emu_ctx;
 extern "C" void dtl_emu_swap(void **save, void *to);
 __asm__(".text\n"
         ".p2align 4\n"
-        ".hidden dtl_emu_swap\n"
-        ".globl dtl_emu_swap\n"
         "dtl_emu_swap:\n"   /* rdi: where to save rsp, rsi: the rsp to resume */
         "    pushq %rbp\n    pushq %rbx\n    pushq %r12\n"
         "    pushq %r13\n    pushq %r14\n    pushq %r15\n"
@@ -211,11 +210,18 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
 {
     if (block == 0 || block > DTL_EMU_MAX_BLOCK || grid == 0)
         return -1;
+    /* the threads' stacks are kept for the next launch (up to 1024 x 64 KiB, untouched but
+     * for their tops) */
+    static char *stacks;
+    static unsigned nstacks;
+    if (nstacks < block) {
+        free(stacks);
+        stacks = (char *)malloc((size_t)block * DTL_EMU_STACK);
+        nstacks = stacks ? block : 0;
+    }
     dtl_emu_thread *t = (dtl_emu_thread *)calloc(block, sizeof *t);
-    char *stacks = (char *)malloc((size_t)block * DTL_EMU_STACK);
     if (!t || !stacks) {
         free(t);
-        free(stacks);
         return -1;
     }
     dtl_emu.t = t;
@@ -256,7 +262,6 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
             }
         }
     }
-    free(stacks);
     free(t);
     return rc;
 }
