@@ -353,26 +353,15 @@ extern "C" cudaError_t dtl_cu_elementwise(const dtl_cu_ew *a, cudaStream_t s)
 /* ---- reductions ---------------------------------------------------------------------------- */
 namespace {
 
-__device__ inline int64_t kept_offset(const dtl_cu_red &a, int64_t o)
+/* The offset of the i-th element (row-major) of an n-dim loop of these sizes and strides. */
+__device__ inline int64_t loop_offset(int64_t i, int n, const int64_t *size,
+                                      const int64_t *stride)
 {
     int64_t off = 0;
-    for (int d = a.nk - 1; d >= 0; d--) {
-        int64_t q = o / a.ksize[d];
-        off += (o - q * a.ksize[d]) * a.kstride[d];
-        o = q;
-    }
-    return off;
-}
-
-__device__ inline int64_t red_offset(const dtl_cu_red &a, int64_t r)
-{
-    if (a.nr == 1)
-        return r * a.rstride[0];
-    int64_t off = 0;
-    for (int d = a.nr - 1; d >= 0; d--) {
-        int64_t q = r / a.rsize[d];
-        off += (r - q * a.rsize[d]) * a.rstride[d];
-        r = q;
+    for (int d = n - 1; d >= 0; d--) {
+        int64_t q = i / size[d];
+        off += (i - q * size[d]) * stride[d];
+        i = q;
     }
     return off;
 }
@@ -404,31 +393,49 @@ struct Acc {
     }
 };
 
-template <typename T, typename ACC, bool SUM>
-__global__ void k_reduce_thread(dtl_cu_red a)
+/* A reduction's elements: output o of nout() combines at<T>(base(o), r) for r < rcount(),
+ * stored at out(). A plain reduce reads them from its input; the fused program's
+ * (FusedSrc, below) computes them. */
+struct RedSrc {
+    dtl_cu_red a;
+    __host__ __device__ int64_t nout() const { return a.nout; }
+    __host__ __device__ int64_t rcount() const { return a.rcount; }
+    __device__ int64_t base(int64_t o) const { return loop_offset(o, a.nk, a.ksize, a.kstride); }
+    template <typename T> __device__ T at(int64_t base, int64_t r) const
+    {
+        int64_t off = a.nr == 1 ? r * a.rstride[0] : loop_offset(r, a.nr, a.rsize, a.rstride);
+        return ((const T *)a.in)[base + off];
+    }
+    __device__ void *out() const { return a.out; }
+};
+
+/* a thread per output: for short sums */
+template <typename T, typename ACC, bool SUM, typename SRC>
+__global__ void k_reduce_thread(SRC src)
 {
-    for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < a.nout;
+    for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < src.nout();
          o += (int64_t)gridDim.x * blockDim.x) {
-        const T *x = (const T *)a.in + kept_offset(a, o);
+        int64_t base = src.base(o);
         Acc<T, ACC, SUM> acc;
         acc.init();
-        for (int64_t r = 0; r < a.rcount; r++)
-            acc.add(x[red_offset(a, r)]);
-        ((T *)a.out)[o] = (T)acc.v;
+        for (int64_t r = 0; r < src.rcount(); r++)
+            acc.add(src.template at<T>(base, r));
+        ((T *)src.out())[o] = (T)acc.v;
     }
 }
 
-template <typename T, typename ACC, bool SUM>
-__global__ void k_reduce_block(dtl_cu_red a)
+/* a block per output: strided partials, then a tree in shared memory */
+template <typename T, typename ACC, bool SUM, typename SRC>
+__global__ void k_reduce_block(SRC src)
 {
     __shared__ ACC sv[kThreads];
     __shared__ bool sh[kThreads];
-    for (int64_t o = blockIdx.x; o < a.nout; o += gridDim.x) {
-        const T *x = (const T *)a.in + kept_offset(a, o);
+    for (int64_t o = blockIdx.x; o < src.nout(); o += gridDim.x) {
+        int64_t base = src.base(o);
         Acc<T, ACC, SUM> acc;
         acc.init();
-        for (int64_t r = threadIdx.x; r < a.rcount; r += blockDim.x)
-            acc.add(x[red_offset(a, r)]);
+        for (int64_t r = threadIdx.x; r < src.rcount(); r += blockDim.x)
+            acc.add(src.template at<T>(base, r));
         sv[threadIdx.x] = acc.v;
         sh[threadIdx.x] = acc.has;
         __syncthreads();
@@ -444,45 +451,51 @@ __global__ void k_reduce_block(dtl_cu_red a)
             __syncthreads();
         }
         if (threadIdx.x == 0)
-            ((T *)a.out)[o] = (T)sv[0];
+            ((T *)src.out())[o] = (T)sv[0];
         __syncthreads();
     }
 }
 
-template <typename T, typename ACC, bool SUM>
-cudaError_t launch_reduce(const dtl_cu_red *a, cudaStream_t s)
+template <typename T, typename ACC, bool SUM, typename SRC>
+cudaError_t launch_reduce(const SRC &src, cudaStream_t s)
 {
-    if (a->rcount <= 64) {
-        k_reduce_thread<T, ACC, SUM><<<blocks_for(a->nout), kThreads, 0, s>>>(*a);
+    if (src.rcount() <= 64) {
+        k_reduce_thread<T, ACC, SUM, SRC><<<blocks_for(src.nout()), kThreads, 0, s>>>(src);
     } else {
-        int64_t nb = a->nout < 65535LL * 16 ? a->nout : 65535LL * 16;
-        k_reduce_block<T, ACC, SUM><<<(unsigned)nb, kThreads, 0, s>>>(*a);
+        int64_t nb = src.nout() < 65535LL * 16 ? src.nout() : 65535LL * 16;
+        k_reduce_block<T, ACC, SUM, SRC><<<(unsigned)nb, kThreads, 0, s>>>(src);
     }
     return cudaGetLastError();
+}
+
+/* sum (sum) or reduce_max of elements of dtype dt */
+template <typename SRC>
+cudaError_t launch_reduce_dt(const SRC &src, int dt, bool sum, cudaStream_t s)
+{
+    if (src.nout() == 0)
+        return cudaSuccess;
+    switch (dt) {
+    case DTL_CU_F32:
+        return sum ? launch_reduce<float, double, true>(src, s)
+                   : launch_reduce<float, float, false>(src, s);
+    case DTL_CU_F64:
+        return sum ? launch_reduce<double, double, true>(src, s)
+                   : launch_reduce<double, double, false>(src, s);
+    case DTL_CU_I32:
+        return sum ? launch_reduce<int32_t, uint64_t, true>(src, s)
+                   : launch_reduce<int32_t, int32_t, false>(src, s);
+    case DTL_CU_I64:
+        return sum ? launch_reduce<int64_t, uint64_t, true>(src, s)
+                   : launch_reduce<int64_t, int64_t, false>(src, s);
+    default: return cudaErrorInvalidValue;
+    }
 }
 
 } // namespace
 
 extern "C" cudaError_t dtl_cu_reduce(const dtl_cu_red *a, cudaStream_t s)
 {
-    if (a->nout == 0)
-        return cudaSuccess;
-    bool sum = a->op == DTL_CU_SUM;
-    switch (a->dt) {
-    case DTL_CU_F32:
-        return sum ? launch_reduce<float, double, true>(a, s)
-                   : launch_reduce<float, float, false>(a, s);
-    case DTL_CU_F64:
-        return sum ? launch_reduce<double, double, true>(a, s)
-                   : launch_reduce<double, double, false>(a, s);
-    case DTL_CU_I32:
-        return sum ? launch_reduce<int32_t, uint64_t, true>(a, s)
-                   : launch_reduce<int32_t, int32_t, false>(a, s);
-    case DTL_CU_I64:
-        return sum ? launch_reduce<int64_t, uint64_t, true>(a, s)
-                   : launch_reduce<int64_t, int64_t, false>(a, s);
-    default: return cudaErrorInvalidValue;
-    }
+    return launch_reduce_dt(RedSrc{*a}, a->dt, a->op == DTL_CU_SUM, s);
 }
 
 /* ---- argmax ---------------------------------------------------------------------------------- */
@@ -885,123 +898,34 @@ template <> __device__ inline double reg_get<double>(Reg r) { return r.d; }
 template <> __device__ inline int32_t reg_get<int32_t>(Reg r) { return r.i; }
 template <> __device__ inline int64_t reg_get<int64_t>(Reg r) { return r.l; }
 
-__device__ inline int64_t fp_kept(const dtl_cu_fprog &p, int64_t o)
-{
-    int64_t off = 0;
-    for (int d = p.nk - 1; d >= 0; d--) {
-        int64_t q = o / p.ksize[d];
-        off += (o - q * p.ksize[d]) * p.kstride[d];
-        o = q;
+/* A fused reduction's elements: the program run at each element of the reduced loop (its
+ * outputs stored there), the reduced register taken. */
+struct FusedSrc {
+    dtl_cu_fprog p;
+    __host__ __device__ int64_t nout() const { return p.nout; }
+    __host__ __device__ int64_t rcount() const { return p.rcount; }
+    __device__ int64_t base(int64_t o) const { return loop_offset(o, p.nk, p.ksize, p.kstride); }
+    template <typename T> __device__ T at(int64_t base, int64_t r) const
+    {
+        int64_t e = base + loop_offset(r, p.nr, p.rsize, p.rstride);
+        Reg R[kRegs];
+        fp_eval(p, e, R);
+        fp_store(p, e, R);
+        return reg_get<T>(R[p.red_reg]);
     }
-    return off;
-}
-
-__device__ inline int64_t fp_reduced(const dtl_cu_fprog &p, int64_t r)
-{
-    int64_t off = 0;
-    for (int d = p.nr - 1; d >= 0; d--) {
-        int64_t q = r / p.rsize[d];
-        off += (r - q * p.rsize[d]) * p.rstride[d];
-        r = q;
-    }
-    return off;
-}
-
-template <typename T, typename ACC, bool SUM>
-__global__ void k_fused_red_thread(dtl_cu_fprog p)
-{
-    for (int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; o < p.nout;
-         o += (int64_t)gridDim.x * blockDim.x) {
-        int64_t base = fp_kept(p, o);
-        Acc<T, ACC, SUM> acc;
-        acc.init();
-        for (int64_t r = 0; r < p.rcount; r++) {
-            int64_t e = base + fp_reduced(p, r);
-            Reg R[kRegs];
-            fp_eval(p, e, R);
-            fp_store(p, e, R);
-            acc.add(reg_get<T>(R[p.red_reg]));
-        }
-        ((T *)p.red_out)[o] = (T)acc.v;
-    }
-}
-
-template <typename T, typename ACC, bool SUM>
-__global__ void k_fused_red_block(dtl_cu_fprog p)
-{
-    __shared__ ACC sv[kThreads];
-    __shared__ bool sh[kThreads];
-    for (int64_t o = blockIdx.x; o < p.nout; o += gridDim.x) {
-        int64_t base = fp_kept(p, o);
-        Acc<T, ACC, SUM> acc;
-        acc.init();
-        for (int64_t r = threadIdx.x; r < p.rcount; r += blockDim.x) {
-            int64_t e = base + fp_reduced(p, r);
-            Reg R[kRegs];
-            fp_eval(p, e, R);
-            fp_store(p, e, R);
-            acc.add(reg_get<T>(R[p.red_reg]));
-        }
-        sv[threadIdx.x] = acc.v;
-        sh[threadIdx.x] = acc.has;
-        __syncthreads();
-        for (int w = blockDim.x / 2; w > 0; w /= 2) {
-            if ((int)threadIdx.x < w) {
-                Acc<T, ACC, SUM> m;
-                m.v = sv[threadIdx.x];
-                m.has = sh[threadIdx.x];
-                m.merge(sv[threadIdx.x + w], sh[threadIdx.x + w]);
-                sv[threadIdx.x] = m.v;
-                sh[threadIdx.x] = m.has;
-            }
-            __syncthreads();
-        }
-        if (threadIdx.x == 0)
-            ((T *)p.red_out)[o] = (T)sv[0];
-        __syncthreads();
-    }
-}
-
-template <typename T, typename ACC, bool SUM>
-cudaError_t launch_fused_red(const dtl_cu_fprog *p, cudaStream_t s)
-{
-    if (p->rcount <= 64) {
-        k_fused_red_thread<T, ACC, SUM><<<blocks_for(p->nout), kThreads, 0, s>>>(*p);
-    } else {
-        int64_t nb = p->nout < 65535LL * 16 ? p->nout : 65535LL * 16;
-        k_fused_red_block<T, ACC, SUM><<<(unsigned)nb, kThreads, 0, s>>>(*p);
-    }
-    return cudaGetLastError();
-}
+    __device__ void *out() const { return p.red_out; }
+};
 
 } // namespace
 
 extern "C" cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
 {
-    if (p->red_op < 0) {
-        if (p->n == 0)
-            return cudaSuccess;
-        k_fused_ew<<<blocks_for(p->n), kThreads, 0, s>>>(*p);
-        return cudaGetLastError();
-    }
-    if (p->nout == 0)
+    if (p->red_op >= 0)
+        return launch_reduce_dt(FusedSrc{*p}, p->red_dt, p->red_op == DTL_CU_SUM, s);
+    if (p->n == 0)
         return cudaSuccess;
-    bool sum = p->red_op == DTL_CU_SUM;
-    switch (p->red_dt) {
-    case DTL_CU_F32:
-        return sum ? launch_fused_red<float, double, true>(p, s)
-                   : launch_fused_red<float, float, false>(p, s);
-    case DTL_CU_F64:
-        return sum ? launch_fused_red<double, double, true>(p, s)
-                   : launch_fused_red<double, double, false>(p, s);
-    case DTL_CU_I32:
-        return sum ? launch_fused_red<int32_t, uint64_t, true>(p, s)
-                   : launch_fused_red<int32_t, int32_t, false>(p, s);
-    case DTL_CU_I64:
-        return sum ? launch_fused_red<int64_t, uint64_t, true>(p, s)
-                   : launch_fused_red<int64_t, int64_t, false>(p, s);
-    default: return cudaErrorInvalidValue;
-    }
+    k_fused_ew<<<blocks_for(p->n), kThreads, 0, s>>>(*p);
+    return cudaGetLastError();
 }
 
 /* ---- Philox 4x32-10 (runtime/philox.c, the same rounds) and rng_uniform ------------------------ */
