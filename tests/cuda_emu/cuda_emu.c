@@ -1638,9 +1638,16 @@ cudaError_t cudaLibraryGetKernel(cudaKernel_t *kernel, cudaLibrary_t lib, const 
     snprintf(run, sizeof run, "emu_run_%s", name);
     snprintf(nargs, sizeof nargs, "emu_nargs_%s", name);
     void *r = dlsym((void *)lib, run), *c = dlsym((void *)lib, nargs);
-    emu_kernel *k = r && c ? malloc(sizeof *k) : NULL;
-    if (!k)
+    if (!r || !c)
         return cudaErrorSymbolNotFound;
+    /* a kernel is its library's, which lives as long as the process: kept in a list here */
+    static emu_kernel **kernels;
+    static size_t nkernels, capkernels;
+    emu_kernel *k = xmalloc(sizeof *k);
+    LOCK();
+    grow((void **)&kernels, &capkernels, nkernels + 1, sizeof *kernels);
+    kernels[nkernels++] = k;
+    UNLOCK();
     memcpy(&k->run, &r, sizeof r);
     unsigned (*count)(void);
     memcpy(&count, &c, sizeof c);
