@@ -12,7 +12,9 @@
  *    call to save the signal mask). A thread runs until it finishes or waits: in
  *    __syncthreads (until every thread of the block that has not finished arrives) or in a
  *    warp shuffle (until the 32 lanes of its warp arrive). Threads are resumed in round-robin
- *    order, so a kernel that would race on a GPU can pass here: this is not a race detector.
+ *    order, first to last, and last to first every other launch (so a missing barrier shows
+ *    whichever thread's write it was meant to wait for); still, a kernel that would race on
+ *    a GPU can pass here: this is not a race detector.
  *  - __shared__ arrays are function-scope statics: one per module, reused by each block in
  *    turn (the blocks never run at the same time).
  *  - Vector types are 16-byte (or 4-byte) aligned as on the GPU: a misaligned vector access
@@ -231,6 +233,9 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
     dtl_emu.args = args;
     dtl_emu.block_dim = {block, 1, 1};
     dtl_emu.grid_dim = {grid, 1, 1};
+    /* every other launch resumes the threads last to first */
+    static unsigned launches;
+    bool backward = launches++ & 1;
     int rc = 0;
     for (unsigned b = 0; b < grid && rc == 0; b++) {
         dtl_emu.block_idx = {b, 0, 0};
@@ -248,7 +253,8 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
         }
         while (dtl_emu.live > 0) {
             unsigned long long before = dtl_emu.progress;
-            for (unsigned i = 0; i < block; i++) {
+            for (unsigned k = 0; k < block; k++) {
+                unsigned i = backward ? block - 1 - k : k;
                 if (t[i].done)
                     continue;
                 dtl_emu.cur = i;
