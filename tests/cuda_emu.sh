@@ -4,8 +4,8 @@
 # runtime, cuBLAS and the kernels that computes what the reference backend computes and runs
 # each stream's work only when something waits for it (so a forgotten wait shows as stale or
 # poisoned memory), and whose "NVRTC" compiles the generated kernels for the CPU with the
-# host's C++ compiler and tests/unit/cuda_emu.h (not under AddressSanitizer, nor without a
-# C++ compiler: then the plans run without them, and the stages that need them say so), and
+# host's C++ compiler and tests/unit/cuda_emu.h (with the build's sanitizers; without a C++
+# compiler the plans run without them, and the stages that need them say so), and
 # whose cuBLAS, cuBLASLt and NCCL (one rank) are emulated. Needs a build with CUDA (77
 # otherwise).
 # Checked, with DTL_CUDA_PLUGIN set to it:
@@ -49,7 +49,7 @@ export DTL_CUDA_PLUGIN XDG_CACHE_HOME
 
 # 1. test_cuda
 if ! DTL_CUDA_TEST_EMU=1 "$B/tests/unit/test_cuda" > "$T/test_cuda.out" 2>&1; then
-    grep -E 'FAIL|failed' "$T/test_cuda.out" | head -20
+    grep -E 'FAIL|failed|DTL_TEST_SEED|: loss ref' "$T/test_cuda.out" | head -20
     echo "FAIL: tests/unit/test_cuda on the emulated plugin"
     fail=1
 fi
@@ -143,7 +143,7 @@ if [ ! -f "$DEV" ]; then
 else
     if ! DTL_CUDA_PLUGIN=$DEV DTL_CUDA_TEST_EMU=1 "$B/tests/unit/test_cuda" \
             > "$T/test_cuda_dev.out" 2>&1; then
-        grep -E 'FAIL|failed' "$T/test_cuda_dev.out" | head -20
+        grep -E 'FAIL|failed|DTL_TEST_SEED|: loss ref' "$T/test_cuda_dev.out" | head -20
         echo "FAIL: tests/unit/test_cuda on the GPU's kernels (libdtlcuda_emu_dev.so)"
         fail=1
     fi

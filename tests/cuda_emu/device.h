@@ -20,7 +20,9 @@
  *  - The math functions are the host's libm (the reference's), not CUDA's: this checks the
  *    kernels' logic — indexing, strides, barriers, block trees, accumulator types, rounding
  *    steps — not the device math library's last ulps.
- * Built without sanitizers (tests/unit/cuda_emu.h's coroutine stacks are not theirs). */
+ * In the sanitizer build these are compiled with the sanitizers too (tests/unit/cuda_emu.h
+ * tells AddressSanitizer of its threads' stacks): a kernel's access outside its buffers is
+ * an error. */
 #ifndef DTL_EMU_DEVICE_H
 #define DTL_EMU_DEVICE_H
 

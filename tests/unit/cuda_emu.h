@@ -118,6 +118,41 @@ static void dtl_emu_init(dtl_emu_ctx *c, char *stack, size_t bytes, void (*fn)(v
 }
 #endif
 
+/* ---- AddressSanitizer is told of every switch of stacks (its fiber interface), so kernels
+ * compiled with it run instrumented on their threads' stacks. */
+#if defined(__SANITIZE_ADDRESS__)
+#define DTL_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define DTL_EMU_ASAN 1
+#endif
+#endif
+#ifdef DTL_EMU_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+/* Before a switch to the stack [bottom, bottom + size): save keeps this stack's state (NULL:
+ * it is left for good). */
+static inline void dtl_emu_leaving(void **save, const void *bottom, size_t size)
+{
+#ifdef DTL_EMU_ASAN
+    __sanitizer_start_switch_fiber(save, bottom, size);
+#else
+    (void)save, (void)bottom, (void)size;
+#endif
+}
+
+/* Back on a stack (save: what dtl_emu_leaving kept, NULL on a new one); the stack left
+ * behind in *bottom, *size when they are not NULL. */
+static inline void dtl_emu_arrived(void *save, const void **bottom, size_t *size)
+{
+#ifdef DTL_EMU_ASAN
+    __sanitizer_finish_switch_fiber(save, bottom, size);
+#else
+    (void)save, (void)bottom, (void)size;
+#endif
+}
+
 struct dtl_emu_thread {
     dtl_emu_ctx ctx;
     dtl_emu_dim3 idx;
@@ -136,8 +171,19 @@ static struct {
     unsigned long long progress;   /* releases and finished threads */
     void (*entry)(void **);
     void **args;
+    const void *sched_bottom;   /* the scheduler's stack (for AddressSanitizer) */
+    size_t sched_size;
     dtl_emu_dim3 block_idx, block_dim, grid_dim;
+    /* the threads' stacks, kept from launch to launch (up to 1024 x 64 KiB, untouched but
+     * for their tops), freed when the module is unloaded */
+    char *stacks;
+    unsigned nstacks;
 } dtl_emu;
+
+__attribute__((destructor)) static void dtl_emu_unload(void)
+{
+    free(dtl_emu.stacks);
+}
 
 #define threadIdx (dtl_emu.t[dtl_emu.cur].idx)
 #define blockIdx (dtl_emu.block_idx)
@@ -146,7 +192,10 @@ static struct {
 
 static void dtl_emu_yield(void)
 {
+    void *save = NULL;
+    dtl_emu_leaving(&save, dtl_emu.sched_bottom, dtl_emu.sched_size);
     dtl_emu_switch(&dtl_emu.t[dtl_emu.cur].ctx, &dtl_emu.sched);
+    dtl_emu_arrived(save, NULL, NULL);
 }
 
 static void __syncthreads(void)
@@ -190,6 +239,7 @@ template <typename T> static T __shfl_down_sync(unsigned mask, T v, unsigned d)
 
 static void dtl_emu_thread_main(void)
 {
+    dtl_emu_arrived(NULL, &dtl_emu.sched_bottom, &dtl_emu.sched_size);
     dtl_emu.entry(dtl_emu.args);
     unsigned me = dtl_emu.cur, w = me / 32;
     dtl_emu.t[me].done = true;
@@ -205,7 +255,9 @@ static void dtl_emu_thread_main(void)
         dtl_emu.warp_arrived[w] = 0;
         dtl_emu.warp_gen[w]++;
     }
-    dtl_emu_yield();   /* for good: a finished thread is never resumed */
+    /* for good: a finished thread is never resumed */
+    dtl_emu_leaving(NULL, dtl_emu.sched_bottom, dtl_emu.sched_size);
+    dtl_emu_switch(&dtl_emu.t[me].ctx, &dtl_emu.sched);
     abort();
 }
 
@@ -213,15 +265,12 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
 {
     if (block == 0 || block > DTL_EMU_MAX_BLOCK || grid == 0)
         return -1;
-    /* the threads' stacks are kept for the next launch (up to 1024 x 64 KiB, untouched but
-     * for their tops) */
-    static char *stacks;
-    static unsigned nstacks;
-    if (nstacks < block) {
-        free(stacks);
-        stacks = (char *)malloc((size_t)block * DTL_EMU_STACK);
-        nstacks = stacks ? block : 0;
+    if (dtl_emu.nstacks < block) {
+        free(dtl_emu.stacks);
+        dtl_emu.stacks = (char *)malloc((size_t)block * DTL_EMU_STACK);
+        dtl_emu.nstacks = dtl_emu.stacks ? block : 0;
     }
+    char *stacks = dtl_emu.stacks;
     dtl_emu_thread *t = (dtl_emu_thread *)calloc(block, sizeof *t);
     if (!t || !stacks) {
         free(t);
@@ -258,7 +307,10 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
                 if (t[i].done)
                     continue;
                 dtl_emu.cur = i;
+                void *save = NULL;
+                dtl_emu_leaving(&save, stacks + (size_t)i * DTL_EMU_STACK, DTL_EMU_STACK);
                 dtl_emu_switch(&dtl_emu.sched, &t[i].ctx);
+                dtl_emu_arrived(save, NULL, NULL);
             }
             /* a whole round in which nobody was released or finished: nobody ever will be */
             if (dtl_emu.live > 0 && dtl_emu.progress == before) {
