@@ -32,7 +32,8 @@
 #     source (kernels/cuda/ops.cu and dnn.cu compiled for the CPU: tests/cuda_emu/device.h)
 #     instead of the reference's: test_cuda again (every op, forward and gradient, conv2d and
 #     pooling, the multi-tensor Adam, the MLP's training, against the reference backend), and
-#     the toy run of 3 on the interpreter kernels trains what ref trains.
+#     the toy run of 3 on the interpreter kernels trains what ref trains (epoch lines, checkpoint
+#     within 1e-6).
 . "$(dirname "$0")/train_lib.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 B=${DTL_BUILDDIR:-$(dirname "$DTLC")}
@@ -149,11 +150,17 @@ else
     fi
     echo "test_cuda on the GPU's kernels: $(tail -n 1 "$T/test_cuda_dev.out")"
     c="cuda run on the GPU's kernels"
-    check "$c" env DTL_CUDA_PLUGIN="$DEV" DTL_CUDA_CODEGEN=0 "$DTLC" $R --backend cuda
-    if [ "$(epochs "$T/ref.out")" != "$(epochs "$T/out")" ]; then
-        echo "FAIL: $c: the epoch lines differ from ref's:"
+    check "$c" env DTL_CUDA_PLUGIN="$DEV" DTL_CUDA_CODEGEN=0 "$DTLC" $R --backend cuda \
+        --save "$T/dev.st"
+    if [ -z "$(epochs "$T/out")" ] || [ "$(epochs "$T/ref.out")" != "$(epochs "$T/out")" ]; then
+        echo "FAIL: $c: the epoch lines differ from ref's (or there are none):"
         epochs "$T/ref.out"
         epochs "$T/out"
+        fail=1
+    fi
+    if ! "$CMP" "$T/ref.st" "$T/dev.st" 1e-6 step epoch > "$T/cmp" 2>&1; then
+        cat "$T/cmp"
+        echo "FAIL: $c: the checkpoint differs from ref's"
         fail=1
     fi
 fi

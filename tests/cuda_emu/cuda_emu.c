@@ -1419,9 +1419,9 @@ cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
 
 /* ---- generated kernels: "NVRTC" compiles them for the CPU --------------------------------------
  *
- * The module's CUDA C++ is compiled by the host's C++ compiler (DTL_EMU_CXX, else c++) with
- * tests/unit/cuda_emu.h (CUDA threads as coroutines: test_cuda_gen's emulator) into a shared
- * object, with a launcher for each kernel it defines; its bytes are the "cubin", so the
+ * The module's CUDA C++ is compiled by the host's C++ compiler (DTL_EMU_CXX, else
+ * configure's CXX) with tests/unit/cuda_emu.h (CUDA threads as coroutines: test_cuda_gen's
+ * emulator) into a shared object, with a launcher for each kernel it defines; its bytes are the "cubin", so the
  * plugin's caches hold them like a real one. cudaLibraryLoadData writes them to a file and
  * dlopen()s it; cudaLaunchKernel enqueues the launcher with the arguments' values (the kernels'
  * parameters are device pointers: cuda_gen.h). At most 64 blocks run (the kernels' loops are
@@ -1548,7 +1548,7 @@ nvrtcResult nvrtcCompileProgram(nvrtcProgram p, int nopts, const char *const *op
     fclose(f);
     const char *cxx = getenv("DTL_EMU_CXX");
     snprintf(cmd, sizeof cmd, "%s -std=c++17 -O1 -ffp-contract=off -fPIC -shared -w %s -include "
-             "%s -o %s %s > %s 2>&1", cxx && *cxx ? cxx : "c++", DTL_EMU_SAN_FLAGS,
+             "%s -o %s %s > %s 2>&1", cxx && *cxx ? cxx : DTL_EMU_CXX_DEFAULT, DTL_EMU_SAN_FLAGS,
              DTL_EMU_HEADER, so, cpp, log);
     int rc = system(cmd);
     p->log = slurp(log, &p->nlog);

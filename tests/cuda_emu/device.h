@@ -69,7 +69,7 @@ static inline unsigned long long atomicMin(unsigned long long *p, unsigned long 
 
 /* cuda_emu.c: enqueues fn on s with a copy of the size bytes at arg, after checking the launch
  * configuration (cudaErrorInvalidConfiguration, remembered for cudaGetLastError, when CUDA
- * would refuse it); dies when a kernel's threads wait on each other for ever. */
+ * would refuse it). */
 extern "C" void dtl_emu_kernel(cudaStream_t s, unsigned grid, unsigned block, size_t shared,
                                void (*fn)(const void *), const void *arg, size_t size);
 
@@ -81,11 +81,14 @@ template <typename H, typename... T> struct dtl_emu_pack<H, T...> {
     dtl_emu_pack<T...> tail;
 };
 
+/* an argument converted as a call converts it (implicitly: no cast) */
+template <typename H> static H dtl_emu_as(H h) { return h; }
+
 template <typename... None> static dtl_emu_pack<> dtl_emu_pack_of() { return {}; }
 template <typename H, typename... T, typename A, typename... B>
 static dtl_emu_pack<H, T...> dtl_emu_pack_of(A &&a, B &&...b)
 {
-    return {H(a), dtl_emu_pack_of<T...>(b...)};
+    return {dtl_emu_as<H>(a), dtl_emu_pack_of<T...>(b...)};
 }
 
 template <typename K, typename... Done>
@@ -115,7 +118,7 @@ template <typename... P> static void dtl_emu_run(const void *p)
 {
     const dtl_emu_call<P...> *c = (const dtl_emu_call<P...> *)p;
     void *args[1] = {(void *)c};
-    if (dtl_emu_launch(dtl_emu_thread<P...>, args, c->grid, c->block) != 0) {
+    if (dtl_emu_launch(dtl_emu_thread<P...>, args, c->grid, c->block) != 0) {   /* (said why) */
         fprintf(stderr, "cuda_emu: a kernel of kernels/cuda: its threads wait on each other "
                         "for ever\n");
         abort();

@@ -316,6 +316,10 @@ static int dtl_emu_launch(void (*entry)(void **), void **args, unsigned grid, un
             if (dtl_emu.live > 0 && dtl_emu.progress == before) {
                 fprintf(stderr, "cuda_emu: block %u: %u of %u threads wait on each other for "
                         "ever (a barrier the others never reach)\n", b, dtl_emu.live, block);
+                /* their stacks, abandoned mid-call, are not reused */
+                free(dtl_emu.stacks);
+                dtl_emu.stacks = NULL;
+                dtl_emu.nstacks = 0;
                 rc = -1;
                 break;
             }

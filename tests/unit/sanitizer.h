@@ -1,6 +1,6 @@
 /* tests/unit/sanitizer.h — DTL_TEST_SANITIZED is defined in a build with AddressSanitizer,
- * MemorySanitizer or ThreadSanitizer: what a test must then leave alone (replacing malloc,
- * switching stacks under the sanitizer's feet) is skipped, saying so. */
+ * MemorySanitizer or ThreadSanitizer: what a test must then leave alone (counting mallocs
+ * behind the sanitizer's own allocator) is skipped, saying so. */
 #ifndef DTL_TEST_SANITIZER_H
 #define DTL_TEST_SANITIZER_H
 

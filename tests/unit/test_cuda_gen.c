@@ -113,8 +113,8 @@ static bool compile(const char *what, const char *src, const char *arch)
  * kernel is launched with its loaded arguments set to the reference values and its stored
  * ones to garbage, on at most 3 blocks (its loops are grid-stride: fewer blocks must give the
  * same result), and every stored value must equal the reference within float rounding
- * (sums are added in another order). Without a C++ compiler (DTL_EMU_CXX, else c++) this
- * part says so and is skipped; the rest of the test still runs. In a build with the
+ * (sums are added in another order). Without a C++ compiler (DTL_EMU_CXX, else configure's
+ * CXX) this part says so and is skipped; the rest of the test still runs. In a build with the
  * sanitizers the modules are compiled with them too (cuda_emu.h tells AddressSanitizer of
  * its threads' stacks), so a kernel's access out of its buffers is an error there. */
 
@@ -125,7 +125,7 @@ static bool emu_have_cxx(void)
 {
     if (!emu_cxx) {
         const char *c = getenv("DTL_EMU_CXX");
-        emu_cxx = c && *c ? c : "c++";
+        emu_cxx = c && *c ? c : DTL_EMU_CXX_DEFAULT;   /* (configure's, with its sanitizers) */
         char cmd[600];
         snprintf(cmd, sizeof cmd, "%s --version > /dev/null 2>&1", emu_cxx);
         if (system(cmd) != 0) {
