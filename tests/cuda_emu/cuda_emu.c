@@ -1421,11 +1421,11 @@ cudaError_t dtl_cu_fused(const dtl_cu_fprog *p, cudaStream_t s)
  *
  * The module's CUDA C++ is compiled by the host's C++ compiler (DTL_EMU_CXX, else
  * configure's CXX) with tests/unit/cuda_emu.h (CUDA threads as coroutines: test_cuda_gen's
- * emulator) into a shared object, with a launcher for each kernel it defines; its bytes are the "cubin", so the
- * plugin's caches hold them like a real one. cudaLibraryLoadData writes them to a file and
- * dlopen()s it; cudaLaunchKernel enqueues the launcher with the arguments' values (the kernels'
- * parameters are device pointers: cuda_gen.h). At most 64 blocks run (the kernels' loops are
- * grid-stride). In a build with the sanitizers the module is compiled with them too
+ * emulator) into a shared object, with a launcher for each kernel it defines; its bytes are
+ * the "cubin", so the plugin's caches hold them like a real one. cudaLibraryLoadData writes
+ * them to a file and dlopen()s it; cudaLaunchKernel enqueues the launcher with the
+ * arguments' values (the kernels' parameters are device pointers: cuda_gen.h). At most 64
+ * blocks run (the kernels' loops are grid-stride). In a build with the sanitizers the module is compiled with them too
  * (DTL_EMU_SAN_FLAGS; cuda_emu.h tells AddressSanitizer of its threads' stacks), so a
  * generated kernel's access outside its buffers is an error there. */
 #ifdef HAVE_NVRTC
