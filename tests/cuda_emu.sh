@@ -77,24 +77,28 @@ fi
 
 # 3. dtlc run: cuda trains what ref trains; a resumed cuda run is the whole run
 epochs() { grep 'epoch ' "$1" | sed 's/  seconds.*//'; }
+# like_ref WHAT OUT CHECKPOINT: a run trained what the ref run trained (the same epoch lines,
+# the checkpoint within 1e-6)
+like_ref() {
+    if [ -z "$(epochs "$T/ref.out")" ] || [ "$(epochs "$T/ref.out")" != "$(epochs "$2")" ]; then
+        echo "FAIL: $1: the epoch lines differ from ref's (or there are none):"
+        epochs "$T/ref.out"
+        epochs "$2"
+        fail=1
+    fi
+    if ! "$CMP" "$T/ref.st" "$3" 1e-6 step epoch > "$T/cmp" 2>&1; then
+        cat "$T/cmp"
+        echo "FAIL: $1: the checkpoint differs from ref's"
+        fail=1
+    fi
+}
 check "ref run" "$DTLC" $R --backend ref --save "$T/ref.st" && cp "$T/out" "$T/ref.out"
 for codegen in 1 0; do
     [ $codegen = 1 ] && [ $gen = no ] && continue
     c="cuda run (DTL_CUDA_CODEGEN=$codegen)"
     export DTL_CUDA_CODEGEN=$codegen
     check "$c" "$DTLC" $R --backend cuda --save "$T/cuda.st" && cp "$T/out" "$T/cuda.out"
-    if [ -z "$(epochs "$T/ref.out")" ] || [ "$(epochs "$T/ref.out")" != "$(epochs "$T/cuda.out")" ]
-    then
-        echo "FAIL: $c: the epoch lines differ from ref's (or there are none):"
-        epochs "$T/ref.out"
-        epochs "$T/cuda.out"
-        fail=1
-    fi
-    if ! "$CMP" "$T/ref.st" "$T/cuda.st" 1e-6 step epoch > "$T/cmp" 2>&1; then
-        cat "$T/cmp"
-        echo "FAIL: $c: the checkpoint differs from ref's"
-        fail=1
-    fi
+    like_ref "$c" "$T/cuda.out" "$T/cuda.st"
     check "$c, stopped at step 7" "$DTLC" $R --backend cuda --steps 7 --save "$T/half.st"
     check "$c, resumed" "$DTLC" $R --backend cuda --resume "$T/half.st" --save "$T/rest.st"
     same "$c: resumed" "$T/cuda.st" "$T/rest.st"
@@ -152,16 +156,6 @@ else
     c="cuda run on the GPU's kernels"
     check "$c" env DTL_CUDA_PLUGIN="$DEV" DTL_CUDA_CODEGEN=0 "$DTLC" $R --backend cuda \
         --save "$T/dev.st"
-    if [ -z "$(epochs "$T/out")" ] || [ "$(epochs "$T/ref.out")" != "$(epochs "$T/out")" ]; then
-        echo "FAIL: $c: the epoch lines differ from ref's (or there are none):"
-        epochs "$T/ref.out"
-        epochs "$T/out"
-        fail=1
-    fi
-    if ! "$CMP" "$T/ref.st" "$T/dev.st" 1e-6 step epoch > "$T/cmp" 2>&1; then
-        cat "$T/cmp"
-        echo "FAIL: $c: the checkpoint differs from ref's"
-        fail=1
-    fi
+    like_ref "$c" "$T/out" "$T/dev.st"
 fi
 finish
