@@ -32,20 +32,6 @@
 
 #include "../unit/cuda_emu.h"
 
-static inline unsigned __float_as_uint(float f)
-{
-    unsigned u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static inline float __uint_as_float(unsigned u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 template <typename T> static inline T dtl_emu_atomic_add(T *p, T v)
 {
     T old = *p;

@@ -57,6 +57,8 @@ static inline uchar4 make_uchar4(unsigned char x, unsigned char y, unsigned char
 }
 static inline float __int_as_float(int v) { float f; memcpy(&f, &v, sizeof f); return f; }
 static inline int __float_as_int(float f) { int v; memcpy(&v, &f, sizeof v); return v; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, sizeof f); return f; }
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, sizeof u); return u; }
 static inline double __longlong_as_double(long long v)
 {
     double d;

@@ -31,8 +31,18 @@
 #include <unistd.h>
 
 #include "backend_testlib.h"
-#include "sanitizer.h"
 #include "unit.h"
+
+/* Under AddressSanitizer, MemorySanitizer or ThreadSanitizer the sanitizer's allocator stands
+ * where the interposers would count: the test is skipped, saying so. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define DTL_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || \
+    __has_feature(thread_sanitizer)
+#define DTL_TEST_SANITIZED 1
+#endif
+#endif
 
 
 #define WARMUP 2
