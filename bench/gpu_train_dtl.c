@@ -3,13 +3,16 @@
  *
  *   bench/gpu_train_dtl --file F.dtl [--batch B] [--steps N] [--warmup W]
  *                       [--precision f32|tf32|bf16] [--backend cuda|ref] [--label L]
+ *                       [--host pinned|pageable]
  *
  * The step graph of F's (first) train block is lowered at batch B (and --precision, which
  * overrides the block's own), then run N times after W warm-up steps on one fixed random
  * batch copied from host memory at every step: x uniform in [0, 1), y = row % 10 (every
- * other INPUT the step number, the total step count, or zeros). The loss is read only at the
- * end ("async", as PyTorch's loop that never calls .item()). Prints one JSON object:
- * {"impl": "dtl cuda", "label": L, "precision": P, "batch": B, "steps_per_s": …,
+ * other INPUT the step number, the total step count, or zeros). The batch lies in
+ * page-locked memory (dtl_cuda_host_alloc; --host pageable: malloc), as PyTorch's side
+ * pins its batch. The loss is read only at the end ("async", as PyTorch's loop that never
+ * calls .item()). Prints one JSON object:
+ * {"impl": "dtl cuda", "label": L, "precision": P, "host": H, "batch": B, "steps_per_s": …,
  * "samples_per_s": …, "ms_per_step": …, "loss": …, "device": …}. --backend ref runs the
  * same on the reference backend (a CPU check of this driver, not a benchmark). Exit 77
  * without a GPU, or when the backend refuses the precision (the message says which). */
@@ -32,17 +35,22 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Random or counting data for INPUT node n (see the header comment). */
-static void *fill_input(const dtl_node *n, int64_t *stepno, int64_t *total)
+/* Random or counting data for INPUT node n (see the header comment), page-locked if pinned. */
+static void *fill_input(const dtl_node *n, int64_t *stepno, int64_t *total, bool pinned)
 {
     if (n->rank == 0 && n->dtype == DTL_DTYPE_I64 && strcmp(n->name, "step") == 0)
         return stepno;
     if (n->rank == 0 && n->dtype == DTL_DTYPE_I64 && strcmp(n->name, "total_steps") == 0)
         return total;
     size_t count = dtl_node_numel(n), esz = dtl_dtype_size(n->dtype);
-    unsigned char *p = calloc(count ? count : 1, esz ? esz : 1);
-    if (!p)
+    size_t bytes = (count ? count : 1) * (esz ? esz : 1);
+    dtl_err err = {0};
+    unsigned char *p = pinned ? dtl_cuda_host_alloc(bytes, &err) : malloc(bytes);
+    if (!p) {
+        fprintf(stderr, "gpu_train_dtl: %s\n", pinned ? err.msg : "out of memory");
         return NULL;
+    }
+    memset(p, 0, bytes);
     uint64_t r = 88172645463325252ull;
     for (size_t i = 0; i < count; i++) {
         if (strcmp(n->name, "x") == 0 && n->dtype == DTL_DTYPE_F32) {
@@ -60,7 +68,7 @@ static void *fill_input(const dtl_node *n, int64_t *stepno, int64_t *total)
 int main(int argc, char **argv)
 {
     int64_t batch = 4096, steps = 50, warmup = 5;
-    const char *file = NULL, *prec = NULL, *backend = "cuda", *label = NULL;
+    const char *file = NULL, *prec = NULL, *backend = "cuda", *label = NULL, *host = "pinned";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--batch") == 0)
             batch = atoll(argv[i + 1]);
@@ -76,14 +84,18 @@ int main(int argc, char **argv)
             backend = argv[i + 1];
         else if (strcmp(argv[i], "--label") == 0)
             label = argv[i + 1];
+        else if (strcmp(argv[i], "--host") == 0)
+            host = argv[i + 1];
         else {
             fprintf(stderr, "gpu_train_dtl: unknown option %s\n", argv[i]);
             return 2;
         }
     }
-    if (!file || batch < 1 || steps < 1 || warmup < 0) {
+    if (!file || batch < 1 || steps < 1 || warmup < 0 ||
+        (strcmp(host, "pinned") != 0 && strcmp(host, "pageable") != 0)) {
         fprintf(stderr, "usage: gpu_train_dtl --file F.dtl [--batch B] [--steps N] "
-                "[--warmup W] [--precision f32|tf32|bf16] [--backend cuda|ref] [--label L]\n");
+                "[--warmup W] [--precision f32|tf32|bf16] [--backend cuda|ref] [--label L] "
+                "[--host pinned|pageable]\n");
         return 2;
     }
     dtl_precision pr = DTL_PREC_DEFAULT;
@@ -107,6 +119,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "gpu_train_dtl: --backend expects cuda or ref\n");
         return 2;
     }
+    bool pinned = be != &dtl_backend_ref && strcmp(host, "pinned") == 0;
+    if (!pinned)
+        host = "pageable";
     dtl_ctx ctx;
     dtl_ctx_init(&ctx);
     dtl_ctx_add_default_paths(&ctx);
@@ -136,7 +151,10 @@ int main(int argc, char **argv)
             continue;
         dtl_binding *b = &in[nin++];
         b->name = n->name;
-        b->data = fill_input(n, &stepno, &total);
+        if (!(b->data = fill_input(n, &stepno, &total, pinned))) {
+            nin--;
+            goto fail_quiet;
+        }
         b->dtype = n->dtype;
         b->rank = n->rank;
         memcpy(b->shape, n->shape, n->rank * sizeof *n->shape);
@@ -161,20 +179,25 @@ int main(int argc, char **argv)
     double lv = loss.dtype == DTL_DTYPE_F64 ? *(const double *)loss.data
                                             : (double)*(const float *)loss.data;
     printf("{\"impl\": \"dtl %s\", \"mode\": \"async\", \"label\": \"%s\", "
-           "\"precision\": \"%s\", \"batch\": %" PRId64 ", \"steps\": %" PRId64
+           "\"precision\": \"%s\", \"host\": \"%s\", \"batch\": %" PRId64 ", \"steps\": %" PRId64
            ", \"seconds\": %.4f, \"steps_per_s\": %.2f, "
            "\"samples_per_s\": %.0f, \"ms_per_step\": %.3f, \"loss\": %.5f, \"device\": \"%s\"}\n",
-           backend, label ? label : file, dtl_precision_name(low.precision), batch, steps, dt,
+           backend, label ? label : file, dtl_precision_name(low.precision), host, batch, steps, dt,
            (double)steps / dt, (double)(steps * batch) / dt, 1e3 * dt / (double)steps, lv, why);
     int rc = 0;
     goto done;
 fail:
     fprintf(stderr, "gpu_train_dtl: %s\n", err.msg);
+fail_quiet:
     rc = 1;
 done:
     for (size_t k = 0; k < nin; k++)
-        if (in[k].data != &stepno && in[k].data != &total)
-            free((void *)in[k].data);
+        if (in[k].data != &stepno && in[k].data != &total) {
+            if (pinned)
+                dtl_cuda_host_free((void *)in[k].data);
+            else
+                free((void *)in[k].data);
+        }
     dtl_plan_free(p);
     dtl_store_free(s);
     dtl_lowered_free(&low);

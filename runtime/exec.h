@@ -135,6 +135,10 @@ typedef struct dtl_plan_stats {
      * graph passes and fusion, and in LLVM (module, optimization, machine code, linking, or
      * loading a cached object); 0 for the others. */
     double passes_seconds, llvm_seconds;
+    /* cuda: input bytes copied by DMA straight from the caller's page-locked buffers
+     * (dtl_cuda_host_alloc), over all runs; the rest went through the plan's staging
+     * buffer (a memcpy on the host first). 0 for the others. */
+    uint64_t input_dma_bytes;
 } dtl_plan_stats;
 
 typedef struct dtl_backend {

@@ -66,6 +66,17 @@ bool dtl_cuda_available(char *why, size_t len);
  * (false, saying so, without it) but no GPU. */
 bool dtl_cuda_fusable(const dtl_graph *g, char *why, size_t len);
 
+/* Page-locked ("pinned") host memory of at least bytes, for inputs: a plan copies an input
+ * of 64 KiB or more that lies in such memory by DMA straight from it, overlapping the
+ * previous step, where pageable memory is first copied by the host into the plan's own
+ * staging buffer (dtl_plan_stats.input_dma_bytes counts the first kind). run still returns
+ * only once the caller's bytes are read, so the buffer may be refilled at once. NULL with a
+ * DTL_ERR_USAGE (no CUDA build, no plugin) or DTL_ERR_NOMEM (CUDA refused: no device, no
+ * memory; the message says which) in err. Free with dtl_cuda_host_free (NULL is fine), never
+ * free(). */
+void *dtl_cuda_host_alloc(size_t bytes, dtl_err *err);
+void dtl_cuda_host_free(void *p);
+
 /* The path of the plugin loaded, NULL before a successful dtl_cuda_backend. */
 const char *dtl_cuda_plugin_path(void);
 

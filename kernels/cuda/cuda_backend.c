@@ -192,6 +192,36 @@ static bool cu_available(char *why, size_t len)
     return the_ctx.ok;
 }
 
+/* Page-locked host memory on this context's device (cuda.h: dtl_cuda_host_alloc). */
+static void *cu_host_alloc(size_t bytes, char *why, size_t len)
+{
+    void *p = NULL;
+    if (!cu_available(why, len))
+        return NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        snprintf(why, len, "cudaHostAlloc: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_host_free(void *p)
+{
+    cudaFreeHost(p);
+}
+
+/* Whether the host memory at ptr is page-locked (a copy from it is DMA, and asynchronous). */
+static bool host_pinned(const void *ptr)
+{
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+        cudaGetLastError();   /* (not sticky: clear it) */
+        return false;
+    }
+    return a.type == cudaMemoryTypeHost;
+}
+
 #define CU_TRY(call, what)                                                                   \
     do {                                                                                     \
         cudaError_t e_ = (call);                                                             \
@@ -442,6 +472,9 @@ typedef struct cu_plan {
     cu_step *steps;
     uint32_t nsteps, capsteps;
     uint32_t *inputs, ninputs;
+    const void **dma_src;      /* per input: its caller's page-locked buffer, this run */
+    bool dma_pending;          /* copies from dma_src are enqueued: run waits for dma_done */
+    cudaEvent_t dma_done;
     void *pinned[2];           /* input staging, laid out like the device input region */
     cudaEvent_t consumed[2];
     bool have_event[2];
@@ -2257,6 +2290,7 @@ static bool prepare_device(cu_plan *p, const dtl_plan_opts *opts, dtl_err *err)
 /* What both paths need for running: pinned input staging (two buffers), events, knobs. */
 static bool prepare_io(cu_plan *p, dtl_err *err)
 {
+    p->dma_src = dtl_arena_array(&p->arena, p->ninputs + 1, sizeof *p->dma_src);
     for (int i = 0; i < 2; i++) {
         if (p->L.input_bytes)
             CU_TRY(cudaHostAlloc(&p->pinned[i], p->L.input_bytes, cudaHostAllocDefault),
@@ -2406,6 +2440,11 @@ static bool same_type(const dtl_node *n, const dtl_binding *b)
     return true;
 }
 
+/* Inputs from the caller's page-locked memory of at least this many bytes are copied by DMA
+ * straight from it (below it the host's memcpy into the staging buffer costs less than one
+ * more copy call). */
+enum { CU_DMA_MIN = 64 << 10 };
+
 static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
 {
     char b1[160], b2[160];
@@ -2415,6 +2454,11 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
     if (p->have_event[p->which])   /* the buffer's previous copy is done */
         CU_TRY(cudaEventSynchronize(p->consumed[p->which]), "waiting for an input copy");
     char *pin = p->pinned[p->which];
+    char *stage = p->have_copy ? p->devstage + (size_t)p->which * p->L.input_bytes : NULL;
+    /* [lo, hi): the part of the staging buffer the host filled; dma: inputs the copy stream
+     * takes straight from the caller's buffers, after that part (so they land on top). */
+    uint64_t lo = UINT64_MAX, hi = 0;
+    bool dma = false;
     for (uint32_t k = 0; k < p->ninputs; k++) {
         uint32_t v = p->inputs[k];
         const dtl_node *n = N(p, v);
@@ -2440,18 +2484,39 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
         size_t bytes = (size_t)dtl_node_numel(n) * dtl_dtype_size(n->dtype);
         if (!b->data && bytes > 0)
             return dtl_err_set(err, DTL_ERR_USAGE, "input \"%s\": data is NULL", n->name);
-        if (bytes)
-            memcpy(pin + (p->L.off[v] - p->L.input_base), b->data, bytes);
+        uint64_t at = p->L.off[v] - p->L.input_base;
+        p->dma_src[k] = stage && bytes >= CU_DMA_MIN && host_pinned(b->data) ? b->data : NULL;
+        if (p->dma_src[k]) {
+            dma = true;
+            continue;
+        }
+        if (bytes) {
+            memcpy(pin + at, b->data, bytes);
+            lo = at < lo ? at : lo;
+            hi = at + bytes > hi ? at + bytes : hi;
+        }
     }
     if (p->L.input_bytes && p->have_copy) {
         /* Host to device on the copy stream, into this buffer's device stage: it overlaps
          * whatever the compute stream still runs (the previous step); then the compute
          * stream waits for it and moves the stage into the input region (device bandwidth).
          * consumed[which] (after that move) frees both the pinned buffer and the stage. */
-        char *stage = p->devstage + (size_t)p->which * p->L.input_bytes;
-        CU_TRY(cudaMemcpyAsync(stage, pin, p->L.input_bytes, cudaMemcpyHostToDevice, p->copy),
-               "copying the inputs");
+        if (lo < hi)
+            CU_TRY(cudaMemcpyAsync(stage + lo, pin + lo, hi - lo, cudaMemcpyHostToDevice,
+                                   p->copy), "copying the inputs");
+        for (uint32_t k = 0; dma && k < p->ninputs; k++) {
+            uint32_t v = p->inputs[k];
+            size_t bytes = (size_t)dtl_node_numel(N(p, v)) * dtl_dtype_size(N(p, v)->dtype);
+            if (!p->dma_src[k])
+                continue;
+            CU_TRY(cudaMemcpyAsync(stage + (p->L.off[v] - p->L.input_base), p->dma_src[k],
+                                   bytes, cudaMemcpyHostToDevice, p->copy),
+                   "copying an input from its page-locked buffer");
+            p->stats.input_dma_bytes += bytes;
+        }
         CU_TRY(cudaEventRecord(p->copied[p->which], p->copy), "cudaEventRecord");
+        p->dma_pending = dma;
+        p->dma_done = p->copied[p->which];
         CU_TRY(cudaStreamWaitEvent(p->ctx->stream, p->copied[p->which], 0),
                "cudaStreamWaitEvent");
         CU_TRY(cudaMemcpyAsync(p->dev + p->L.input_base, stage, p->L.input_bytes,
@@ -2511,9 +2576,8 @@ static bool check_status(cu_plan *p, dtl_err *err)
 
 static bool cu_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err);
 
-static bool cu_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
+static bool run_step(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *err)
 {
-    cu_plan *p = vp;
     if (!bind_inputs(p, in, nin, err) || !dtl_cu_dp_feed(p->dpp, err) ||
         !dtl_cu_dp_before_launch(p->dpp, err))
         return false;
@@ -2550,6 +2614,23 @@ static bool cu_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
         p->ready(p->ready_ctx, k, &t);
     }
     return true;
+}
+
+static bool cu_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
+{
+    cu_plan *p = vp;
+    bool ok = run_step(p, in, nin, err);
+    /* The caller may refill its page-locked buffers once run returns, error or not: the
+     * copies bind_inputs enqueued from them must have landed (they overlapped the previous
+     * step and this one's launch). */
+    if (p->dma_pending) {
+        p->dma_pending = false;
+        cudaError_t e = cudaEventSynchronize(p->dma_done);
+        if (ok && e != cudaSuccess)
+            ok = dtl_err_set(err, DTL_ERR_INTERNAL, "cuda: waiting for an input copy: %s",
+                             cudaGetErrorString(e));
+    }
+    return ok;
 }
 
 static bool cu_output(void *vp, const char *name, dtl_tensor *out, dtl_err *err)
@@ -2630,6 +2711,7 @@ const dtl_cuda_plugin *dtl_cuda_plugin_v1(const char *host_abi, const dtl_cuda_h
     }
     the_plugin.host = host;
     the_plugin.table = (dtl_cuda_plugin){the_plugin.abi, &cuda_backend, cu_available,
-                                         cu_fusable, &cuda_dp_api};
+                                         cu_fusable, &cuda_dp_api, cu_host_alloc,
+                                         cu_host_free};
     return &the_plugin.table;
 }

@@ -189,6 +189,29 @@ const char *dtl_cuda_plugin_path(void)
     return plugin(&why) ? the_loader.path : NULL;
 }
 
+void *dtl_cuda_host_alloc(size_t bytes, dtl_err *err)
+{
+    const char *lwhy;
+    const dtl_cuda_plugin *pl = plugin(&lwhy);
+    if (!pl) {
+        dtl_err_set(err, DTL_ERR_USAGE, "%s", lwhy);
+        return NULL;
+    }
+    char why[300];
+    void *p = pl->host_alloc(bytes, why, sizeof why);
+    if (!p)
+        dtl_err_set(err, DTL_ERR_NOMEM, "page-locked host memory (%zu bytes): %s", bytes, why);
+    return p;
+}
+
+void dtl_cuda_host_free(void *p)
+{
+    const char *why;
+    const dtl_cuda_plugin *pl = p ? plugin(&why) : NULL;
+    if (pl)
+        pl->host_free(p);
+}
+
 const dtl_cuda_dp_api *dtl_cuda_dp_get(char *why, size_t len)
 {
     const char *lwhy;
@@ -226,6 +249,18 @@ bool dtl_cuda_fusable(const dtl_graph *g, char *why, size_t len)
 const char *dtl_cuda_plugin_path(void)
 {
     return NULL;
+}
+
+void *dtl_cuda_host_alloc(size_t bytes, dtl_err *err)
+{
+    (void)bytes;
+    dtl_err_set(err, DTL_ERR_USAGE, "%s", NO_CUDA);
+    return NULL;
+}
+
+void dtl_cuda_host_free(void *p)
+{
+    (void)p;
 }
 
 const dtl_cuda_dp_api *dtl_cuda_dp_get(char *why, size_t len)

@@ -35,9 +35,10 @@
 #include "../../runtime/exec.h"
 #include "cuda_dp.h"
 
-#define DTL_CUDA_ABI_VERSION 4   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready;
+#define DTL_CUDA_ABI_VERSION 5   /* 2: dtl_backend.calls_ready, dtl_plan_opts.output_ready;
                                     3: dtl_cuda_plugin.dp (cuda_dp.h);
-                                    4: dtl_cuda_dp_spec's init timeout and stuck form */
+                                    4: dtl_cuda_dp_spec's init timeout and stuck form;
+                                    5: host_alloc/host_free, input_dma_bytes */
 #define DTL_CUDA_PLUGIN_ENTRY "dtl_cuda_plugin_v1"
 #define DTL_CUDA_PLUGIN_FILE "libdtlcuda.so"
 
@@ -57,6 +58,8 @@ typedef struct dtl_cuda_plugin {
     bool (*available)(char *why, size_t len);
     bool (*fusable)(const dtl_graph *g, char *why, size_t len);
     const dtl_cuda_dp_api *dp;   /* NCCL data parallel (kernels/cuda/cuda_dp.h) */
+    void *(*host_alloc)(size_t bytes, char *why, size_t len);
+    void (*host_free)(void *p);
 } dtl_cuda_plugin;
 
 typedef const dtl_cuda_plugin *dtl_cuda_plugin_entry_fn(const char *host_abi,

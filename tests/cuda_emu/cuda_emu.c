@@ -252,6 +252,17 @@ cudaError_t cudaFreeHost(void *p)
     return cudaSuccess;
 }
 
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a, const void *p)
+{
+    memset(a, 0, sizeof *a);
+    LOCK();
+    a->type = is_pinned(p) ? cudaMemoryTypeHost : cudaMemoryTypeUnregistered;
+    UNLOCK();
+    if (a->type == cudaMemoryTypeHost)
+        a->hostPointer = (void *)p;
+    return cudaSuccess;
+}
+
 typedef struct copy_arg {
     void *dst;
     const void *src;   /* NULL: the bytes follow this struct (taken at the call) */
