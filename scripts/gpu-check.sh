@@ -75,7 +75,8 @@ timeout "$(limit ${DTL_GPU_BUILD_LIMIT:-300})" sh -c '
     "$SRC/configure" --with-cuda="$CUDA_HOME" --without-llvm
     make -j"$JOBS"
     make -j"$JOBS" tests/unit/test_cuda tests/unit/st_compare bench/gpu_mlp_dtl \
-        bench/gpu_train_dtl bench/gpu_gemm
+        bench/gpu_train_dtl
+    make bench/gpu_gemm || echo "bench/gpu_gemm not built (it needs cuBLASLt); going on"
 ' > "$OUT/build.log" 2>&1
 brc=$?
 if [ -n "$tarball" ]; then SRC=$(ls -d "$WORK"/dtl-*/ 2>/dev/null | head -1); else SRC=$ROOT; fi

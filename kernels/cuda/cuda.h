@@ -69,7 +69,8 @@ bool dtl_cuda_fusable(const dtl_graph *g, char *why, size_t len);
 /* Page-locked ("pinned") host memory of at least bytes, for inputs: a plan copies an input
  * of 64 KiB or more that lies in such memory by DMA straight from it, overlapping the
  * previous step, where pageable memory is first copied by the host into the plan's own
- * staging buffer (dtl_plan_stats.input_dma_bytes counts the first kind). run still returns
+ * staging buffer (dtl_plan_stats.input_dma_bytes counts the first kind; with
+ * DTL_CUDA_COPY_STREAM=0 every input takes the second way). run still returns
  * only once the caller's bytes are read, so the buffer may be refilled at once. NULL with a
  * DTL_ERR_USAGE (no CUDA build, no plugin) or DTL_ERR_NOMEM (CUDA refused: no device, no
  * memory; the message says which) in err. Free with dtl_cuda_host_free (NULL is fine), never

@@ -198,7 +198,9 @@ static void *cu_host_alloc(size_t bytes, char *why, size_t len)
     void *p = NULL;
     if (!cu_available(why, len))
         return NULL;
-    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    cudaError_t e = cudaSetDevice(the_ctx.device);   /* (the caller's thread may be new) */
+    if (e == cudaSuccess)
+        e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
     if (e != cudaSuccess) {
         snprintf(why, len, "cudaHostAlloc: %s", cudaGetErrorString(e));
         return NULL;
@@ -2455,8 +2457,10 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
         CU_TRY(cudaEventSynchronize(p->consumed[p->which]), "waiting for an input copy");
     char *pin = p->pinned[p->which];
     char *stage = p->have_copy ? p->devstage + (size_t)p->which * p->L.input_bytes : NULL;
-    /* [lo, hi): the part of the staging buffer the host filled; dma: inputs the copy stream
-     * takes straight from the caller's buffers, after that part (so they land on top). */
+    /* [lo, hi): the part of the staging buffer the host filled, sent in one copy when no
+     * input goes by DMA; else each filled slot is sent alone (a span would resend the DMA
+     * inputs' stale slots between them), then the DMA ones, straight from the caller's
+     * buffers. */
     uint64_t lo = UINT64_MAX, hi = 0;
     bool dma = false;
     for (uint32_t k = 0; k < p->ninputs; k++) {
@@ -2501,18 +2505,21 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
          * whatever the compute stream still runs (the previous step); then the compute
          * stream waits for it and moves the stage into the input region (device bandwidth).
          * consumed[which] (after that move) frees both the pinned buffer and the stage. */
-        if (lo < hi)
+        if (!dma && lo < hi)
             CU_TRY(cudaMemcpyAsync(stage + lo, pin + lo, hi - lo, cudaMemcpyHostToDevice,
                                    p->copy), "copying the inputs");
         for (uint32_t k = 0; dma && k < p->ninputs; k++) {
             uint32_t v = p->inputs[k];
             size_t bytes = (size_t)dtl_node_numel(N(p, v)) * dtl_dtype_size(N(p, v)->dtype);
-            if (!p->dma_src[k])
-                continue;
-            CU_TRY(cudaMemcpyAsync(stage + (p->L.off[v] - p->L.input_base), p->dma_src[k],
-                                   bytes, cudaMemcpyHostToDevice, p->copy),
-                   "copying an input from its page-locked buffer");
-            p->stats.input_dma_bytes += bytes;
+            uint64_t at = p->L.off[v] - p->L.input_base;
+            if (p->dma_src[k]) {
+                CU_TRY(cudaMemcpyAsync(stage + at, p->dma_src[k], bytes, cudaMemcpyHostToDevice,
+                                       p->copy), "copying an input from its page-locked buffer");
+                p->stats.input_dma_bytes += bytes;
+            } else if (bytes && !dtl_cu_dp_fed(p->dpp, N(p, v)->name)) {
+                CU_TRY(cudaMemcpyAsync(stage + at, pin + at, bytes, cudaMemcpyHostToDevice,
+                                       p->copy), "copying an input");
+            }
         }
         CU_TRY(cudaEventRecord(p->copied[p->which], p->copy), "cudaEventRecord");
         p->dma_pending = dma;
@@ -2622,7 +2629,11 @@ static bool cu_run(void *vp, const dtl_binding *in, size_t nin, dtl_err *err)
     bool ok = run_step(p, in, nin, err);
     /* The caller may refill its page-locked buffers once run returns, error or not: the
      * copies bind_inputs enqueued from them must have landed (they overlapped the previous
-     * step and this one's launch). */
+     * step and this one's launch). After a failure anywhere, all of the copy stream's. */
+    if (!ok && p->have_copy) {
+        cudaStreamSynchronize(p->copy);
+        p->dma_pending = false;
+    }
     if (p->dma_pending) {
         p->dma_pending = false;
         cudaError_t e = cudaEventSynchronize(p->dma_done);
