@@ -2459,8 +2459,8 @@ static bool bind_inputs(cu_plan *p, const dtl_binding *in, size_t nin, dtl_err *
     char *stage = p->have_copy ? p->devstage + (size_t)p->which * p->L.input_bytes : NULL;
     /* [lo, hi): the part of the staging buffer the host filled, sent in one copy when no
      * input goes by DMA; else each filled slot is sent alone (a span would resend the DMA
-     * inputs' stale slots between them), then the DMA ones, straight from the caller's
-     * buffers. */
+     * inputs' stale slots between them), and each DMA input straight from its caller's
+     * buffer (disjoint slots: any order). */
     uint64_t lo = UINT64_MAX, hi = 0;
     bool dma = false;
     for (uint32_t k = 0; k < p->ninputs; k++) {
